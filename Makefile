@@ -1,0 +1,39 @@
+# Two set-up commands: `make app` and `make test`. Each creates .venv if missing and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: chromium app test test-fast bench demo-checkpoints clean-venv
+
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+app: $(STAMP)
+	$(VENV)/bin/streamlit run app/streamlit_app.py --server.port $(PORT) --server.headless true
+
+# Browser tests need Debian's chromium (never `playwright install`); installed here when we are root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
+	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	    else echo "chromium missing and not root: browser tests will be skipped"; fi; }
+
+test: $(STAMP) chromium
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x -m "not browser and not slow"
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+demo-checkpoints: $(STAMP)
+	$(PY) -m hfnet_core.cli train-demo --out checkpoints
+
+clean-venv:
+	rm -rf $(VENV)
