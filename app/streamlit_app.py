@@ -1,11 +1,32 @@
-"""Placeholder entry point until the explorer lands: lists the checkpoints it finds."""
+"""hfnet explorer: how a video CNN mixes time. Entry point: ``streamlit run app/streamlit_app.py``.
 
+Builds the navigation, draws the shared sidebar (models A/B, device, clip) and runs the chosen page.
+Pages live in ``app/pages/`` and read the shared state from ``app/state.py``.
+"""
+
+import sys
 from pathlib import Path
 
-import streamlit as st
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `from app.state import ...` works however streamlit was started
+    sys.path.insert(0, str(_ROOT))
 
-st.title("hfnet explorer")
-found = sorted(Path(__file__).resolve().parent.parent.joinpath("checkpoints").glob("*.safetensors"))
-st.write(f"Found {len(found)} checkpoint(s).")
-for p in found:
-    st.write(p.name)
+import streamlit as st  # noqa: E402
+
+from app.state import render_sidebar  # noqa: E402
+
+st.set_page_config(page_title="hfnet explorer", page_icon="🎞️", layout="wide")
+
+PAGES = [
+    st.Page("pages/clip_lab.py", title="Clip lab", icon="🎬", default=True),
+    st.Page("pages/gate_maps.py", title="Gate maps", icon="🌡️"),
+    st.Page("pages/feature_space.py", title="Feature space", icon="🗺️"),
+    st.Page("pages/class_comparison.py", title="Class comparison", icon="⚖️"),
+    st.Page("pages/attributions.py", title="Attributions", icon="🔍"),
+    st.Page("pages/model_cards.py", title="Model cards", icon="📇"),
+    st.Page("pages/how_hf_works.py", title="How HF works", icon="🎓"),
+]
+
+page = st.navigation(PAGES)
+render_sidebar()
+page.run()

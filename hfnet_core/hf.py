@@ -7,9 +7,10 @@ channels) moves G-_t * F+_{t+1} into frame t and takes the same amount out of fr
         = G-_t * F-_t + (1 - G+_t) * F+_t                               (Eq. 7)
 
 with F- = shift_left(F+), G+ = shift_right(G-), both zero-padded at the sequence ends. G > 0 averages a
-frame with its successor, G < 0 subtracts the successor (differencing). Writing the transfer as
-P_t = G+_t * F+_t (what frame t hands to frame t-1) gives F = F+ - P + shift_left(P): the total feature
-flow sum_t F_t = sum_t F+_t is conserved by construction, which is how this file computes it.
+frame with its successor, G < 0 subtracts the successor (differencing). Whatever frame t+1 hands to
+frame t (G-_t * F+_{t+1}) it loses itself (G+_{t+1} * F+_{t+1}, the same product), so the total feature
+flow sum_t F_t = sum_t F+_t is conserved (up to rounding: this file evaluates Eq. 7 directly, as one
+product and one multiply-add over the features, which is the cheapest form).
 
 The gate is a 3-D convolution with a 2x3x3 kernel and one output channel over the stacked pair
 [F+_t, F+_{t+1}] (Eq. 2, 5): 2*C*9 + 1 parameters. Because the kernel's two temporal taps act on
@@ -61,14 +62,13 @@ class GateConv(nn.Module):
             nxt = x.view(n, num_segments, c, h, w)[:, 1:]
             nxt = torch.cat([nxt, nxt.new_zeros(n, 1, c, h, w)], dim=1).reshape(nt, c, h, w)
             pair = torch.stack([x, nxt], dim=2)  # (NT, C, 2, H, W)
-            z = F.conv3d(pair, self.weight, self.bias, padding=(0, 1, 1))
+            z = F.conv3d(pair, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=(0, 1, 1))
             return z.view(n, num_segments, h, w)
         if self.impl == "shift":
             w2 = self.weight.permute(2, 1, 0, 3, 4).reshape(2, c, 3, 3)  # tap 0 -> F+_t, tap 1 -> F+_{t+1}
-            y = F.conv2d(x, w2, padding=1)
-        else:  # "matmul": one GEMM to 18 per-tap maps, then a fixed 3x3 tap sum on 18 channels
-            w18 = self.weight.permute(2, 3, 4, 1, 0).reshape(18, c, 1, 1)
-            y = F.conv2d(F.conv2d(x, w18), self._taps.to(x.dtype), padding=1)
+            y = F.conv2d(x, w2.to(x.dtype), padding=1)
+        else:  # "matmul": one GEMM to the 18 per-tap maps, then a fixed 3x3 tap sum on 18 channels
+            y = F.conv2d(_per_tap_maps(x, self.weight), self._taps.to(x.dtype), padding=1)
         y = y.view(n, num_segments, 2, h, w)
         here, there = y[:, :, 0], y[:, :, 1]
         there = torch.cat([there[:, 1:], there.new_zeros(n, 1, h, w)], dim=1)
@@ -79,6 +79,20 @@ class GateConv(nn.Module):
         last = torch.ones(num_segments, 1, 1, dtype=g.dtype, device=g.device)
         last[-1] = 0.0
         return g * last
+
+
+def _per_tap_maps(x: Tensor, weight: Tensor) -> Tensor:
+    """(N*T, C, H, W) -> (N*T, 18, H, W): channel k = sum_c weight[0, c, k // 9, (k % 9) // 3, k % 3] * x[:, c].
+
+    A plain matrix product in whichever memory format ``x`` has (a 1x1 convolution would make oneDNN
+    copy a contiguous input into its blocked layout first); the result keeps that format.
+    """
+    nt, c, h, w = x.shape
+    w18 = weight.permute(2, 3, 4, 1, 0).reshape(18, c).to(x.dtype)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = x.permute(0, 2, 3, 1).reshape(nt * h * w, c) @ w18.t()  # (NHW, C) view of NHWC memory
+        return y.view(nt, h, w, 18).permute(0, 3, 1, 2)
+    return torch.matmul(w18, x.reshape(nt, c, h * w)).view(nt, 18, h, w)
 
 
 def shift_right(g: Tensor) -> Tensor:
@@ -116,14 +130,11 @@ class HFModule(nn.Module):
             raise ValueError(f"batch of {nt} frames is not a multiple of num_segments={num_segments}")
         g_in = self.gate(x, num_segments)
         g_out = g_in if self.gate_out is None else self.gate_out(x, num_segments)
-        # P_t = G+_t * F+_t: what frame t hands back to frame t-1 (zero for t = 0 of every clip, so the
-        # flat shift below never carries features across clips).
-        g_plus = shift_right(g_out).reshape(nt, 1, h, w).to(x.dtype)
-        loss = g_plus * x
-        if self.conservative:
-            gain = loss
-        else:
-            gain = shift_right(g_in).reshape(nt, 1, h, w).to(x.dtype) * x
-        out = x - loss
-        out[:-1] += gain[1:]
+        # F_t = (1 - G+_t) * F+_t + G-_t * F+_{t+1} (Eq. 7), written as two passes over the features: a
+        # product, then an in-place multiply-add with the next frame. The flat (N*T) shift never carries
+        # features across clips because G-_{T-1} = 0 for the last frame of every clip. The products keep
+        # x's memory format (channels_last in, channels_last out).
+        keep = 1.0 - shift_right(g_out).reshape(nt, 1, h, w).to(x.dtype)
+        out = x * keep
+        out[:-1].addcmul_(g_in.reshape(nt, 1, h, w)[:-1].to(x.dtype), x[1:])
         return out, g_in

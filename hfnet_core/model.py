@@ -85,6 +85,12 @@ def resolve_placement(placement: str | Sequence[str], block_names: Sequence[str]
     return tuple(b for b in block_names if b in chosen)
 
 
+def hf_key(block_name: str) -> str:
+    """Key of a block's HF module in ``VideoClassifier.hf``: module names cannot contain ".", so a ResNet
+    block "layer1.0" is stored as ``hf.layer1_0.*``; public names (``hf_blocks``, gates) keep the dot."""
+    return block_name.replace(".", "_")
+
+
 class Inspection(NamedTuple):
     """What one forward pass computes, returned rather than stored."""
 
@@ -111,7 +117,7 @@ class VideoClassifier(nn.Module):
         )
         self.hf = nn.ModuleDict(
             {
-                b: HFModule(self.base_model.block_channels[b], config.hf_conservative, config.hf_impl)
+                hf_key(b): HFModule(self.base_model.block_channels[b], config.hf_conservative, config.hf_impl)
                 for b in self.hf_blocks
             }
         )
@@ -142,8 +148,8 @@ class VideoClassifier(nn.Module):
         gates: dict[str, Tensor] = {}
         for name in self.base_model.block_names:
             y = self.base_model.block(name, y)
-            if name in self.hf:
-                y, g = self.hf[name](y, t)
+            if name in self.hf_blocks:
+                y, g = self.hf[hf_key(name)](y, t)
                 if keep_gates:
                     gates[name] = g
         frame_features = self.base_model.pool(y).reshape(n, t, -1)

@@ -20,9 +20,14 @@ Clips are generated on the fly in a few milliseconds (vectorised numpy, no per-p
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
+import json
 import math
-from typing import Any, Callable
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +40,8 @@ __all__ = [
     "generate_clip",
     "clip_seed",
     "SynthSomethingDataset",
+    "write_dataset",
+    "SYNTH_FPS",
 ]
 
 SYNTH_CLASSES: list[str] = [
@@ -455,3 +462,94 @@ class SynthSomethingDataset(torch.utils.data.Dataset):
             frames, label = self.transform(frames, label)
         cid = self.clip_id(index)
         return {"frames": self.convention.to_model_input(frames), "label": int(label), "clip_id": cid, "path": cid}
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing to disk (real H.264 files and the Something-v1 frame-folder layout)
+
+#: Frame rate of written clips: Something-v1 frames were extracted at 12 fps.
+SYNTH_FPS = 12.0
+
+
+def _atomic_write_text(path: "os.PathLike[str] | str", text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_write_jpeg(path: Path, frame: np.ndarray, quality: int = 92) -> None:
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    Image.fromarray(frame).save(tmp, format="JPEG", quality=quality)
+    os.replace(tmp, path)
+
+
+def write_dataset(
+    out_dir: "os.PathLike[str] | str",
+    clips_per_class: int | Mapping[str, int],
+    seed: int = 0,
+    num_frames: int = 8,
+    size: int = 128,
+    splits: Sequence[str] = ("train", "val", "test"),
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write SynthSomething to ``out_dir`` so the real-data loaders read it (every file written atomically).
+
+    Layout (relative to ``out_dir``)::
+
+        category.txt                      class names, one per line (index = line number)
+        {split}_videofolder.txt           Something-v1 list: "<folder> <num_frames> <label>"
+        frames/{split}/{NNNNNN}/00001.jpg frame folders (root for SomethingV1Dataset = out_dir/frames)
+        videos/{split}/{class}/{NNNNNN}.mp4   H.264 yuv420p (root for VideoFolderDataset)
+        {split}.csv                       "path,label" (path relative to out_dir, label = class name)
+        manifest.json                     the parameters, to regenerate the same data
+
+    Clip ``NNNNNN`` of a split is item ``NNNNNN`` of ``SynthSomethingDataset(split, ...)`` with the same
+    arguments, so files and the in-memory generator agree. Returns the manifest.
+    """
+    from hfnet_core.data.video import write_video
+
+    out = Path(out_dir)
+    counts = {s: int(clips_per_class[s]) if isinstance(clips_per_class, Mapping) else int(clips_per_class) for s in splits}
+    total = sum(counts[s] * len(SYNTH_CLASSES) for s in splits)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out / "category.txt", "".join(f"{c}\n" for c in SYNTH_CLASSES))
+    done = 0
+    for split in splits:
+        ds = SynthSomethingDataset(split, max(counts[split], 1), num_frames, size, seed)
+        n_items = counts[split] * len(SYNTH_CLASSES)
+        list_lines: list[str] = []
+        csv_buf = io.StringIO()
+        writer = csv.writer(csv_buf, lineterminator="\n")
+        writer.writerow(["path", "label"])
+        for i in range(n_items):
+            frames, label = ds.raw_clip(i)
+            name = f"{i:06d}"
+            folder = out / "frames" / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(frames):
+                _atomic_write_jpeg(folder / f"{t + 1:05d}.jpg", frame)
+            video = out / "videos" / split / SYNTH_CLASSES[label] / f"{name}.mp4"
+            write_video(video, frames, fps=SYNTH_FPS, codec="libx264", options={"crf": "18", "preset": "veryfast"})
+            list_lines.append(f"{split}/{name} {len(frames)} {label}\n")
+            writer.writerow([video.relative_to(out).as_posix(), SYNTH_CLASSES[label]])
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        _atomic_write_text(out / f"{split}_videofolder.txt", "".join(list_lines))
+        _atomic_write_text(out / f"{split}.csv", csv_buf.getvalue())
+    manifest = {
+        "dataset": "SynthSomething",
+        "seed": int(seed),
+        "clips_per_class": counts,
+        "num_frames": int(num_frames),
+        "size": int(size),
+        "fps": SYNTH_FPS,
+        "classes": list(SYNTH_CLASSES),
+        "reversed_pairs": [list(p) for p in REVERSED_PAIRS],
+        "flip_label_map": {str(k): v for k, v in SYNTH_FLIP_LABEL_MAP.items()},
+    }
+    _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,247 @@
+"""Plotly figures of the analysis pages (Feature space, Class comparison, Attributions).
+
+Pure functions of numpy arrays and eval bundles - no streamlit - so the pages stay thin and the
+benchmark (``benchmarks/bench_feature_space.py``) can time exactly what a page draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import plotly.colors as pc
+import plotly.graph_objects as go
+
+from hfnet_core.analysis.comparison import softmax
+from hfnet_core.eval_bundle import EvalBundle
+
+__all__ = [
+    "FeaturePoints",
+    "accuracy_figure",
+    "attribution_figure",
+    "class_colours",
+    "confusion_figure",
+    "feature_points",
+    "most_improved_figure",
+    "projection_figure",
+    "selected_clip_ids",
+]
+
+
+def class_colours(n: int) -> list[str]:
+    """One colour per class, the same in every figure (cycles past 36 classes)."""
+    palette = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24[:12])
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+def _short(name: str, n: int = 38) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+# --- Feature space ----------------------------------------------------------------------------------
+
+@dataclass
+class FeaturePoints:
+    """The clips a Feature space plot shows, one row per clip, with each model's coordinates."""
+
+    clip_ids: list[str]
+    paths: list[str]
+    labels: np.ndarray  # (M,) true class index into ``class_names``; -1 unknown
+    class_names: list[str]
+    xy: dict[str, np.ndarray] = field(default_factory=dict)  # slot -> (M, 2)
+    preds: dict[str, np.ndarray] = field(default_factory=dict)  # slot -> (M,) predicted class index
+    confs: dict[str, np.ndarray] = field(default_factory=dict)  # slot -> (M,) probability of it
+    pred_names: dict[str, list[str]] = field(default_factory=dict)  # slot -> that model's class names
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+
+def feature_points(sources: dict[str, tuple[EvalBundle, np.ndarray, np.ndarray]],
+                   clip_ids: Sequence[str]) -> FeaturePoints:
+    """Join projections of one or two bundles on ``clip_ids``.
+
+    ``sources``: slot ("A"/"B") -> (bundle, coords (R, 2), rows of the bundle those coords belong to).
+    Every clip id must be among each source's projected rows. Labels and class names come from the first
+    source.
+    """
+    first = next(iter(sources.values()))[0]
+    ids = list(clip_ids)
+    pts = FeaturePoints(ids, [], np.zeros(len(ids), dtype=np.int64), list(first.class_names))
+    for n, (slot, (bundle, coords, rows)) in enumerate(sources.items()):
+        where = {bundle.clip_ids[int(r)]: i for i, r in enumerate(rows)}
+        try:
+            pos = np.asarray([where[c] for c in ids], dtype=np.int64)
+        except KeyError as e:
+            raise ValueError(f"clip {e.args[0]!r} is not in the projection of model {slot}") from e
+        brow = np.asarray(rows, dtype=np.int64)[pos] if len(pos) else np.zeros(0, dtype=np.int64)
+        logits = bundle.logits[brow]
+        pts.xy[slot] = np.asarray(coords, dtype=np.float32)[pos] if len(pos) else np.zeros((0, 2), np.float32)
+        pts.preds[slot] = logits.argmax(axis=1) if len(brow) else np.zeros(0, dtype=np.int64)
+        pts.confs[slot] = (softmax(logits).max(axis=1) if len(brow) else np.zeros(0)).astype(np.float32)
+        pts.pred_names[slot] = list(bundle.class_names)
+        if n == 0:
+            pts.labels = bundle.labels[brow]
+            pts.paths = [bundle.paths[int(r)] for r in brow]
+    return pts
+
+
+def _hover(pts: FeaturePoints) -> list[str]:
+    names = pts.class_names
+    lines = []
+    for i, cid in enumerate(pts.clip_ids):
+        y = int(pts.labels[i])
+        text = f"<b>{cid}</b><br>true: {names[y] if y >= 0 else 'unknown'}"
+        for slot in pts.preds:
+            p = int(pts.preds[slot][i])
+            ok = "✓" if p == y else "✗"
+            text += f"<br>{slot}: {pts.pred_names[slot][p]} ({100 * pts.confs[slot][i]:.0f} %) {ok}"
+        lines.append(text)
+    return lines
+
+
+def projection_figure(pts: FeaturePoints, slot: str, title: str, selected: Sequence[str] = (),
+                      colour_by: str = "true", height: int = 520) -> go.Figure:
+    """Scatter of one model's projection: one trace per class (legend), circles = that model is right,
+    crosses = wrong; ``customdata`` = [row, clip id]. Clips in ``selected`` are ringed, the rest dimmed."""
+    xy = pts.xy[slot]
+    colour_idx = pts.labels if colour_by == "true" else pts.preds[slot]
+    legend_names = pts.class_names if colour_by == "true" else pts.pred_names[slot]
+    colours = class_colours(len(legend_names))
+    hover = np.asarray(_hover(pts), dtype=object)
+    right = pts.preds[slot] == pts.labels
+    rows = np.arange(len(pts))
+    custom = np.stack([rows.astype(object), np.asarray(pts.clip_ids, dtype=object)], axis=1) if len(pts) else None
+    chosen = set(selected)
+    is_sel = np.asarray([c in chosen for c in pts.clip_ids], dtype=bool)
+    fig = go.Figure()
+    for c in np.unique(colour_idx):
+        m = colour_idx == c
+        name = legend_names[int(c)] if c >= 0 else "unknown"
+        fig.add_trace(go.Scatter(
+            x=xy[m, 0], y=xy[m, 1], mode="markers", name=_short(name),
+            marker=dict(color=colours[int(c)] if c >= 0 else "#999", size=7,
+                        symbol=np.where(right[m], "circle", "x"), line=dict(width=0),
+                        opacity=0.25 if chosen else 0.85),
+            customdata=custom[m], hovertext=hover[m], hoverinfo="text",
+        ))
+    if is_sel.any():
+        fig.add_trace(go.Scatter(
+            x=xy[is_sel, 0], y=xy[is_sel, 1], mode="markers", name=f"selected ({int(is_sel.sum())})",
+            marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(width=2, color="#111")),
+            customdata=custom[is_sel], hovertext=hover[is_sel], hoverinfo="text",
+        ))
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), dragmode="lasso",
+        legend=dict(font=dict(size=10), itemsizing="constant"), uirevision=slot,
+    )
+    fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
+    fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def selected_clip_ids(event: object) -> list[str]:
+    """Clip ids from a ``st.plotly_chart`` selection state (its points' ``customdata[1]``)."""
+    try:
+        points = event["selection"]["points"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        points = getattr(getattr(event, "selection", None), "points", None) or []
+    out: list[str] = []
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, (list, tuple)) and len(cd) >= 2 and str(cd[1]) not in out:
+            out.append(str(cd[1]))
+    return out
+
+
+# --- Class comparison -------------------------------------------------------------------------------
+
+def most_improved_figure(rows: list[dict], name_a: str, name_b: str, highlight: int | None = None) -> go.Figure:
+    """The paper's Fig. 3a: horizontal bars of corrected clips per class, labelled "true (A) / predicted
+    (B)", most improved on top; ``customdata`` = class index."""
+    rows = list(reversed(rows))  # plotly draws the first category at the bottom
+    labels = [r["label"] for r in rows]
+    colours = ["#d62728" if r["class_index"] == highlight else "#1f77b4" for r in rows]
+    fig = go.Figure(go.Bar(
+        x=[r["n_improved"] for r in rows], y=labels, orientation="h", marker_color=colours,
+        customdata=[[r["class_index"]] for r in rows],
+        hovertext=[
+            f"<b>{r['class_name']}</b><br>{r['n_improved']} clips {name_a} gets right and {name_b} wrong"
+            f"<br>{name_b} predicts '{r['b_prediction_name']}' for {r['b_prediction_count']} of them"
+            f"<br>opposite flips: {r['n_worsened']}<br>accuracy on {r['n_clips']} clips: "
+            f"{name_a} {100 * r['acc_a']:.0f} %, {name_b} {100 * r['acc_b']:.0f} %"
+            for r in rows
+        ],
+        hoverinfo="text", text=[r["n_improved"] for r in rows], textposition="auto",
+    ))
+    fig.update_layout(
+        title=f"Most improved classes: true label ({name_a}) / predicted label ({name_b})",
+        xaxis_title=f"clips {name_a} gets right and {name_b} gets wrong", yaxis=dict(automargin=True),
+        height=max(260, 34 * len(rows) + 110), margin=dict(l=10, r=10, t=50, b=40),
+    )
+    return fig
+
+
+def accuracy_figure(class_names: list[str], acc_a: np.ndarray, acc_b: np.ndarray, name_a: str,
+                    name_b: str, counts: np.ndarray | None = None, sort_by_gain: bool = False) -> go.Figure:
+    """Grouped bars: per-class accuracy of A and B (classes without clips are left out)."""
+    idx = np.flatnonzero(~(np.isnan(acc_a) & np.isnan(acc_b)))
+    if sort_by_gain:
+        gain = np.nan_to_num(acc_a[idx]) - np.nan_to_num(acc_b[idx])
+        idx = idx[np.argsort(-gain, kind="stable")]
+    names = [_short(class_names[i], 32) for i in idx]
+    extra = [f"<br>{int(counts[i])} clips" if counts is not None else "" for i in idx]
+    fig = go.Figure()
+    for acc, name, colour in ((acc_a, name_a, "#1f77b4"), (acc_b, name_b, "#ff7f0e")):
+        fig.add_trace(go.Bar(
+            x=names, y=100 * acc[idx], name=name, marker_color=colour,
+            hovertext=[f"{class_names[i]}<br>{name}: {100 * acc[i]:.1f} %{e}" for i, e in zip(idx, extra)],
+            hoverinfo="text",
+        ))
+    fig.update_layout(barmode="group", title="Per-class accuracy", yaxis_title="accuracy (%)",
+                      yaxis_range=[0, 100], height=460, margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(tickangle=-40, automargin=True))
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str, normalized: bool) -> go.Figure:
+    """Heatmap, rows = true class, columns = predicted class."""
+    names = [_short(c, 28) for c in class_names]
+    z = np.asarray(matrix, dtype=np.float64)
+    text = [[f"{v:.2f}" if normalized else f"{int(v)}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=names, y=names, colorscale="Blues", zmin=0, zmax=1 if normalized else None,
+        text=text if len(names) <= 20 else None, texttemplate="%{text}" if len(names) <= 20 else None,
+        hovertemplate="true: %{y}<br>predicted: %{x}<br>%{z}<extra></extra>",
+        colorbar=dict(title="share" if normalized else "clips"),
+    ))
+    side = max(420, min(900, 26 * len(names) + 200))
+    fig.update_layout(title=title, height=side, margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(title="predicted", tickangle=-45, automargin=True),
+                      yaxis=dict(title="true", autorange="reversed", automargin=True))
+    return fig
+
+
+# --- Attributions -----------------------------------------------------------------------------------
+
+def attribution_figure(images: np.ndarray, title: str, frame_labels: Sequence[str] | None = None,
+                       cols: int = 4) -> go.Figure:
+    """Grid of uint8 RGB frames (T, H, W, 3) (frames with the attribution map blended in)."""
+    t = images.shape[0]
+    cols = max(1, min(cols, t))
+    rows = (t + cols - 1) // cols
+    labels = list(frame_labels) if frame_labels is not None else [f"frame {i}" for i in range(t)]
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=labels, horizontal_spacing=0.01,
+                        vertical_spacing=0.06)
+    for i in range(t):
+        fig.add_trace(go.Image(z=images[i], hoverinfo="skip"), row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    h, w = images.shape[1:3]
+    fig.update_layout(title=title, height=int(rows * 200 * h / max(w, 1)) + 80,
+                      margin=dict(l=5, r=5, t=60, b=5))
+    fig.update_annotations(font_size=11)
+    return fig

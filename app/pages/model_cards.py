@@ -1,0 +1,147 @@
+"""Model cards: what each loaded checkpoint is, what it costs beside the paper's Table I, how it was trained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app.state import LoadedModel, get_models
+from app.ui import error_box, no_models_box
+from hfnet_core.analysis.gates import short_block_name
+
+st.title("📇 Model cards")
+
+
+@st.cache_data(show_spinner="Counting parameters and FLOPs…", max_entries=16)
+def _complexity(sha: str, _model: Any) -> dict[str, Any]:
+    from hfnet_core.complexity import count_flops, count_params  # optional module: imported lazily
+
+    return {"params": count_params(_model), "flops": count_flops(_model)}
+
+
+@st.cache_data(show_spinner="Recomputing the paper's Table I…")
+def _table_one() -> list[dict[str, Any]]:
+    from hfnet_core.complexity import table_one
+
+    return table_one()
+
+
+def _fmt_count(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def _card(m: LoadedModel) -> None:
+    ck = m.checkpoint
+    cfg = ck.config
+    st.subheader(m.label)
+    blocks = list(ck.model.hf_blocks)
+    arch = {
+        "backbone": f"{cfg.backbone} (width ×{cfg.width_mult:g})",
+        "consensus": {"avg": "TSN average", "trn": "TRN multi-scale relation"}.get(cfg.consensus, cfg.consensus),
+        "frames per clip": cfg.num_segments,
+        "input": f"{cfg.input_size}×{cfg.input_size} px",
+        "classes": cfg.num_classes,
+        "HF placement": (f"{cfg.hf_placement if isinstance(cfg.hf_placement, str) else 'custom'}: after "
+                         + ", ".join(short_block_name(b) for b in blocks)) if blocks else "none (plain TSN)",
+        "HF kind": ("conservative (paper)" if cfg.hf_conservative else "non-conservative (Table I ablation)")
+        if blocks else "-",
+        "pixel convention": "{channel_order}, 0-{scale:g}, mean {mean}".format(**ck.model.input_convention.to_dict()),
+        "registry name": cfg.name or "-",
+    }
+    st.table({"": list(arch), "value": [str(v) for v in arch.values()]})
+    if blocks and cfg.consensus == "avg" and blocks == [ck.model.base_model.block_names[-1]]:
+        st.warning("This model has HF only after the last block. With TSN's average consensus that cannot change "
+                   "its predictions in eval mode (the gate only moves features between frames; the average "
+                   "of the frames is unchanged).")
+
+    st.markdown("**Cost**")
+    try:
+        c = _complexity(ck.sha256, ck.model)
+        p, f = c["params"], c["flops"]
+        over = f["hf_gate_macs"] / max(f["total"] - f["hf_gate_macs"], 1)
+        cost = {
+            "parameters (paper convention)": f"{p['paper']:,}",
+            "trainable parameters": f"{p['trainable']:,}",
+            "of which HF gates": f"{p['hf']:,} ({p['hf'] / max(p['trainable'], 1):.2%})",
+            f"FLOPs per clip ({f['num_frames']} frames, {f['size']} px)": _fmt_count(f["total"]),
+            "of which HF gates": f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)",
+        }
+        st.table({"": list(cost), "value": list(cost.values())})
+    except ImportError:
+        st.info("Parameter and FLOP counts need `hfnet_core.complexity`, which is not installed here.")
+        st.write(f"Trainable parameters: {sum(q.numel() for q in ck.model.parameters()):,}")
+    except Exception as e:  # noqa: BLE001
+        error_box(f"Could not count this model's FLOPs ({type(e).__name__}: {e}).")
+
+    training = ck.metadata.get("training") or {}
+    st.markdown("**Training**")
+    if training:
+        flat = {k: v for k, v in training.items() if not isinstance(v, (dict, list))}
+        if flat:
+            st.table({"": list(flat), "value": [str(v) for v in flat.values()]})
+        nested = {k: v for k, v in training.items() if isinstance(v, (dict, list))}
+        if nested:
+            with st.expander("Full training record"):
+                st.json(nested, expanded=False)
+    else:
+        st.caption("The checkpoint records no training summary.")
+    if m.bundle is not None:
+        b = m.bundle
+        known = int((b.labels >= 0).sum())
+        st.markdown(f"**Eval bundle** `{m.bundle_path}`: {len(b.clip_ids)} clips"
+                    + (f", top-1 accuracy **{b.accuracy:.1%}** on {known} labelled clips" if known else "")
+                    + (f" ({b.metadata.get('dataset')}, {b.metadata.get('split')})" if b.metadata.get("dataset") else ""))
+    else:
+        st.caption("No eval bundle next to this checkpoint (`<name>.test.npz`).")
+    if ck.import_report:
+        st.markdown("**Import report** (this file came from another codebase and was converted in memory)")
+        st.json(ck.import_report, expanded=True)
+    st.caption(f"File `{ck.path}` · sha256 `{ck.sha256[:16]}…` · written by hfnet "
+               f"{ck.metadata.get('hfnet_version', '?')}")
+
+
+models = [m for m in get_models() if m is not None]
+if not models:
+    no_models_box()
+else:
+    cols = st.columns(len(models))
+    for col, m in zip(cols, models):
+        with col:
+            _card(m)
+
+st.divider()
+st.subheader("The paper's Table I beside our count")
+st.caption("Something-v1, BNInception, 16 frames, 224 px, 174 classes; accuracy is the paper's. Our params and "
+           "FLOPs are recomputed from the same architecture (docs/complexity.md explains the conventions).")
+try:
+    rows = _table_one()
+    placements = {(m.checkpoint.config.hf_placement, m.checkpoint.config.hf_conservative) for m in models}
+    table = []
+    for r in rows:
+        mine = [m.label for m in models
+                if (m.checkpoint.config.hf_placement, m.checkpoint.config.hf_conservative)
+                == (r["placement"], r["conservative"])]
+        table.append({
+            "model": r["label"],
+            "paper acc. %": r["paper_accuracy"],
+            "params (ours)": f"{r['params_m']:.2f}M",
+            "params (paper)": f"{r['paper_params_m']:.2f}M",
+            "FLOPs (ours)": f"{r['flops_g']:.2f}G",
+            "FLOPs (paper)": f"{r['paper_flops_g']:.2f}G",
+            "loaded here": ", ".join(mine) + (" (at demo scale)" if mine else ""),
+            "notes": " ".join(r["notes"]),
+        })
+    st.dataframe(table, hide_index=True, width="stretch")
+    del placements
+except ImportError:
+    st.info("Table I needs `hfnet_core.complexity`, which is not installed here.")
+except Exception as e:  # noqa: BLE001
+    error_box(f"Could not recompute Table I ({type(e).__name__}: {e}).")
+st.info("Why “+1HF” barely helps a TSN: HF conserves the sum of features over frames, and global pooling, the "
+        "classifier and TSN's average consensus are all linear - so an HF module after the *last* block cannot "
+        "change TSN's logits at test time. Only HF modules before non-linear layers can. (See *How HF works*.)",
+        icon="💡")

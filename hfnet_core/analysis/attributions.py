@@ -1,0 +1,267 @@
+"""Which pixels of which frames a prediction depends on: Integrated Gradients, Saliency and Grad-CAM.
+
+Every function takes a ``VideoClassifier``, one clip ``x`` (1, T, 3, H, W) in the model's input convention
+and a target class, and returns per-frame maps ``(T, H, W)`` float32 in [0, 1]: attribution magnitude
+(absolute value, summed over colour channels) for IG and Saliency, the ReLU'd class-activation map
+upsampled to the input size for Grad-CAM. Maps are normalised jointly over the clip (not per frame), so
+frames stay comparable: a frame the model ignores stays dark.
+
+Shared model state
+------------------
+Captum registers hooks on the modules it inspects, and the explorer caches one model instance for every
+browser session; a hook left on (or merely present during) another session's forward pass would corrupt
+both. Every function therefore runs on a private ``copy.deepcopy(model)`` (milliseconds for the demo
+models, ~50 ms at full width) with parameter gradients switched off. A lock would not be enough: other
+pages run the shared model without taking it. The caller's model is never touched - no hooks, no
+``requires_grad`` changes, no mode change.
+
+Grad-CAM layers (``layer_choices``)
+----------------------------------
+* ``base_model.<conv>`` / ``base_model.<conv>_bn``: the backbone's convolution and batch-norm modules.
+* ``base_model.<conv>_relu``: BNInception applies ReLU functionally (in place), so there is no ReLU
+  module; a temporary hook on the BN layer routes its output through a private ``nn.ReLU`` that
+  Grad-CAM can watch.
+* ``inception_3a`` ... ``inception_5b``: a block's output (before its HF module, if any).
+* ``hf.inception_3a`` ...: the HF module's aggregated features. ``model.hf[block]`` returns
+  ``(features, gate)`` (``model.hf[hf_key(block)]``); a small wrapper (``_Tapped``) runs the model's own stem / blocks / HF / head and
+  passes the chosen tensor through an ``nn.Identity`` that Grad-CAM hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hfnet_core.model import hf_key
+
+__all__ = [
+    "DEFAULT_IG_STEPS",
+    "grad_cam",
+    "integrated_gradients",
+    "integrated_gradients_raw",
+    "layer_choices",
+    "normalise_maps",
+    "overlay",
+    "saliency",
+]
+
+#: IG steps: 16 keeps one demo-model clip at ~1 s on a 2-core CPU (convergence delta ~1e-2 of f(x)-f(0)).
+DEFAULT_IG_STEPS = 16
+_RELU_SUFFIX = "_relu"
+
+
+# --- model handling ---------------------------------------------------------------------------------
+
+def _private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode, parameters without gradients: hooks placed on it stay private."""
+    private = copy.deepcopy(model).eval()
+    for p in private.parameters():
+        p.requires_grad_(False)
+    return private
+
+
+def _prepare_input(model: nn.Module, x: Tensor) -> Tensor:
+    if x.dim() == 4:
+        x = x.unsqueeze(0)
+    if x.dim() != 5 or x.shape[0] != 1 or x.shape[2] != 3:
+        raise ValueError(f"attributions take one clip of shape (1, T, 3, H, W), got {tuple(x.shape)}")
+    device = next(model.parameters()).device
+    # A fresh normal tensor even if the caller made x under inference_mode.
+    return x.detach().to(device=device, dtype=torch.float32).clone()
+
+
+def _check_target(model: nn.Module, target: int) -> int:
+    k = model.config.num_classes
+    t = int(target)
+    if not 0 <= t < k:
+        raise ValueError(f"target class {t} is out of range for a model with {k} classes")
+    return t
+
+
+class _Tapped(nn.Module):
+    """Runs a ``VideoClassifier`` exactly as its ``forward`` does, passing one block output or HF output
+    through ``self.tap`` (an ``nn.Identity``) so Captum's layer methods can hook it."""
+
+    def __init__(self, model: nn.Module, tap_at: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.tap_at = tap_at  # "inception_3a" (block output) or "hf.inception_3a" (HF output)
+        self.tap = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        m, bm = self.model, self.model.base_model
+        n, t = x.shape[:2]
+        y = bm.stem(x.reshape(n * t, *x.shape[2:]))
+        for name in bm.block_names:
+            y = bm.block(name, y)
+            if self.tap_at == name:
+                y = self.tap(y)
+            if name in m.hf_blocks:
+                y, _gate = m.hf[hf_key(name)](y, t)
+                if self.tap_at == f"hf.{name}":
+                    y = self.tap(y)
+        return m.head(bm.pool(y).reshape(n, t, -1))
+
+
+def layer_choices(model: nn.Module) -> list[str]:
+    """Grad-CAM layers of ``model`` in network order: backbone conv / BN / ReLU layers, every block output
+    and every HF output (see the module docstring for the naming)."""
+    bm = model.base_model
+    blocks = list(bm.block_names)
+    relu_after_bn = model.config.backbone == "bninception"  # every BN there feeds an in-place ReLU
+    groups: dict[str | None, list[str]] = {None: []}
+    groups.update({b: [] for b in blocks})
+    for name, mod in bm.named_modules():
+        if not isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU)):
+            continue
+        owner = next((b for b in blocks if name == b or name.startswith((b + "_", b + "."))), None)
+        groups[owner].append(f"base_model.{name}")
+        if relu_after_bn and isinstance(mod, nn.BatchNorm2d) and name.endswith("_bn"):
+            groups[owner].append(f"base_model.{name[:-3]}{_RELU_SUFFIX}")
+    out = list(groups[None])
+    for b in blocks:
+        out += groups[b]
+        out.append(b)
+        if b in model.hf_blocks:
+            out.append(f"hf.{b}")
+    return out
+
+
+# --- maps -------------------------------------------------------------------------------------------
+
+def normalise_maps(maps: np.ndarray | Tensor, percentile: float = 100.0) -> np.ndarray:
+    """Scale non-negative maps to [0, 1] by their ``percentile`` over the whole clip (clipping above).
+
+    IG and Saliency use 99.5: a handful of extreme pixels would otherwise make every map black.
+    """
+    m = maps.detach().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
+    m = np.nan_to_num(m.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    m = np.maximum(m, 0.0)
+    scale = float(np.percentile(m, percentile)) if m.size else 0.0
+    if scale <= 0.0:
+        scale = float(m.max()) if m.size else 0.0
+    if scale <= 0.0:
+        return np.zeros_like(m, dtype=np.float32)
+    return np.clip(m / scale, 0.0, 1.0).astype(np.float32)
+
+
+def _pixel_maps(attr: Tensor) -> np.ndarray:
+    """(1, T, 3, H, W) attributions -> (T, H, W) |a| summed over colour, normalised."""
+    return normalise_maps(attr.detach()[0].abs().sum(dim=1), percentile=99.5)
+
+
+def integrated_gradients_raw(model: nn.Module, x: Tensor, target: int, steps: int = DEFAULT_IG_STEPS,
+                             baseline: Tensor | None = None,
+                             internal_batch_size: int = 4) -> tuple[Tensor, float]:
+    """Captum IG attributions (1, T, 3, H, W) and the convergence delta (sum of attributions minus
+    f(x) - f(baseline) for the target logit). Baseline: zeros in the model's convention, i.e. a frame of
+    the convention's mean colour."""
+    from captum.attr import IntegratedGradients
+
+    target = _check_target(model, target)
+    private = _private_copy(model)
+    xi = _prepare_input(private, x)
+    base = torch.zeros_like(xi) if baseline is None else _prepare_input(private, baseline)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        attr, delta = IntegratedGradients(private).attribute(
+            xi, baselines=base, target=target, n_steps=int(steps),
+            internal_batch_size=max(1, int(internal_batch_size)), return_convergence_delta=True)
+    return attr.detach(), float(delta.detach().reshape(-1)[0])
+
+
+def integrated_gradients(model: nn.Module, x: Tensor, target: int, steps: int = DEFAULT_IG_STEPS,
+                         baseline: Tensor | None = None, internal_batch_size: int = 4) -> np.ndarray:
+    """Integrated Gradients per frame: (T, H, W) in [0, 1]."""
+    attr, _ = integrated_gradients_raw(model, x, target, steps, baseline, internal_batch_size)
+    return _pixel_maps(attr)
+
+
+def saliency(model: nn.Module, x: Tensor, target: int) -> np.ndarray:
+    """Saliency (|d logit_target / d pixel|) per frame: (T, H, W) in [0, 1]."""
+    from captum.attr import Saliency
+
+    target = _check_target(model, target)
+    private = _private_copy(model)
+    xi = _prepare_input(private, x).requires_grad_(True)
+    with torch.inference_mode(False), torch.enable_grad():
+        attr = Saliency(private).attribute(xi, target=target, abs=True)
+    return _pixel_maps(attr)
+
+
+def grad_cam(model: nn.Module, x: Tensor, target: int, layer_name: str) -> np.ndarray:
+    """Grad-CAM at ``layer_name`` (one of ``layer_choices(model)``), per frame, upsampled (bilinear) to
+    the input size: (T, H, W) in [0, 1]. Each frame gets its own channel weights (the mean gradient over
+    that frame's positions), as for an image model applied to T images."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    target = _check_target(model, target)
+    choices = layer_choices(model)
+    if layer_name not in choices:
+        raise ValueError(f"{layer_name!r} is not a Grad-CAM layer of this model; "
+                         f"block outputs: {[c for c in choices if '.' not in c]}")
+    private = _private_copy(model)
+    xi = _prepare_input(private, x).requires_grad_(True)
+    bm = private.base_model
+    tap_at = layer_name if (layer_name in bm.block_names or layer_name.startswith("hf.")) else None
+    wrapper = _Tapped(private, tap_at)
+    handles = []
+    if tap_at is not None:
+        layer: nn.Module = wrapper.tap
+    elif layer_name.endswith(_RELU_SUFFIX) and not _has_module(private, layer_name):
+        bn = private.get_submodule(layer_name[: -len(_RELU_SUFFIX)] + "_bn")
+        layer = nn.ReLU()
+        handles.append(bn.register_forward_hook(lambda _m, _i, out: layer(out)))
+    else:
+        layer = private.get_submodule(layer_name)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            cam = LayerGradCam(wrapper, layer).attribute(xi, target=target, relu_attributions=True)
+            cam = LayerAttribution.interpolate(cam.detach(), tuple(xi.shape[-2:]), "bilinear")
+    finally:
+        for h in handles:
+            h.remove()
+    return normalise_maps(cam[:, 0], percentile=100.0)  # (N*T = T, H, W)
+
+
+def _has_module(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
+
+
+# --- display ----------------------------------------------------------------------------------------
+
+# A perceptually ordered black -> purple -> orange -> yellow ramp (anchor colours of "inferno").
+_RAMP = np.array([
+    [0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+    [250, 193, 39], [252, 255, 164],
+], dtype=np.float32)
+
+
+def heat_colours(maps: np.ndarray) -> np.ndarray:
+    """[0, 1] maps (..., H, W) -> RGB float (..., H, W, 3) on the ramp above."""
+    m = np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0) * (len(_RAMP) - 1)
+    lo = np.floor(m).astype(np.int64).clip(0, len(_RAMP) - 2)
+    frac = (m - lo)[..., None]
+    return _RAMP[lo] * (1.0 - frac) + _RAMP[lo + 1] * frac
+
+
+def overlay(frames: np.ndarray, maps: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Blend maps (T, H, W) in [0, 1] over uint8 RGB frames (T, H', W', 3); maps are resized (bilinear)
+    to the frames when sizes differ. Weak attribution lets the frame show through."""
+    frames = np.asarray(frames)
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.shape[0] != frames.shape[0]:
+        raise ValueError(f"{maps.shape[0]} maps for {frames.shape[0]} frames")
+    if maps.shape[1:] != frames.shape[1:3]:
+        maps = F.interpolate(torch.from_numpy(maps)[:, None], size=frames.shape[1:3], mode="bilinear",
+                             align_corners=False)[:, 0].numpy()
+    w = (float(alpha) * np.clip(maps, 0.0, 1.0))[..., None]
+    out = frames.astype(np.float32) * (1.0 - w) + heat_colours(maps) * w
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,391 @@
+"""Parameters and FLOPs the way the paper's Table I counts them, and Table I itself beside ours.
+
+Conventions (the ones that reproduce Table I's printed digits; docs/complexity.md has the derivation):
+
+* **Params ("paper")**: every tensor of the state dict: weights, biases and the BN running mean/var, but
+  not BN's ``num_batches_tracked`` counter (PyTorch added it after TSN-era code; it is a step counter, not
+  a model value, and counting it or not changes no printed digit). Baseline: 10,468,622 -> 10.47M. The
+  trainable count (10,448,590 -> 10.45M) is reported too; it does not reproduce the baseline row.
+* **FLOPs**: multiply-accumulates (MACs), i.e. ``FlopCounterMode``'s count (2 per MAC) halved, for the
+  convolutions and the classifier, bias additions not counted; plus 2 per BatchNorm output element
+  (scale, shift), 1 per ReLU output element and 1 per pooling *input* element (max, average and the global
+  average pool). HF adds the MACs of its gate as the paper defines it, a 2x3x3 conv3d with one output
+  channel: 18*C per gate pixel, whatever implementation runs. The tanh and the products/sums of Eq. 7
+  are counted separately (``hf_elementwise``) and left out of the paper total: Table I's +10HF row
+  (+0.34G = exactly the gate MACs) leaves no room for them.
+
+Everything runs on the ``meta`` device (shapes only), so counting a 16-frame full-width model takes about
+a second and allocates nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from .hf import HFModule
+from .model import ModelConfig, VideoClassifier
+
+#: Ops per element that the paper convention charges (see module docstring).
+BN_OPS_PER_ELEMENT = 2
+RELU_OPS_PER_ELEMENT = 1
+POOL_OPS_PER_INPUT_ELEMENT = 1
+#: MACs per gate pixel per input channel of the HF gate: a 2x3x3 kernel.
+HF_GATE_TAPS = 2 * 3 * 3
+
+_BN_OPS = {"native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+           "cudnn_batch_norm", "miopen_batch_norm"}
+_RELU_OPS = {"relu", "relu_"}
+_POOL_OPS = {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d",
+             "_adaptive_avg_pool2d", "adaptive_max_pool2d"}
+
+
+# --- parameters -----------------------------------------------------------------------------------
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    """Parameter counts of ``model``.
+
+    Returns ``paper`` (state dict without ``num_batches_tracked``: what Table I counts), ``trainable``,
+    ``parameters`` (all, trainable or not), ``running_stats`` (BN running mean/var), ``num_batches_tracked``
+    and ``hf`` (HF gate parameters).
+    """
+    state = model.state_dict()
+    nbt = sum(v.numel() for k, v in state.items() if k.endswith("num_batches_tracked"))
+    running = sum(v.numel() for k, v in state.items() if k.endswith(("running_mean", "running_var")))
+    hf = sum(p.numel() for m in model.modules() if isinstance(m, HFModule) for p in m.parameters())
+    return {
+        "paper": sum(v.numel() for v in state.values()) - nbt,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "running_stats": running,
+        "num_batches_tracked": nbt,
+        "hf": hf,
+    }
+
+
+# --- FLOPs ----------------------------------------------------------------------------------------
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the non-GEMM ops of the paper convention (BN, ReLU, pooling) from the aten ops that run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = self.relu = self.pool = 0
+        self.paused = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        out = func(*args, **(kwargs or {}))
+        if not self.paused:
+            name = func.overloadpacket.__name__
+            if name in _BN_OPS:
+                self.bn += BN_OPS_PER_ELEMENT * args[0].numel()
+            elif name in _RELU_OPS:
+                self.relu += RELU_OPS_PER_ELEMENT * args[0].numel()
+            elif name in _POOL_OPS or (name == "mean" and args[0].dim() == 4):  # mean over H, W = GAP
+                self.pool += POOL_OPS_PER_INPUT_ELEMENT * args[0].numel()
+        return out
+
+
+@dataclass
+class _HFRecord:
+    block: str
+    channels: int
+    frames: int  # N*T
+    height: int
+    width: int
+    gates: int  # 1 conservative, 2 non-conservative
+    counted_conv_flops: int = 0  # what FlopCounterMode saw inside the module (impl-specific)
+
+    @property
+    def gate_macs(self) -> int:
+        return self.gates * HF_GATE_TAPS * self.channels * self.frames * self.height * self.width
+
+    @property
+    def elementwise(self) -> int:
+        """tanh per gate pixel + Eq. 7's product/difference/shifted sum per feature element."""
+        pixels = self.frames * self.height * self.width
+        per_element = 3 if self.gates == 1 else 4  # G+*F, F - ., + shift; non-cons.: a second product
+        return self.gates * pixels + per_element * pixels * self.channels
+
+
+def _meta_model(model: nn.Module, num_frames: int, size: int) -> VideoClassifier:
+    if not isinstance(model, VideoClassifier):
+        raise TypeError(f"count_flops needs a VideoClassifier, got {type(model).__name__}")
+    cfg = model.config.replace(num_segments=num_frames, input_size=size)
+    with torch.device("meta"):
+        return VideoClassifier(cfg).eval()
+
+
+def count_flops(model: nn.Module, num_frames: int | None = None, size: int | None = None) -> dict[str, Any]:
+    """FLOPs of one clip (``num_frames`` frames of ``size`` x ``size`` px), paper convention.
+
+    Defaults come from ``model.config``. The model itself is not run: a shape-only copy is built on the
+    ``meta`` device. Returns counts (not G): ``conv_linear_macs``, ``bn``, ``relu``, ``pool``,
+    ``hf_gate_macs``, ``hf_elementwise``, ``total`` (paper convention: all but ``hf_elementwise``),
+    ``total_with_elementwise``, ``hf_counted_conv_macs`` (what the running gate implementation actually
+    multiplies) and ``hf_blocks`` (per-block gate MACs).
+    """
+    cfg = getattr(model, "config", None)
+    t = int(num_frames if num_frames is not None else cfg.num_segments)
+    s = int(size if size is not None else cfg.input_size)
+    meta = _meta_model(model, t, s)
+    ops = _OpCounter()
+    flops = FlopCounterMode(display=False)
+    records: list[_HFRecord] = []
+
+    def pre(mod: HFModule, args: tuple) -> None:
+        x = args[0]
+        nt, c, h, w = x.shape
+        records.append(_HFRecord("", c, nt, h, w, 1 if mod.conservative else 2,
+                                 counted_conv_flops=-flops.get_total_flops()))
+        ops.paused = True
+
+    def post(mod: HFModule, args: tuple, out: Any) -> None:
+        records[-1].counted_conv_flops += flops.get_total_flops()
+        ops.paused = False
+
+    handles = []
+    for name, mod in meta.hf.items():
+        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(post))
+    try:
+        x = torch.empty(1, t, 3, s, s, device="meta")
+        with torch.no_grad(), flops, ops:
+            meta(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for rec, name in zip(records, meta.hf.keys()):
+        rec.block = name
+    hf_counted = sum(r.counted_conv_flops for r in records)
+    conv_linear = (flops.get_total_flops() - hf_counted) // 2
+    hf_gate = sum(r.gate_macs for r in records)
+    hf_elem = sum(r.elementwise for r in records)
+    total = conv_linear + ops.bn + ops.relu + ops.pool + hf_gate
+    return {
+        "num_frames": t,
+        "size": s,
+        "conv_linear_macs": conv_linear,
+        "bn": ops.bn,
+        "relu": ops.relu,
+        "pool": ops.pool,
+        "hf_gate_macs": hf_gate,
+        "hf_elementwise": hf_elem,
+        "hf_counted_conv_macs": hf_counted // 2,
+        "total": total,
+        "total_with_elementwise": total + hf_elem,
+        "hf_blocks": {r.block: r.gate_macs for r in records},
+    }
+
+
+# --- Table I --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    label: str
+    placement: str
+    conservative: bool
+    accuracy: float
+    params_m: float
+    flops_g: float
+
+
+#: Table I (Something-v1 validation, BNInception-TSN, 16 frames, 224 px, 174 classes).
+PAPER_TABLE_ONE: tuple[PaperRow, ...] = (
+    PaperRow("Baseline", "none", True, 17.77, 10.47, 32.73),
+    PaperRow("Baseline+1HF", "last1", True, 19.37, 10.47, 32.81),
+    PaperRow("Baseline+5HF", "last5", True, 34.15, 10.53, 32.90),
+    PaperRow("Baseline+10HF", "all", True, 41.97, 10.59, 33.07),
+    PaperRow("Baseline+10HF (non-Conservative)", "all", False, 38.81, 10.69, 33.47),
+)
+PAPER_SETTING = {"backbone": "bninception", "width_mult": 1.0, "num_classes": 174, "num_frames": 16,
+                 "size": 224, "consensus": "avg"}
+
+
+def _config(placement: str, conservative: bool, backbone: str, width_mult: float, num_classes: int,
+            num_frames: int, size: int) -> ModelConfig:
+    return ModelConfig(backbone=backbone, width_mult=width_mult, num_classes=num_classes,
+                       num_segments=num_frames, input_size=size, consensus="avg",
+                       hf_placement=placement, hf_conservative=conservative)
+
+
+def _meta_build(cfg: ModelConfig) -> VideoClassifier:
+    with torch.device("meta"):
+        return VideoClassifier(cfg)
+
+
+def per_block_costs(backbone: str = "bninception", width_mult: float = 1.0, num_frames: int = 16,
+                    size: int = 224) -> dict[str, dict[str, int]]:
+    """Params and gate MACs one conservative HF module adds after each block (paper convention)."""
+    cfg = _config("all", True, backbone, width_mult, 2, num_frames, size)
+    model = _meta_build(cfg)
+    macs = count_flops(model, num_frames, size)["hf_blocks"]
+    return {b: {"params": sum(p.numel() for p in model.hf[b].parameters()), "flops": macs[b]}
+            for b in model.hf_blocks}
+
+
+def consistent_placements(k: int, params_m: float, flops_g: float, base_params: int, base_flops: int,
+                          costs: dict[str, dict[str, int]]) -> list[tuple[str, ...]]:
+    """Sets of ``k`` blocks whose HF modules bring the baseline to the printed params/FLOPs digits."""
+    found = []
+    for combo in itertools.combinations(costs, k):
+        p = base_params + sum(costs[b]["params"] for b in combo)
+        f = base_flops + sum(costs[b]["flops"] for b in combo)
+        if round(p / 1e6, 2) == params_m and round(f / 1e9, 2) == flops_g:
+            found.append(combo)
+    return found
+
+
+def table_one(backbone: str = "bninception", width_mult: float = 1.0, num_classes: int = 174,
+              num_frames: int = 16, size: int = 224) -> list[dict[str, Any]]:
+    """Table I recomputed for the given setting, each row beside the paper's numbers.
+
+    Row keys: ``label``, ``placement``, ``hf_blocks``, ``conservative``, ``params`` (paper convention),
+    ``params_trainable``, ``flops`` (paper convention), ``flops_with_elementwise``, ``params_m``, ``flops_g``
+    (ours, rounded as printed), ``paper_params_m``, ``paper_flops_g``, ``paper_accuracy``, ``params_match``
+    / ``flops_match`` (None unless the setting is the paper's), ``notes`` (list of str).
+    """
+    paper_setting = (backbone, width_mult, num_classes, num_frames, size) == (
+        PAPER_SETTING["backbone"], PAPER_SETTING["width_mult"], PAPER_SETTING["num_classes"],
+        PAPER_SETTING["num_frames"], PAPER_SETTING["size"])
+    costs = per_block_costs(backbone, width_mult, num_frames, size) if paper_setting else {}
+    rows: list[dict[str, Any]] = []
+    base = None
+    for pr in PAPER_TABLE_ONE:
+        model = _meta_build(_config(pr.placement, pr.conservative, backbone, width_mult, num_classes,
+                                    num_frames, size))
+        params = count_params(model)
+        flops = count_flops(model, num_frames, size)
+        row: dict[str, Any] = {
+            "label": pr.label,
+            "placement": pr.placement,
+            "hf_blocks": list(model.hf_blocks),
+            "conservative": pr.conservative,
+            "params": params["paper"],
+            "params_trainable": params["trainable"],
+            "flops": flops["total"],
+            "flops_with_elementwise": flops["total_with_elementwise"],
+            "params_m": round(params["paper"] / 1e6, 2),
+            "flops_g": round(flops["total"] / 1e9, 2),
+            "paper_params_m": pr.params_m,
+            "paper_flops_g": pr.flops_g,
+            "paper_accuracy": pr.accuracy,
+            "params_match": None,
+            "flops_match": None,
+            "notes": [],
+        }
+        if base is None:
+            base = row
+        if paper_setting:
+            row["params_match"] = row["params_m"] == pr.params_m
+            row["flops_match"] = row["flops_g"] == pr.flops_g
+        notes = row["notes"]
+        if pr.placement == "last1":
+            notes.append("HF after 5b only: with TSN's average consensus it cannot change eval-mode logits "
+                         "(conservation + linear pooling/classifier/consensus) - degenerate.")
+        if paper_setting and pr.conservative and pr.placement in ("last1", "last5") and not (
+                row["params_match"] and row["flops_match"]):
+            k = len(model.hf_blocks)
+            fits = consistent_placements(k, pr.params_m, pr.flops_g, base["params"], base["flops"], costs)
+            p_lo, p_hi = (pr.params_m - 0.005) * 1e6 - base["params"], (pr.params_m + 0.005) * 1e6 - base["params"]
+            notes.append(
+                f"paper's {pr.params_m:.2f}M implies the gates add {max(p_lo, 0) / 1e3:.1f}k-{p_hi / 1e3:.1f}k "
+                f"params (sum of C = {max(p_lo, 0) / HF_GATE_TAPS:.0f}-{p_hi / HF_GATE_TAPS:.0f}); ours add "
+                f"{(row['params'] - base['params']) / 1e3:.1f}k (sum of C = "
+                f"{sum(model.base_model.block_channels[b] for b in model.hf_blocks)}). "
+                + ("No " + str(k) + " blocks fit both printed numbers." if not fits else
+                   f"{len(fits)} sets of {k} blocks fit both, e.g. "
+                   + "; ".join(",".join(b.replace('inception_', '') for b in f) for f in fits[:3]) + ".")
+            )
+        if paper_setting and not pr.conservative and not (row["params_match"] and row["flops_match"]):
+            notes.append(
+                f"two full gates per block (as the text says) give {row['params_m']:.2f}M; counting trainable "
+                f"parameters only gives {params['trainable'] / 1e6:.2f}M. The paper's extra "
+                f"{pr.flops_g - base['paper_flops_g']:.2f}G over the baseline = our two gates "
+                f"{2 * (flops['hf_gate_macs'] // 2) / 1e9:.2f}G + the Eq. 7 element-wise ops "
+                f"{flops['hf_elementwise'] / 1e9:.2f}G ({flops['total_with_elementwise'] / 1e9:.2f}G in all)."
+            )
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table: ours vs the paper's params and FLOPs, with a mark where digits differ."""
+    head = f"{'Model':<34}{'Params':>9}{'paper':>8}  {'FLOPs':>8}{'paper':>8}  HF blocks"
+    lines = [head, "-" * len(head)]
+    notes = []
+
+    def mark(ok: bool | None) -> str:
+        return " " if ok in (True, None) else "*"
+
+    for r in rows:
+        blocks = ",".join(b.replace("inception_", "") for b in r["hf_blocks"]) or "-"
+        lines.append(
+            f"{r['label']:<34}{r['params_m']:>8.2f}M{r['paper_params_m']:>7.2f}M{mark(r['params_match'])}"
+            f"{r['flops_g']:>8.2f}G{r['paper_flops_g']:>7.2f}G{mark(r['flops_match'])} {blocks}"
+        )
+        notes += [f"{r['label']}: {n}" for n in r["notes"]]
+    lines.append("")
+    lines.append("* = our digits differ from the paper's. Params: state dict incl. BN running stats "
+                 "(no num_batches_tracked). FLOPs: multiply-adds + BN 2/elem + ReLU 1/elem + pool 1/input elem.")
+    lines += notes
+    return "\n".join(lines)
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``hfnet complexity``: Table I beside ours, or the counts of one registered model."""
+    ap = argparse.ArgumentParser(prog="hfnet complexity", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="count one registered model (or a saved checkpoint's) instead of Table I")
+    ap.add_argument("--frames", type=int, default=None, help="frames per clip (Table I: 16)")
+    ap.add_argument("--size", type=int, default=None, help="input side in px (Table I: 224)")
+    ap.add_argument("--classes", type=int, default=174, help="classes for Table I (174 = Something-v1)")
+    ap.add_argument("--width", type=float, default=1.0, help="BNInception width multiplier for Table I")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    try:
+        if args.model:
+            from .model import get_config
+
+            if args.model.endswith(".safetensors"):
+                from .checkpoint import read_metadata
+
+                cfg = ModelConfig.from_dict(read_metadata(args.model)["model_config"])
+            else:
+                cfg = get_config(args.model)
+            with torch.device("meta"):
+                model = VideoClassifier(cfg)
+            out = {"model": args.model, "params": count_params(model),
+                   "flops": count_flops(model, args.frames, args.size)}
+            if args.json:
+                print(json.dumps(out, indent=2))
+            else:
+                f = out["flops"]
+                print(f"{args.model}: {out['params']['paper'] / 1e6:.2f}M params "
+                      f"({out['params']['trainable'] / 1e6:.2f}M trainable), {f['total'] / 1e9:.2f}G FLOPs "
+                      f"for {f['num_frames']} frames at {f['size']} px "
+                      f"(conv/linear {f['conv_linear_macs'] / 1e9:.2f}G, BN {f['bn'] / 1e9:.3f}G, "
+                      f"ReLU {f['relu'] / 1e9:.3f}G, pool {f['pool'] / 1e9:.3f}G, HF gates "
+                      f"{f['hf_gate_macs'] / 1e9:.3f}G; HF element-wise {f['hf_elementwise'] / 1e9:.3f}G not included)")
+            return 0
+        rows = table_one(width_mult=args.width, num_classes=args.classes,
+                         num_frames=args.frames or 16, size=args.size or 224)
+    except ValueError as e:
+        print(f"hfnet complexity: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0

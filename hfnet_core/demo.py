@@ -1,0 +1,136 @@
+"""``hfnet train-demo``: regenerate the shipped demo checkpoints (TSN and HF-TSN on SynthSomething).
+
+One command, resumable (re-run it after an interruption and it continues where it stopped)::
+
+    hfnet train-demo --out checkpoints            # = make demo-checkpoints
+
+Both models get the same recipe and budget (``demo_config``): width 0.25, 112 px, 8 frames, from scratch,
+SGD lr 0.05 with a cosine schedule, batch 16, HF gates at 0.1x the learning rate (FINDINGS.md), 1,792
+fresh SynthSomething training clips per epoch. Models train one after the other (a 2-core machine gains
+nothing from running them side by side). For each model ``<stem>`` the output folder receives:
+
+    <stem>.safetensors    the final weights in fp16 (hfnet checkpoint; training config + history inside)
+    <stem>.test.npz       eval bundle on the held-out test split (what the app reads)
+    <stem>.test.json      test metrics (top-1/5, per class, confusion matrix, within-pair accuracy)
+    <stem>.train.jsonl    the per-epoch training log
+    <stem>.toml           the training config
+
+``--models`` also runs Table I's variants (+1HF, +5HF, non-conservative) with the same recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .atomic import write_text_atomic
+from .config import TrainConfig, dump_toml
+
+#: key -> (registry model name, output file stem)
+DEMO_MODELS: dict[str, tuple[str, str]] = {
+    "tsn": ("tsn_bninception_demo", "tsn_demo"),
+    "hf": ("hf_tsn_bninception_demo", "hf_tsn_demo"),
+    "hf1": ("hf1_tsn_bninception_demo", "hf1_tsn_demo"),
+    "hf5": ("hf5_tsn_bninception_demo", "hf5_tsn_demo"),
+    "hf_nc": ("hf_tsn_bninception_demo_nonconservative", "hf_tsn_demo_nonconservative"),
+}
+
+
+def demo_config(model_name: str, work_dir: str | Path, epochs: int = 12, train_per_class: int = 112) -> TrainConfig:
+    """The shipped pair's recipe (FINDINGS.md, "Training the demo pair")."""
+    cfg = TrainConfig()
+    cfg.model.name = model_name
+    cfg.data.dataset = "synth"
+    cfg.data.augment = False  # clips are rendered at 112 px; variety comes from fresh clips every epoch
+    cfg.data.synth_fresh_each_epoch = True
+    cfg.data.synth_train_per_class = train_per_class  # x 16 classes = 1,792 clips per epoch
+    cfg.data.synth_val_per_class = 20
+    cfg.data.synth_test_per_class = 38  # 608 test clips
+    cfg.data.num_workers = 1
+    cfg.optim.lr = 0.05
+    cfg.optim.schedule = "cosine"
+    cfg.optim.gate_lr_mult = 0.1
+    cfg.train.epochs = epochs
+    cfg.train.batch_size = 16
+    cfg.train.num_threads = 2
+    cfg.train.channels_last = "on"
+    cfg.train.out_dir = str(Path(work_dir) / model_name)
+    return cfg
+
+
+def ship(run_dir: Path, out_dir: Path, stem: str, cfg: TrainConfig, progress: bool = False) -> dict:
+    """Export a finished run: fp16 checkpoint, test eval bundle + metrics, training log and config."""
+    from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
+    from .evaluate import evaluate_checkpoint
+
+    src = run_dir / "last.safetensors"
+    loaded = load_checkpoint(src)
+    meta = read_metadata(src)
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    training = dict(meta.get("training", {}))
+    training["history"] = [{k: v for k, v in r.items() if k != "skipped_clips"} for r in history]
+    training["wall_time_s"] = round(sum(r.get("time_s", 0.0) for r in history), 1)
+    ckpt = out_dir / f"{stem}.safetensors"
+    save_checkpoint(ckpt, loaded.model, loaded.class_names, training=training,
+                    extra={"regenerate": "hfnet train-demo --out checkpoints"}, dtype=torch.float16)
+    metrics, bundle = evaluate_checkpoint(ckpt, "synth", "test", synth_per_class=cfg.data.synth_test_per_class,
+                                          synth_seed=cfg.data.synth_seed, progress=progress)
+    bundle.save(out_dir / f"{stem}.test.npz")
+    write_text_atomic(out_dir / f"{stem}.test.json", json.dumps(metrics, indent=1) + "\n")
+    shutil.copyfile(run_dir / "metrics.jsonl", out_dir / f"{stem}.train.jsonl")
+    write_text_atomic(out_dir / f"{stem}.toml", dump_toml(cfg))
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hfnet train-demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="checkpoints", help="where the shipped files go (default checkpoints/)")
+    p.add_argument("--work", default="runs/demo", help="training runs (resumable state) (default runs/demo)")
+    p.add_argument("--models", default="tsn,hf", help=f"comma list of {sorted(DEMO_MODELS)} (default tsn,hf)")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--train-per-class", type=int, default=112, help="training clips per class per epoch")
+    p.add_argument("--fresh", action="store_true", help="discard earlier runs instead of resuming them")
+    p.add_argument("--no-ship", action="store_true", help="train only; do not write into --out")
+    return p
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .train import train
+
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    bad = [k for k in keys if k not in DEMO_MODELS]
+    if bad:
+        print(f"hfnet train-demo: unknown models {bad}; choose from {sorted(DEMO_MODELS)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    summary = {}
+    for key in keys:
+        name, stem = DEMO_MODELS[key]
+        cfg = demo_config(name, args.work, args.epochs, args.train_per_class)
+        run_dir = Path(cfg.train.out_dir)
+        if args.fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
+        t0 = time.time()
+        train(cfg, resume=True)
+        print(f"[train-demo] {name}: training done in {time.time() - t0:.0f}s (this invocation)", flush=True)
+        if args.no_ship:
+            continue
+        m = ship(run_dir, out, stem, cfg, progress=sys.stderr.isatty())
+        summary[stem] = {k: m.get(k) for k in ("top1", "top5", "pair_merged_accuracy", "within_pair_accuracy")}
+        print(f"[train-demo] {stem}: test top-1 {100 * m['top1']:.1f} %, within-pair "
+              f"{100 * m['within_pair_accuracy']:.1f} %", flush=True)
+    if summary:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

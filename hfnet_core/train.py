@@ -1,0 +1,715 @@
+"""``hfnet train``: train a model from a config file + overrides; resumable, single- or multi-process.
+
+One run writes into ``train.out_dir``::
+
+    config.toml          the full config (also inside every checkpoint, under training.config)
+    last.safetensors     the model after the latest finished epoch (hfnet checkpoint format)
+    best.safetensors     the model with the best validation top-1 so far
+    last_state.pt        everything ``--resume`` needs: model, optimizer, GradScaler, RNG states, epoch,
+                         history - tensors and primitive types only, read with ``torch.load(weights_only=True)``
+    metrics.jsonl/.csv   one row per epoch: loss, top-1/top-5 (train and val), lr, time, skipped clips
+    train.log            the console output
+
+Every file is written atomically (``hfnet_core.atomic``): a crash or SIGKILL at any moment leaves the
+previous or the new version, never a torn file. ``--resume`` restarts from the last *finished* epoch
+(``last_state.pt`` alone, so the model and the optimizer can never come from different epochs); each
+epoch reseeds every RNG from ``(seed, epoch, rank)``, so a resumed run repeats the same sample order and
+augmentations as an uninterrupted one.
+
+Multi-GPU / multi-node: launch with ``torchrun --nproc_per_node N -m hfnet_core.cli train ...``.
+``train.batch_size`` is the global batch; each process takes ``batch_size / world_size`` clips per step
+from a ``DistributedSampler`` whose shards interleave one permutation, so every step sees the same
+clips as a single process would. Gradients are averaged by DistributedDataParallel (nccl on CUDA, gloo
+on CPU). BatchNorm statistics are per process unless ``train.bn = "sync"`` (SyncBatchNorm, CUDA) or
+``"frozen"`` (running statistics; what TSN's fine-tuning from ImageNet does for all but the first BN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .atomic import atomic_path, write_text_atomic
+from .checkpoint import save_checkpoint
+from .config import ConfigError, TrainConfig, dump_toml, load_config
+from .device import pick_device, to_channels_last
+from .model import ModelConfig, VideoClassifier, get_config
+
+STATE_FILE = "last_state.pt"
+LOG_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
+              "time_s", "skipped")
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group torchrun describes in the environment (nothing to do for one process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 1_009 + int(rank)) % (2**31)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+class GuardedDataset(Dataset):
+    """Wraps a dataset so an unreadable clip becomes a named marker instead of an exception or a bare None.
+
+    The datasets return ``None`` (or raise) for a clip they cannot decode; the marker carries the clip's
+    name and the reason to the main process, where ``collate_batch`` counts it and the trainer logs it.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def _name(self, index: int) -> str:
+        for attr in ("clip_id", "path_of", "clip_path"):
+            fn = getattr(self.dataset, attr, None)
+            if callable(fn):
+                try:
+                    return str(fn(index))
+                except Exception:  # noqa: BLE001 - naming must never fail
+                    pass
+        return f"#{index}"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            item = self.dataset[index]
+            reason = "the dataset returned no clip"
+        except Exception as e:  # noqa: BLE001 - any failure to read one clip skips that clip
+            item, reason = None, f"{type(e).__name__}: {e}"
+        if item is None:
+            skipped = getattr(self.dataset, "skipped", None)
+            if skipped:  # datasets record (path, reason) of what they skipped
+                last = skipped[-1]
+                if isinstance(last, (tuple, list)) and len(last) == 2:
+                    return {"skipped": str(last[0]), "reason": str(last[1])}
+            return {"skipped": self._name(index), "reason": reason}
+        return item
+
+
+def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the good clips; list the skipped ones (``skipped``: [(name, reason), ...])."""
+    good = [it for it in items if "skipped" not in it]
+    skipped = [(it["skipped"], it.get("reason", "")) for it in items if "skipped" in it]
+    if not good:
+        return {"frames": None, "label": None, "clip_id": [], "path": [], "skipped": skipped}
+    return {
+        "frames": torch.stack([torch.as_tensor(it["frames"]) for it in good]),
+        "label": torch.tensor([int(it["label"]) for it in good], dtype=torch.long),
+        "clip_id": [str(it.get("clip_id", "")) for it in good],
+        "path": [str(it.get("path", it.get("clip_id", ""))) for it in good],
+        "skipped": skipped,
+    }
+
+
+def build_dataset(cfg: TrainConfig, split: str, model_config: ModelConfig, train: bool,
+                  epoch: int = 0) -> Dataset:
+    """The dataset of ``split`` with TSN's training (``train=True``) or test transform.
+
+    ``split`` is a split name ("train", "val", "test"); which list file or folder it maps to is decided by
+    ``hfnet_core.data.datasets.build_dataset``. SynthSomething is generated in memory (nothing on disk).
+    """
+    d = cfg.data
+    size = model_config.input_size
+    frames = model_config.num_segments
+    convention = _convention(model_config)
+    if d.dataset == "synth":
+        from .data.synthetic import SynthSomethingDataset
+
+        per_class = {"train": d.synth_train_per_class, "val": d.synth_val_per_class,
+                     "test": d.synth_test_per_class}
+        if split not in per_class:
+            raise ConfigError(f"SynthSomething has splits train/val/test, not {split!r}")
+        seed = d.synth_seed + (epoch if (train and d.synth_fresh_each_epoch) else 0)
+        ds: Any = SynthSomethingDataset(split, per_class[split], frames, d.synth_size or size, seed, None,
+                                        convention=convention)
+    else:
+        from .data import datasets as ds_mod
+
+        lst = (d.train_list if train else d.val_list) or None
+        try:
+            ds = ds_mod.build_dataset(d.dataset, root=d.root, split=split, list_file=lst, num_frames=frames,
+                                      train=train, transform=None, convention=convention)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"cannot open the {d.dataset} dataset, split {split!r}: {e}") from e
+    ds.transform = _transform(cfg, size, train, list(ds.class_names))
+    return ds
+
+
+def _convention(model_config: ModelConfig) -> Any:
+    """The model's pixel convention: its config's, else its backbone's default."""
+    from .backbones import build_backbone
+    from .input_convention import InputConvention
+
+    if model_config.input_convention:
+        return InputConvention.from_dict(model_config.input_convention)
+    return build_backbone(model_config.backbone, 0.0625).default_input_convention()  # a tiny copy: cheap
+
+
+def _transform(cfg: TrainConfig, size: int, train: bool, class_names: list[str]) -> Callable | None:
+    """TSN transforms: multi-scale crop + label-aware flip (train), resize + centre crop (test)."""
+    from .data import transforms
+
+    synth = cfg.data.dataset == "synth"
+    if synth and cfg.data.synth_size in (0, size) and not (train and cfg.data.augment):
+        return None  # synthetic clips are rendered at the input size: nothing to crop
+    if train and cfg.data.augment:
+        if synth:
+            from .data.synthetic import SYNTH_FLIP_LABEL_MAP
+
+            flip_map: dict[int, int | None] = dict(SYNTH_FLIP_LABEL_MAP)
+        else:
+            flip_map = transforms.flip_label_map_from_names(class_names)
+        return transforms.train_transform(size, flip_map)
+    return transforms.eval_transform(size)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, dist_info: DistInfo,
+                num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """A loader over this process's shard. Shards interleave one seeded permutation of the whole set."""
+    sampler = torch.utils.data.distributed.DistributedSampler(
+        dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=shuffle, seed=seed,
+        drop_last=False,
+    )
+    sampler.set_epoch(epoch)
+    g = torch.Generator()
+    g.manual_seed(epoch_seed(seed, epoch, dist_info.rank))
+    return DataLoader(
+        GuardedDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        collate_fn=collate_batch, pin_memory=pin_memory, generator=g,
+        worker_init_fn=_seed_worker if num_workers else None, persistent_workers=False,
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    s = torch.initial_seed() % (2**31)
+    np.random.seed(s)
+    random.seed(s)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model, optimizer, schedule
+
+
+def build_model_from_config(cfg: TrainConfig, num_classes: int | None = None) -> tuple[ModelConfig, VideoClassifier]:
+    overrides = cfg.model.overrides()
+    if num_classes is not None and "num_classes" not in overrides:
+        overrides["num_classes"] = num_classes
+    mcfg = get_config(cfg.model.name, **overrides)
+    return mcfg, VideoClassifier(mcfg)
+
+
+def resolve_model_config(cfg: TrainConfig) -> ModelConfig:
+    """The model config before the class count is known (for frame count / input size)."""
+    return get_config(cfg.model.name, **cfg.model.overrides())
+
+
+def param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Four groups: {backbone/head, HF gates} x {weights (decayed), biases + BN (not decayed)}."""
+    gate_ids = {id(p) for p in model.gate_parameters()}
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "gate_decay": [], "gate_no_decay": []}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        key = ("gate_" if id(p) in gate_ids else "") + ("decay" if p.dim() > 1 else "no_decay")
+        groups[key].append(p)
+    o = cfg.optim
+    out = []
+    for name, params in groups.items():
+        if not params:
+            continue
+        out.append({
+            "params": params,
+            "name": name,
+            "lr_mult": o.gate_lr_mult if name.startswith("gate") else 1.0,
+            "weight_decay": o.weight_decay if name.endswith("_decay") and not name.endswith("no_decay")
+            or name == "decay" else 0.0,
+        })
+    return out
+
+
+def lr_factor(cfg: TrainConfig, epoch_float: float) -> float:
+    """Multiplier of ``optim.lr`` at a (fractional) epoch: warm-up, then step or cosine."""
+    o, epochs = cfg.optim, cfg.train.epochs
+    warm = 1.0
+    if o.warmup_epochs > 0 and epoch_float < o.warmup_epochs:
+        warm = max(epoch_float, 1e-3) / o.warmup_epochs
+    if o.schedule == "step":
+        passed = sum(1 for m in o.milestones if int(epoch_float) >= m)
+        return warm * (o.gamma ** passed)
+    if o.schedule == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(epoch_float / max(epochs, 1), 1.0)))
+    raise ConfigError(f"optim.schedule must be 'step' or 'cosine', got {o.schedule!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = base_lr * g.get("lr_mult", 1.0)
+
+
+def apply_bn_mode(model: nn.Module, mode: str) -> None:
+    """After ``model.train()``: ``frozen`` puts every BatchNorm in eval mode (running statistics)."""
+    if mode == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# State (resume)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": [int(v) for v in py_state[1]],
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    np.random.set_state(("MT19937", s["numpy_keys"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(s["python"]), None))
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read ``last_state.pt`` without unpickling code (only tensors and primitive types are allowed)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _config_differences(a: dict[str, Any], b: dict[str, Any], sections: Sequence[str]) -> list[str]:
+    diffs = []
+    for s in sections:
+        for k in sorted(set(a.get(s, {})) | set(b.get(s, {}))):
+            if a.get(s, {}).get(k) != b.get(s, {}).get(k):
+                diffs.append(f"{s}.{k}: saved {a.get(s, {}).get(k)!r}, now {b.get(s, {}).get(k)!r}")
+    return diffs
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging
+
+
+class RunLog:
+    """Console + ``train.log`` lines (main process only) and the per-epoch metrics tables."""
+
+    def __init__(self, out_dir: Path, enabled: bool) -> None:
+        self.out_dir = out_dir
+        self.enabled = enabled
+        self._file = open(out_dir / "train.log", "a", encoding="utf-8") if enabled else None
+
+    def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        assert self._file is not None
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.jsonl and metrics.csv from the full history (atomic, so never half a row)."""
+        if not self.enabled:
+            return
+        write_text_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(LOG_FIELDS), extrasaction="ignore")
+        w.writeheader()
+        for r in history:
+            w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
+        write_text_atomic(self.out_dir / "metrics.csv", buf.getvalue())
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_top1: float = float("nan")
+    best_epoch: int = -1
+    class_names: list[str] = field(default_factory=list)
+
+
+def _progress(iterable: Any, enabled: bool, **kw: Any) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, **kw)
+
+
+def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None = None) -> TrainResult:
+    """Train as ``cfg`` says; ``resume=True`` continues from ``<out_dir>/last_state.pt`` when it exists.
+
+    ``stop_after_epochs`` ends the call after that many epochs of this invocation (the run stays
+    resumable) - used by ``hfnet train-demo`` and tests.
+    """
+    dist_info = init_distributed()
+    device = pick_device(dist_info.local_rank)
+    cuda = device.type == "cuda"
+    t = cfg.train
+    if t.num_threads > 0:
+        torch.set_num_threads(t.num_threads)
+    if t.batch_size % dist_info.world_size:
+        raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by {dist_info.world_size} processes")
+    out_dir = Path(t.out_dir)
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(".*.tmp"):  # left by a write that a kill interrupted (hfnet_core.atomic)
+            stale.unlink(missing_ok=True)
+    if dist_info.enabled:
+        dist.barrier()
+    log = RunLog(out_dir, dist_info.is_main)
+    show_bars = t.progress and dist_info.is_main and sys.stderr.isatty()
+
+    # Resume state first: the saved config must agree with this one on what is being trained.
+    state: dict[str, Any] | None = None
+    state_path = out_dir / STATE_FILE
+    if resume and state_path.is_file():
+        state = load_state(state_path)
+        diffs = _config_differences(state["config"], cfg.to_dict(), ("model", "data", "optim"))
+        if diffs:
+            raise ConfigError(f"{state_path}: cannot resume with a different config: " + "; ".join(diffs))
+    elif resume:
+        log(f"--resume: no {state_path} yet, starting from scratch")
+
+    seed_everything(epoch_seed(t.seed, -1, 0))  # identical initial weights on every process
+    pre = resolve_model_config(cfg)
+    val_ds = build_dataset(cfg, cfg.data.val_split, pre, train=False)
+    class_names = list(getattr(val_ds, "class_names"))
+    mcfg, model = build_model_from_config(cfg, len(class_names))
+    if mcfg.num_classes != len(class_names):
+        raise ConfigError(f"model.num_classes={mcfg.num_classes} but the dataset has {len(class_names)} classes")
+    if cfg.model.pretrained and state is None:
+        try:
+            from .importers import load_pretrained_backbone
+        except ImportError as e:
+            raise ConfigError(f"--pretrained needs hfnet_core.importers.load_pretrained_backbone ({e})") from e
+        report = load_pretrained_backbone(model, cfg.model.pretrained)
+        log(f"backbone initialised from {cfg.model.pretrained}: {report}")
+    use_cl = t.channels_last == "on" or (t.channels_last == "auto" and not cuda)
+    model.to(device)
+    if use_cl:
+        to_channels_last(model)
+    if t.bn == "sync":
+        if not (cuda and dist_info.enabled):
+            log("train.bn = 'sync' needs several CUDA processes; using per-process BatchNorm")
+        else:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                nesterov=cfg.optim.nesterov)
+    amp = bool(t.amp and cuda)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, global_step, best_top1, best_epoch = 0, 0, -1.0, -1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if use_cl:
+            to_channels_last(model)
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
+        best_top1, best_epoch = float(state["best_top1"]), int(state["best_epoch"])
+        history = list(state["history"])
+        log(f"resumed {out_dir} after epoch {start_epoch} (step {global_step})")
+        log.write_history(history)
+    if dist_info.is_main:
+        write_text_atomic(out_dir / "config.toml", dump_toml(cfg))
+
+    net: nn.Module = model
+    if dist_info.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+
+    per_rank_batch = t.batch_size // dist_info.world_size
+    log(f"training {mcfg.name or cfg.model.name} ({sum(p.numel() for p in model.parameters()):,} params, "
+        f"{len(class_names)} classes) on {device} x{dist_info.world_size}, epochs {start_epoch}->{t.epochs}, "
+        f"batch {t.batch_size}, amp {amp}, channels_last {use_cl}, bn {t.bn}")
+    epochs_run = 0
+    for epoch in range(start_epoch, t.epochs):
+        if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+            break
+        t0 = time.time()
+        seed_everything(epoch_seed(t.seed, epoch, dist_info.rank))
+        train_ds = build_dataset(cfg, cfg.data.train_split, mcfg, train=True, epoch=epoch)
+        loader = make_loader(train_ds, per_rank_batch, True, t.seed, epoch, dist_info, cfg.data.num_workers,
+                             pin_memory=cuda)
+        steps = len(loader) if not t.max_steps_per_epoch else min(len(loader), t.max_steps_per_epoch)
+        model.train()
+        apply_bn_mode(model, t.bn)
+        sums = torch.zeros(4, dtype=torch.float64)  # loss * n, top-1 hits, top-5 hits, n
+        skipped: list[tuple[str, str]] = []
+        bar = _progress(loader, show_bars, total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False)
+        for step, batch in enumerate(bar):
+            if step >= steps:
+                break
+            skipped += batch["skipped"]
+            lr = cfg.optim.lr * lr_factor(cfg, epoch + step / max(steps, 1))
+            set_lr(optimizer, lr)
+            if batch["frames"] is None:  # every clip of this batch was unreadable
+                if dist_info.enabled:  # the other processes wait for this one's gradients
+                    batch = _dummy_batch(mcfg, device)
+                else:
+                    continue
+            x = batch["frames"].to(device, non_blocking=True)
+            y = batch["label"].to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                logits = net(x)
+                loss = F.cross_entropy(logits.float(), y)
+            if batch.get("dummy"):
+                loss = loss * 0.0
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.optim.clip_grad_norm > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            global_step += 1
+            if not batch.get("dummy"):
+                with torch.no_grad():
+                    lg = logits.detach().float()
+                    top5 = lg.topk(min(5, lg.shape[1]), dim=1).indices
+                    n = y.numel()
+                    sums += torch.tensor([loss.item() * n, (top5[:, 0] == y).sum().item(),
+                                          (top5 == y[:, None]).any(1).sum().item(), n], dtype=torch.float64)
+            if show_bars:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            elif t.progress and (step + 1) % max(steps // 4, 1) == 0 and step + 1 < steps:
+                log(f"epoch {epoch + 1} step {step + 1}/{steps}  loss {sums[0].item() / max(sums[3].item(), 1):.4f}"
+                    f"  {time.time() - t0:.0f}s")  # a heartbeat in log files (no progress bar there)
+        if dist_info.enabled:
+            dist.all_reduce(sums)
+            skipped = _gather_skipped(skipped, dist_info)
+        n = max(sums[3].item(), 1)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0),
+            "train_loss": sums[0].item() / n,
+            "train_top1": sums[1].item() / n,
+            "train_top5": sums[2].item() / n,
+            "train_clips": int(sums[3].item()),
+            "skipped": len(skipped),
+            "skipped_clips": [f"{a}: {b}" for a, b in skipped[:100]],
+        }
+        is_last = epoch + 1 == t.epochs
+        if dist_info.is_main and (is_last or (epoch + 1) % max(t.eval_every, 1) == 0):
+            from .evaluate import run_inference
+
+            res = run_inference(model, val_ds, device, batch_size=per_rank_batch, amp=amp,
+                                num_workers=cfg.data.num_workers, progress=show_bars)
+            logits_t = torch.from_numpy(res.logits)
+            labels_t = torch.from_numpy(res.labels)
+            row["val_loss"] = float(F.cross_entropy(logits_t, labels_t).item()) if len(labels_t) else float("nan")
+            top5 = logits_t.topk(min(5, logits_t.shape[1]), dim=1).indices
+            row["val_top1"] = float((top5[:, 0] == labels_t).float().mean()) if len(labels_t) else float("nan")
+            row["val_top5"] = float((top5 == labels_t[:, None]).any(1).float().mean()) if len(labels_t) else float("nan")
+            row["val_skipped"] = len(res.skipped)
+        row["time_s"] = round(time.time() - t0, 2)
+        history.append(row)
+        if dist_info.is_main:
+            improved = row.get("val_top1", -1.0) > best_top1
+            if improved:
+                best_top1, best_epoch = row["val_top1"], epoch + 1
+            _save_epoch(out_dir, cfg, model, optimizer, scaler, class_names, history, epoch + 1, global_step,
+                        best_top1, best_epoch, improved)
+            log.write_history(history)
+            msg = (f"epoch {epoch + 1}/{t.epochs}  lr {row['lr']:.2e}  loss {row['train_loss']:.4f}  "
+                   f"train top-1 {100 * row['train_top1']:.1f}%")
+            if "val_top1" in row:
+                msg += f"  val loss {row['val_loss']:.4f}  val top-1 {100 * row['val_top1']:.1f}%  " \
+                       f"top-5 {100 * row['val_top5']:.1f}%"
+            msg += f"  {row['time_s']:.0f}s"
+            if skipped:
+                msg += f"  skipped {len(skipped)} clips: " + ", ".join(a for a, _ in skipped[:5]) + \
+                       (" ..." if len(skipped) > 5 else "")
+            log(msg)
+        if dist_info.enabled:
+            dist.barrier()
+        epochs_run += 1
+    log.close()
+    return TrainResult(out_dir, history, best_top1, best_epoch, class_names)
+
+
+def _dummy_batch(mcfg: ModelConfig, device: torch.device) -> dict[str, Any]:
+    s = mcfg.input_size
+    return {"frames": torch.zeros(1, mcfg.num_segments, 3, s, s, device=device),
+            "label": torch.zeros(1, dtype=torch.long, device=device), "dummy": True, "skipped": []}
+
+
+def _gather_skipped(skipped: list[tuple[str, str]], dist_info: DistInfo) -> list[tuple[str, str]]:
+    gathered: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(gathered, skipped)
+    return [tuple(s) for part in gathered for s in part]  # type: ignore[misc]
+
+
+def training_metadata(cfg: TrainConfig, history: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
+    """What a checkpoint records about how it was trained (``training`` in its header)."""
+    last = {k: v for k, v in (history[-1] if history else {}).items() if k != "skipped_clips"}
+    return {"config": cfg.to_dict(), "epoch": epoch, "epochs": cfg.train.epochs, "metrics": last,
+            "hfnet_train": "hfnet_core.train"}
+
+
+def _save_epoch(out_dir: Path, cfg: TrainConfig, model: VideoClassifier, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, class_names: list[str], history: list[dict[str, Any]], epoch: int,
+                global_step: int, best_top1: float, best_epoch: int, improved: bool) -> None:
+    """State first (what --resume reads), then the user-facing checkpoints; each write is atomic."""
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_state(out_dir / STATE_FILE, {
+        "format": "hfnet-train-state",
+        "epoch": epoch,
+        "global_step": global_step,
+        "model": sd,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "rng": _rng_state(),
+        "best_top1": best_top1,
+        "best_epoch": best_epoch,
+        "history": history,
+        "config": cfg.to_dict(),
+        "class_names": class_names,
+    })
+    dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.train.save_dtype]
+    meta = training_metadata(cfg, history, epoch)
+    save_checkpoint(out_dir / "last.safetensors", model, class_names, training=meta, dtype=dtype)
+    if improved:
+        save_checkpoint(out_dir / "best.safetensors", model, class_names, training=meta, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hfnet train",
+        description="Train a model. Defaults are the paper's recipe (Sec. IV-B); a TOML/YAML config file and "
+                    "--set section.key=value overrides change them. Multi-GPU: torchrun --nproc_per_node N "
+                    "-m hfnet_core.cli train ...",
+    )
+    p.add_argument("config", nargs="?", help="config file (.toml, .yaml); see configs/")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set optim.lr=0.01 (repeatable)")
+    p.add_argument("--model", help="shortcut for --set model.name=...")
+    p.add_argument("--dataset", help="shortcut for --set data.dataset=... (synth, something-v1, video-folder, csv)")
+    p.add_argument("--root", help="shortcut for --set data.root=...")
+    p.add_argument("--out", help="shortcut for --set train.out_dir=...")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=...")
+    p.add_argument("--batch-size", type=int, help="shortcut for --set train.batch_size=... (global batch)")
+    p.add_argument("--lr", type=float, help="shortcut for --set optim.lr=...")
+    p.add_argument("--pretrained", metavar="PATH", help="ImageNet BNInception weights for the backbone")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>/last_state.pt (optimizer, schedule, RNG, epoch); "
+                        "starts from scratch when there is none yet")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = list(args.overrides)
+    for flag, key in (("model", "model.name"), ("dataset", "data.dataset"), ("root", "data.root"),
+                      ("out", "train.out_dir"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
+                      ("lr", "optim.lr"), ("pretrained", "model.pretrained")):
+        v = getattr(args, flag)
+        if v is not None:
+            overrides.append(f"{key}={json.dumps(v)}")
+    return load_config(args.config, overrides)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"hfnet train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_toml(cfg))
+        return 0
+    try:
+        result = train(cfg, resume=args.resume)
+    except ConfigError as e:
+        print(f"hfnet train: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if result.best_epoch > 0:
+        print(f"best val top-1 {100 * result.best_val_top1:.2f} % at epoch {result.best_epoch}; "
+              f"checkpoints in {result.out_dir}")
+    return 0

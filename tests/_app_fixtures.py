@@ -1,0 +1,73 @@
+"""Fixture checkpoints for the explorer tests: random demo-shaped models saved in the real format.
+
+``make_demo_dir(d)`` writes ``hf_tsn_demo.safetensors`` and ``tsn_demo.safetensors`` (width 0.25, 64 px,
+8 frames, the 16 SynthSomething classes) plus a small ``<stem>.test.npz`` eval bundle for each, so the app
+finds them exactly as it finds the shipped files. HF gate weights are randomised (they start at zero) so
+gate maps are not blank.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hfnet_core.checkpoint import save_checkpoint
+from hfnet_core.data.synthetic import SYNTH_CLASSES, SynthSomethingDataset
+from hfnet_core.eval_bundle import EvalBundle
+from hfnet_core.model import build_model
+
+SIZE = 64
+FRAMES = 8
+
+
+def make_model(name: str, seed: int, size: int = SIZE):
+    torch.manual_seed(seed)
+    model = build_model(name, width_mult=0.25, input_size=size, num_segments=FRAMES,
+                        num_classes=len(SYNTH_CLASSES)).eval()
+    with torch.no_grad():
+        for p in model.gate_parameters():
+            p.normal_(0.0, 0.05)
+    return model
+
+
+def make_bundle(model, path: Path, clips: int = 2) -> None:
+    ds = SynthSomethingDataset("test", clips, num_frames=FRAMES, size=SIZE, seed=0)
+    with torch.inference_mode():
+        x = torch.stack([ds[i]["frames"] for i in range(len(ds))])
+        out = model.inspect(x)
+    EvalBundle(
+        clip_ids=[ds.clip_id(i) for i in range(len(ds))],
+        paths=[ds.clip_id(i) for i in range(len(ds))],
+        labels=np.array([ds.label_of(i) for i in range(len(ds))]),
+        logits=out.logits.numpy(),
+        features=out.pooled_features.numpy(),
+        class_names=list(SYNTH_CLASSES),
+        metadata={"dataset": "synth", "split": "test", "synth_seed": 0, "synth_per_class": clips},
+    ).save(path)
+
+
+def make_demo_dir(d: Path, bundles: bool = True) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for stem, name, seed in (("hf_tsn_demo", "hf_tsn_bninception_demo", 1), ("tsn_demo", "tsn_bninception_demo", 2)):
+        model = make_model(name, seed)
+        training = {"epochs": 0, "note": "random init (test fixture)", "metrics": {"test_top1": 0.0625}}
+        save_checkpoint(d / f"{stem}.safetensors", model, list(SYNTH_CLASSES), training=training)
+        if bundles:
+            make_bundle(model, d / f"{stem}.test.npz")
+    return d
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    return make_demo_dir(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture()
+def app_env(demo_dir, monkeypatch):
+    """Point the app at the fixture checkpoints (samples stay the shipped ones)."""
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(demo_dir))
+    monkeypatch.delenv("HFNET_DATA_ROOT", raising=False)
+    return demo_dir
