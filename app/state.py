@@ -229,12 +229,16 @@ def _model_path_from_choice(slot: str, choice: str) -> Path | None:
 
 
 def _checked_model_path(typed: str) -> Path:
-    """A typed checkpoint path: relative to the checkpoint dir, and only under it or the data root."""
+    """A typed checkpoint path: relative to the checkpoint dir, and only under it or the data root.
+
+    ``..`` is normalised away before the check; symlinks placed inside the checkpoint folder (by whoever
+    runs the app) are followed, as they are for the files listed in the picker.
+    """
     p = Path(typed).expanduser()
     if not p.is_absolute():
         p = checkpoint_dir() / p
-    p = p.resolve()
-    roots = [checkpoint_dir().resolve()] + ([data_root()] if data_root() else [])
+    p = Path(os.path.abspath(p))
+    roots = [Path(os.path.abspath(checkpoint_dir()))] + ([data_root()] if data_root() else [])
     if not any(p.is_relative_to(r) for r in roots):
         raise CheckpointError(p, "is outside the checkpoint folder"
                               + (" and the data root" if data_root() else "") + ".",
@@ -405,9 +409,9 @@ def _clip_chooser() -> None:
 def _choose_sample() -> ClipChoice | None:
     entries = _sample_entries()
     if entries:
-        labels = [f"{e.get('title') or e.get('label')}" for e in entries]
-        i = st.sidebar.selectbox("Sample", range(len(entries)), format_func=lambda j: labels[j], key="hf_sample")
-        return _sample_clip(entries[int(i or 0)])
+        by_label = {str(e.get("title") or e.get("label") or e["file"]): e for e in entries}
+        label = st.sidebar.selectbox("Sample", list(by_label), key="hf_sample")
+        return _sample_clip(by_label.get(label) or entries[0])
     st.sidebar.caption(f"No shipped samples in `{samples_dir()}`; showing generated SynthSomething test clips.")
     ids = _synth_fallback_ids()
     cid = st.sidebar.selectbox("SynthSomething clip", ids, key="hf_sample_synth")

@@ -15,16 +15,16 @@ import streamlit as st  # noqa: E402
 
 from app.state import render_sidebar  # noqa: E402
 
-st.set_page_config(page_title="hfnet explorer", page_icon="🎞️", layout="wide")
+st.set_page_config(page_title="hfnet explorer", page_icon=":material/movie:", layout="wide")
 
 PAGES = [
-    st.Page("pages/clip_lab.py", title="Clip lab", icon="🎬", default=True),
-    st.Page("pages/gate_maps.py", title="Gate maps", icon="🌡️"),
-    st.Page("pages/feature_space.py", title="Feature space", icon="🗺️"),
-    st.Page("pages/class_comparison.py", title="Class comparison", icon="⚖️"),
-    st.Page("pages/attributions.py", title="Attributions", icon="🔍"),
-    st.Page("pages/model_cards.py", title="Model cards", icon="📇"),
-    st.Page("pages/how_hf_works.py", title="How HF works", icon="🎓"),
+    st.Page("pages/clip_lab.py", title="Clip lab", icon=":material/movie:", default=True),
+    st.Page("pages/gate_maps.py", title="Gate maps", icon=":material/grid_on:"),
+    st.Page("pages/feature_space.py", title="Feature space", icon=":material/scatter_plot:"),
+    st.Page("pages/class_comparison.py", title="Class comparison", icon=":material/compare_arrows:"),
+    st.Page("pages/attributions.py", title="Attributions", icon=":material/center_focus_strong:"),
+    st.Page("pages/model_cards.py", title="Model cards", icon=":material/badge:"),
+    st.Page("pages/how_hf_works.py", title="How HF works", icon=":material/school:"),
 ]
 
 page = st.navigation(PAGES)

@@ -65,12 +65,12 @@ def show_figure(fig: Any, name: str, key: str, download: bool = True, **kwargs: 
 
 def error_box(message: str, hint: str | None = None) -> None:
     """A specific error for the user; the page goes on with what still works."""
-    st.error(message + (f"\n\n{hint}" if hint else ""), icon="⚠️")
+    st.error(message + (f"\n\n{hint}" if hint else ""), icon=":material/error:")
 
 
 def no_models_box() -> None:
     st.warning("No model is loaded. Pick model A and/or B in the sidebar (or run `make demo-checkpoints`).",
-               icon="🧭")
+               icon=":material/info:")
 
 
 def percent(x: float) -> str:

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +52,13 @@ def train_step_rate(name: str, steps: int) -> float | None:
         from hfnet_core.model import build_model
     except ImportError:
         return None
-    model = build_model(name, num_classes=len(SYNTH_CLASSES)).to(memory_format=torch.channels_last)
+    model = build_model(name, num_classes=len(SYNTH_CLASSES))
+    try:  # the trainer's CPU setting (about 1.5x faster here, FINDINGS.md)
+        from hfnet_core.device import to_channels_last
+
+        to_channels_last(model)
+    except ImportError:
+        pass
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(BATCH, FRAMES, 3, SIZE, SIZE)
@@ -92,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             "jpeg_folders_crop_flip": SomethingV1Dataset(root / "frames", root / "train_videofolder.txt",
                                                          root / "category.txt", FRAMES, "train", transform=tf()),
         }
+        threads = torch.get_num_threads()
         for name, ds in datasets.items():
             results[name] = {f"workers_{w}": round(loader_rate(ds, w, args.batches), 1) for w in args.workers}
+            # In-process loading with one torch thread: what the item itself costs. With several threads on a
+            # busy machine, small torch ops in the main process wait on descheduled OpenMP threads.
+            torch.set_num_threads(1)
+            results[name]["workers_0_1thread"] = round(loader_rate(ds, 0, args.batches), 1)
+            torch.set_num_threads(threads)
             print(f"{name:>24}: {results[name]} clips/s")
     steps = {}
     for model in ("hf_tsn_bninception_demo", "tsn_bninception_demo"):
@@ -108,10 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         "loader_faster_than_training": None if hf is None else bool(
             max(results["synth_128_crop_flip"].values()) > hf),
         "slowest_loader_clips_per_s": slowest_loader,
+        "note": ("workers_0 uses the process's torch threads; on a busy 2-core machine OpenMP oversubscription "
+                 "makes in-process loading ~6x slower than workers_0_1thread - use num_workers >= 1"),
         "write_dataset_seconds_for_128_clips": round(write_s, 2),
         "setup": {"batch": BATCH, "frames": FRAMES, "input_size": SIZE, "torch_threads": torch.get_num_threads(),
                   "note": "loader and training share the same cores; with workers=1 loading overlaps training"},
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "torch": torch.__version__,
+        "machine": {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "torch": torch.__version__,
                     "platform": platform.platform()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

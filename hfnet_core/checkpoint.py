@@ -154,14 +154,15 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
                     **import_options: Any) -> LoadedCheckpoint:
     """Rebuild a model from a checkpoint file alone, in eval mode on ``device``.
 
-    Native hfnet files load directly; anything else is handed to ``hfnet_core.importers`` (which
-    auto-detects TSN/TSM/GSM/mmaction2/torchvision formats and needs ``import_options`` such as
-    ``num_segments`` where the file does not record them).
+    Files named ``*.safetensors`` or starting with a safetensors header are read as native hfnet files
+    (a corrupt or foreign one raises ``CheckpointError``); anything else is handed to
+    ``hfnet_core.importers`` (which auto-detects TSN/TSM/GSM/mmaction2/torchvision formats and needs
+    ``import_options`` such as ``num_segments`` where the file does not record them).
     """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(p, "no such file.", "Check the path.")
-    if not _looks_like_safetensors(p):
+    if p.suffix.lower() != ".safetensors" and not _looks_like_safetensors(p):  # by name or by content
         from .importers import import_checkpoint  # foreign formats
 
         loaded = import_checkpoint(p, **import_options)

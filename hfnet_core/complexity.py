@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .hf import HFModule
-from .model import ModelConfig, VideoClassifier
+from .model import ModelConfig, VideoClassifier, hf_key
 
 #: Ops per element that the paper convention charges (see module docstring).
 BN_OPS_PER_ELEMENT = 2
@@ -156,7 +156,7 @@ def count_flops(model: nn.Module, num_frames: int | None = None, size: int | Non
         ops.paused = False
 
     handles = []
-    for name, mod in meta.hf.items():
+    for mod in meta.hf.values():
         handles.append(mod.register_forward_pre_hook(pre))
         handles.append(mod.register_forward_hook(post))
     try:
@@ -166,7 +166,7 @@ def count_flops(model: nn.Module, num_frames: int | None = None, size: int | Non
     finally:
         for h in handles:
             h.remove()
-    for rec, name in zip(records, meta.hf.keys()):
+    for rec, name in zip(records, meta.hf_blocks):  # HF modules run in block order
         rec.block = name
     hf_counted = sum(r.counted_conv_flops for r in records)
     conv_linear = (flops.get_total_flops() - hf_counted) // 2
@@ -232,7 +232,7 @@ def per_block_costs(backbone: str = "bninception", width_mult: float = 1.0, num_
     cfg = _config("all", True, backbone, width_mult, 2, num_frames, size)
     model = _meta_build(cfg)
     macs = count_flops(model, num_frames, size)["hf_blocks"]
-    return {b: {"params": sum(p.numel() for p in model.hf[b].parameters()), "flops": macs[b]}
+    return {b: {"params": sum(p.numel() for p in model.hf[hf_key(b)].parameters()), "flops": macs[b]}
             for b in model.hf_blocks}
 
 

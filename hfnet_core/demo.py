@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
+# On a busy shared CPU, OpenMP threads that spin while waiting for a descheduled sibling burned 7x the CPU
+# time per training step (measured here: 7 s vs 1 s of CPU per step, same wall time). Sleeping waiters fix
+# that and cost nothing on an idle machine. Must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 from .atomic import write_text_atomic
 from .config import TrainConfig, dump_toml

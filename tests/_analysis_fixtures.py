@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `from app.state import ...` inside AppTest scripts
@@ -86,3 +88,52 @@ def make_analysis_dir(d: Path) -> Path:
     store_fake_projections(pa, a, [None, ids])
     store_fake_projections(pb, b, [None, ids])
     return d
+
+
+def make_mismatch_dir(d: Path) -> Path:
+    """Like ``make_analysis_dir``, but model B's class list is in another order (same 16 names)."""
+    from _app_fixtures import make_model
+
+    from hfnet_core.checkpoint import save_checkpoint
+
+    make_analysis_dir(d)
+    shuffled = list(SYNTH_CLASSES[1:]) + [SYNTH_CLASSES[0]]
+    save_checkpoint(d / "tsn_demo.safetensors", make_model("tsn_bninception_demo", 2), shuffled)
+    _, b = designed_pair()
+    b.class_names = shuffled
+    b.save(d / "tsn_demo.test.npz")
+    store_fake_projections(d / "tsn_demo.test.npz", b, [None])
+    return d
+
+
+@pytest.fixture(scope="session")
+def analysis_dir(tmp_path_factory) -> Path:
+    return make_analysis_dir(tmp_path_factory.mktemp("analysis"))
+
+
+@pytest.fixture()
+def analysis_env(analysis_dir, monkeypatch, tmp_path):
+    """Point the app at the analysis fixtures; projections never computed, cache writes stay in tmp."""
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(analysis_dir))
+    monkeypatch.setenv("HFNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HFNET_DATA_ROOT", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # two intra-op threads on this shared 2-core machine are far slower
+    yield analysis_dir
+    torch.set_num_threads(before)
+
+
+def page(name: str, timeout: float = 180):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(ROOT / "app" / "pages" / f"{name}.py"), default_timeout=timeout)
+
+
+def full_app(timeout: float = 180):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(ROOT / "app" / "streamlit_app.py"), default_timeout=timeout)
+
+
+def no_exceptions(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]

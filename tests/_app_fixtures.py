@@ -71,3 +71,54 @@ def app_env(demo_dir, monkeypatch):
     monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(demo_dir))
     monkeypatch.delenv("HFNET_DATA_ROOT", raising=False)
     return demo_dir
+
+
+APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+
+
+def new_app(timeout: float = 180) -> "AppTest":  # noqa: F821
+    """An AppTest of the whole explorer (navigation + sidebar + default page), not yet run.
+
+    Until ``switch_page`` is called, every run stays on the default page (Clip lab). Why: Streamlit 1.67's
+    AppTest drops the entry script's sidebar elements from the element tree on any run that asks for a page
+    by hash (every run after the first). The script still runs them - session state is right - but tests
+    could not reach the sidebar widgets. Asking for no page (= the default page) avoids that.
+    """
+    import types
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    plain_run, plain_switch = at._run, at.switch_page  # every run (at.run, widget.run) goes through _run
+    switched = []
+
+    def _run(self, widget_state=None, timeout=None):
+        if not switched:
+            for attr in ("_page_hash", "_finished_page_script_hash"):
+                if hasattr(self, attr):
+                    setattr(self, attr, "")
+        return plain_run(widget_state, timeout=timeout)
+
+    def switch_page(self, page_path):
+        switched.append(page_path)
+        return plain_switch(page_path)
+
+    at._run = types.MethodType(_run, at)
+    at.switch_page = types.MethodType(switch_page, at)
+    return at
+
+
+def texts(at, kind: str) -> list[str]:
+    """Values of all elements of one kind (``error``, ``warning``, ``markdown``...) in page and sidebar."""
+    return [str(e.value) for e in getattr(at, kind)]
+
+
+def plotly_specs(at) -> list[dict]:
+    import json
+
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def assert_ok(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+

@@ -23,6 +23,15 @@ from hfnet_core.input_convention import InputConvention
 from hfnet_core.model import build_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """On a shared 2-core machine two OpenMP threads can be ~100x slower than one (measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def randomised(model):
     """Every float tensor random (BN variances positive) so a mis-mapped or unsqueezed key shows."""
     g = torch.Generator().manual_seed(0)
@@ -123,6 +132,8 @@ def test_pretrained_backbone_is_strict(tmp_path, bnin):
     torch.save(caffe, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="inception_5b_3x3.bias"):
         load_pretrained_backbone(build_model("tsn_bninception_demo", num_classes=3), tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="width 0.25; this model's width_mult is 1"):
+        load_pretrained_backbone(build_model("tsn_bninception", num_classes=3), tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="resnet18 backbone; this model's backbone is bninception"):
         tv = {k[len("base_model."):]: v for k, v in build_model("tsn_resnet18_demo").state_dict().items()
               if k.startswith("base_model.")}
@@ -331,14 +342,16 @@ def test_mmaction2_tsm_v1_with_mmengine_metadata(tmp_path, r50, monkeypatch):
             sd["cls_head.fc_cls." + k.rsplit(".", 1)[1]] = v.clone()
     cfg = ("model = dict(type='Recognizer2D', backbone=dict(type='ResNetTSM', depth=50, num_segments=4, "
            "shift_div=8), cls_head=dict(type='TSMHead', num_segments=4, num_classes=6))")
-    fake = types.ModuleType("mmengine.logging.history_buffer")
-    HistoryBuffer.__module__ = fake.__name__
-    fake.HistoryBuffer = HistoryBuffer
-    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    names = ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer")
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    HistoryBuffer.__module__ = names[-1]
+    sys.modules[names[-1]].HistoryBuffer = HistoryBuffer
     ckpt = {"meta": {"cfg": cfg, "dataset_meta": {"classes": list("uvwxyz")}, "seed": np.int64(3)},
             "state_dict": sd, "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}}}
     torch.save(ckpt, tmp_path / "tsm_mm.pth")
-    monkeypatch.delitem(sys.modules, fake.__name__)  # reading must not need (or import) mmengine
+    for name in names:
+        monkeypatch.delitem(sys.modules, name)  # reading must not need (or import) mmengine
     loaded = import_checkpoint(tmp_path / "tsm_mm.pth")
     assert loaded.config.num_segments == 4 and loaded.class_names == list("uvwxyz")
     assert any("temporal shift" in n for n in loaded.import_report["not_implemented"])

@@ -102,11 +102,13 @@ def test_shaking_moves_more_than_camera_jitter() -> None:
 
 def test_generation_is_fast_enough_for_on_the_fly_training() -> None:
     generate_clip(0, 0)
-    t = time.perf_counter()
-    for i in range(32):
-        generate_clip(i % len(SYNTH_CLASSES), i)
-    per_clip = (time.perf_counter() - t) / 32
-    assert per_clip < 0.02  # target 5 ms; loose bound for a loaded CI machine
+    rounds = []
+    for r in range(5):  # the best of 5 rounds: robust to other processes sharing the CPU
+        t = time.perf_counter()
+        for i in range(len(SYNTH_CLASSES)):
+            generate_clip(i, 100 * r + i)
+        rounds.append((time.perf_counter() - t) / len(SYNTH_CLASSES))
+    assert min(rounds) < 0.02  # about 3 ms here; the target is 5 ms, the bound is loose for slow CI machines
 
 
 def test_dataset_items_splits_and_pairing() -> None:
@@ -126,7 +128,8 @@ def test_dataset_items_splits_and_pairing() -> None:
     assert np.array_equal(train.raw_clip(c + 1)[0], train.raw_clip(c + 0)[0][::-1])
     # Splits use disjoint seeds.
     seeds = {s: {clip_seed(0, s, k) for k in range(1000)} for s in ("train", "val", "test")}
-    assert not (seeds["train"] & seeds["val"]) and not (seeds["train"] & seeds["test"]) and not (seeds["val"] & seeds["test"])
+    assert not (seeds["train"] & seeds["val"]) and not (seeds["train"] & seeds["test"])
+    assert not (seeds["val"] & seeds["test"])
     assert not np.array_equal(train.raw_clip(0)[0], test.raw_clip(0)[0])
 
 

@@ -16,12 +16,12 @@ from _train_helpers import tiny_config
 
 
 def test_loss_decreases_on_a_tiny_overfit(tmp_path):
-    cfg = tiny_config(tmp_path / "run", model={"dropout": 0.0}, optim={"lr": 0.05, "schedule": "step",
-                      "milestones": [], "weight_decay": 0.0}, train={"epochs": 8, "batch_size": 16, "eval_every": 100})
+    cfg = tiny_config(tmp_path / "run", model={"dropout": 0.0}, optim={"lr": 0.02, "schedule": "step",
+                      "milestones": [], "weight_decay": 0.0}, train={"epochs": 16, "batch_size": 16, "eval_every": 100})
     result = train(cfg)
     losses = [r["train_loss"] for r in result.history]
-    assert len(losses) == 8 and np.isfinite(losses).all()
-    assert losses[-1] < 0.6 * losses[0], losses
+    assert len(losses) == 16 and np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert result.history[-1]["train_top1"] > result.history[0]["train_top1"]
     # Only the last epoch is validated with eval_every=100; best/last checkpoints exist and load.
     assert "val_top1" in result.history[-1] and "val_top1" not in result.history[0]

@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from hfnet_core.data import video as V
 from hfnet_core.data.video import (
     VideoDecodeError,
     apply_rotation,
@@ -79,8 +80,28 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+SEEKABLE = {"libx264.mp4", "mpeg4.mp4", "mpeg4.avi", "msmpeg4v2.avi", "msmpeg4.avi", "libvpx-vp9.webm",
+            "mjpeg.avi", "cinepak.avi"}
+
+
+@pytest.fixture()
+def seek_log(monkeypatch) -> list[str]:
+    """Force the seeking path for any number of sampled frames, and record whether it succeeded."""
+    log: list[str] = []
+    real = V._decode_by_seeking
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        log.append("seek" if out is not None else "fallback")
+        return out
+
+    monkeypatch.setattr(V, "SEEK_MAX_FRACTION", 1.01)
+    monkeypatch.setattr(V, "_decode_by_seeking", spy)
+    return log
+
+
 @pytest.mark.parametrize("codec,ext", CODECS)
-def test_every_codec_decodes_and_sampled_frames_are_the_right_ones(videos, codec: str, ext: str) -> None:
+def test_every_codec_decodes_and_sampled_frames_are_the_right_ones(videos, seek_log, codec: str, ext: str) -> None:
     if not _encoder_available(codec):
         pytest.skip(f"this FFmpeg build has no {codec} encoder")
     path = videos[f"{codec}{ext}"]
@@ -93,13 +114,15 @@ def test_every_codec_decodes_and_sampled_frames_are_the_right_ones(videos, codec
     idx = [1, 7, 8, 13, 19, 23, 7]  # unsorted, repeated, across several groups of pictures
     sampled = read_frames(path, idx)
     assert frame_ids(sampled) == idx
-    # Seeking to keyframes gives bit-identical frames to decoding everything.
+    # Seeking to keyframes (skipping unreferenced frames) gives bit-identical frames to decoding everything.
     assert np.array_equal(sampled, every[idx])
+    if f"{codec}{ext}" in SEEKABLE:
+        assert seek_log and set(seek_log) == {"seek"}, seek_log
     clip = read_clip(path, 8, mode="eval")
     assert frame_ids(clip) == sample_indices(N, 8, "eval").tolist()
 
 
-def test_variable_frame_rate_returns_the_ith_frame(tmp_path) -> None:
+def test_variable_frame_rate_returns_the_ith_frame(tmp_path, monkeypatch) -> None:
     gaps = [0.02, 0.3, 0.05, 0.5, 0.04, 0.2]  # very irregular: a constant-fps guess lands on wrong frames
     times = np.concatenate([[0.0], np.cumsum([gaps[t % len(gaps)] for t in range(N - 1)])])
     path = write_video(tmp_path / "vfr.mp4", numbered_frames(), fps=12, codec="libx264", timestamps=times,
@@ -107,8 +130,9 @@ def test_variable_frame_rate_returns_the_ith_frame(tmp_path) -> None:
     info = probe_video(path)
     assert info.num_frames == N and info.duration == pytest.approx(times[-1], abs=0.5)
     idx = sample_indices(N, 8, "eval").tolist()
-    assert frame_ids(read_frames(path, idx)) == idx
-    assert frame_ids(read_clip(path, 8)) == idx
+    assert frame_ids(read_frames(path, idx)) == idx  # decoding from the start
+    monkeypatch.setattr(V, "SEEK_MAX_FRACTION", 1.01)
+    assert frame_ids(read_clip(path, 8)) == idx  # seeking
     # Sanity: the file really is VFR (a constant-rate reading of frame 12 would be at t = 12/fps).
     with av.open(str(path)) as c:
         pts = sorted(float(p.pts * p.time_base) for p in c.demux(c.streams.video[0]) if p.pts is not None)

@@ -26,6 +26,10 @@ from hfnet_core.analysis.comparison import (
 
 MAX_BUTTONS = 24
 
+
+def _clips(n: int) -> str:
+    return f"{n} clip" + ("" if n == 1 else "s")
+
 st.title("Class comparison")
 st.caption(
     "Which classes model A gets right where model B does not - the paper's Fig. 3a, where A = HF-TSN and "
@@ -95,10 +99,10 @@ else:
     by_index = {r["class_index"]: r for r in all_improved}
     chosen = st.selectbox(
         "Clips behind a bar (click a bar, or choose here)", options, key="cc_class",
-        format_func=lambda c: f"{by_index[c]['label']} ({by_index[c]['n_improved']} clips)",
+        format_func=lambda c: f"{by_index[c]['label']} ({_clips(by_index[c]['n_improved'])})",
     )
     flips = flipped_clips(ba, bb, chosen)
-    st.markdown(f"**{len(flips)} clips of '{names[chosen]}'** that {a.label} gets right and {b.label} gets "
+    st.markdown(f"**{_clips(len(flips))} of '{names[chosen]}'** that {a.label} gets right and {b.label} gets "
                 "wrong, most confidently wrong first:")
     st.dataframe(pd.DataFrame([{
         "clip id": f["clip_id"],

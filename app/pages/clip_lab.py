@@ -12,7 +12,7 @@ from hfnet_core.analysis.clips import frames_hash
 from hfnet_core.analysis.inference import same_classes
 from hfnet_core.data.video import to_browser_mp4
 
-st.title("🎬 Clip lab")
+st.title("Clip lab")
 st.caption("Pick a clip in the sidebar. Both models see the same frames (TSN sampling: the centre frame of "
            "each of T equal segments) and predict its action.")
 
@@ -98,9 +98,9 @@ if comparable and "A" in preds and "B" in preds:
     pa, pb = preds["A"], preds["B"]
     if pa.top1 != pb.top1:
         st.warning(f"**The models disagree.** {model_a.label} says *{pa.top1}* ({pa.top5_probs[0]:.0%}); "
-                   f"{model_b.label} says *{pb.top1}* ({pb.top5_probs[0]:.0%}).", icon="⚡")
+                   f"{model_b.label} says *{pb.top1}* ({pb.top5_probs[0]:.0%}).", icon=":material/bolt:")
     else:
-        st.success(f"Both models say *{pa.top1}* ({pa.top5_probs[0]:.0%} vs {pb.top5_probs[0]:.0%}).", icon="🤝")
+        st.success(f"Both models say *{pa.top1}* ({pa.top5_probs[0]:.0%} vs {pb.top5_probs[0]:.0%}).", icon=":material/handshake:")
 
 cols = st.columns(2)
 for col, m, color in zip(cols, (model_a, model_b), (COLOR_A, COLOR_B)):
@@ -113,7 +113,7 @@ for col, m, color in zip(cols, (model_a, model_b), (COLOR_A, COLOR_B)):
             continue
         verdict = ""
         if clip.label_name and clip.label_name in m.checkpoint.class_names:
-            verdict = " ✅ correct" if p.top1 == clip.label_name else " ❌ wrong"
+            verdict = " :green[:material/check: correct]" if p.top1 == clip.label_name else " :red[:material/close: wrong]"
         st.markdown(f"#### {m.label}{verdict}")
         hf = f"HF after {len(m.checkpoint.model.hf_blocks)} blocks" if m.has_hf else "no HF (plain TSN)"
         st.caption(f"{m.checkpoint.config.consensus.upper()} consensus · {hf}")

@@ -9,7 +9,7 @@ from app.state import clip_error, get_clip, get_models, predict, sampled_view
 from app.ui import DOWNLOAD_NOTE, error_box, no_models_box, show_figure
 from hfnet_core.analysis.gates import short_block_name, summarise_gates
 
-st.title("🌡️ Gate maps")
+st.title("Gate maps")
 st.markdown(
     "After every HF layer, each position of frame *t* takes **G × (frame t+1)** from its successor and hands "
     "the same amount back (paper Eq. 1): **blue, G > 0 = averaging** the two frames, **red, G < 0 = "
@@ -32,7 +32,7 @@ hf_models = [m for m in models if m.has_hf]
 for m in models:
     if not m.has_hf:
         st.info(f"Model {m.label} has no HF modules: its frames never interact before the final average "
-                "(a plain TSN), so it has no gate maps.", icon="ℹ️")
+                "(a plain TSN), so it has no gate maps.", icon=":material/info:")
 if not hf_models:
     st.stop()
 

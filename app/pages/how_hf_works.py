@@ -9,7 +9,7 @@ from app.figures import teaching_figure, teaching_lines_figure
 from app.ui import DOWNLOAD_NOTE, show_figure
 from hfnet_core.analysis.teaching import consensus, frame_sums, hf_eq1, moving_bump
 
-st.title("🎓 How HF works")
+st.title("How HF works")
 st.markdown(
     "A CNN for video usually looks at each frame on its own and only averages the frames at the very end "
     "(TSN). **HF** lets neighbouring frames talk after every block. For each position, a learned gate "

@@ -10,7 +10,7 @@ from app.state import LoadedModel, get_models
 from app.ui import error_box, no_models_box
 from hfnet_core.analysis.gates import short_block_name
 
-st.title("📇 Model cards")
+st.title("Model cards")
 
 
 @st.cache_data(show_spinner="Counting parameters and FLOPs…", max_entries=16)
@@ -144,4 +144,4 @@ except Exception as e:  # noqa: BLE001
 st.info("Why “+1HF” barely helps a TSN: HF conserves the sum of features over frames, and global pooling, the "
         "classifier and TSN's average consensus are all linear - so an HF module after the *last* block cannot "
         "change TSN's logits at test time. Only HF modules before non-linear layers can. (See *How HF works*.)",
-        icon="💡")
+        icon=":material/lightbulb:")

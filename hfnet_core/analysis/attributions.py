@@ -22,8 +22,8 @@ Grad-CAM layers (``layer_choices``)
   module; a temporary hook on the BN layer routes its output through a private ``nn.ReLU`` that
   Grad-CAM can watch.
 * ``inception_3a`` ... ``inception_5b``: a block's output (before its HF module, if any).
-* ``hf.inception_3a`` ...: the HF module's aggregated features. ``model.hf[block]`` returns
-  ``(features, gate)`` (``model.hf[hf_key(block)]``); a small wrapper (``_Tapped``) runs the model's own stem / blocks / HF / head and
+* ``hf.inception_3a`` ...: the HF module's aggregated features. ``model.hf[hf_key(block)]`` returns
+  ``(features, gate)``; a small wrapper (``_Tapped``) runs the model's own stem / blocks / HF / head and
   passes the chosen tensor through an ``nn.Identity`` that Grad-CAM hooks.
 """
 

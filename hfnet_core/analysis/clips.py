@@ -57,7 +57,13 @@ def decode_video(path: str | os.PathLike[str], name: str | None = None,
             warnings.simplefilter("ignore")  # "sampled uniformly to max_frames" is expected here
             frames = read_frames(path, None, max_side=max_side, max_frames=max_frames)
     except VideoDecodeError as e:
-        raise ClipError(f"{shown}: {_reason(e.reason)}") from e
+        reason = _reason(e.reason, path, shown)
+        kind = container_kind(path)
+        if kind and reason.startswith("this is not a video"):
+            inner = re.findall(r"\(([^()]*)\)", reason)
+            reason = (f"it is {kind} file, but it cannot be decoded: the file is truncated or corrupt"
+                      + (f" (FFmpeg: {inner[-1]})." if inner else "."))
+        raise ClipError(f"{shown}: {reason}") from e
     except (OSError, ValueError, IndexError) as e:
         raise ClipError(f"{shown}: cannot be decoded ({e}).") from e
     if frames.ndim != 4 or len(frames) == 0:
@@ -74,8 +80,27 @@ def decode_video(path: str | os.PathLike[str], name: str | None = None,
     return np.ascontiguousarray(frames), fps
 
 
-def _reason(reason: str) -> str:
-    r = reason.rstrip(".")
+_MAGIC = ((4, b"ftyp", "an MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "a WebM/Matroska"), (0, b"RIFF", "an AVI"),
+          (0, b"GIF8", "a GIF"), (0, b"\x00\x00\x01\xba", "an MPEG"), (0, b"FLV", "an FLV"))
+
+
+def container_kind(path: str | os.PathLike[str]) -> str | None:
+    """What video container the first bytes announce ("an MP4/MOV", ...), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for offset, magic, kind in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def _reason(reason: str, path: str | os.PathLike[str], shown: str) -> str:
+    """FFmpeg's reason in user words, without the (temporary) path and errno noise."""
+    r = reason.replace(f"'{path}'", shown).replace(str(path), shown)
+    r = re.sub(r"\[Errno -?\d+\] ", "", r).replace(f": {shown})", ")").rstrip(".")
     low = r.lower()
     if "truncated" in low or "moov" in low:
         return f"the file is truncated or incomplete ({r})."

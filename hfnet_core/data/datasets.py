@@ -120,7 +120,7 @@ class SomethingV1Dataset(ClipDataset):
                  skip_log: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root)
         self.image_template = image_template
-        class_names = [ln.strip() for ln in Path(categories_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        class_names = _read_names(Path(categories_file))
         samples: list[tuple[str, int, str]] = []
         self.num_frames: list[int] = []
         for lineno, line in enumerate(Path(list_file).read_text(encoding="utf-8").splitlines(), 1):
@@ -193,7 +193,7 @@ class VideoFolderDataset(ClipDataset):
             cdir = self.root / cls
             if not cdir.is_dir():
                 continue
-            clips = [p for p in iter_video_files(cdir) if p.parent == cdir]
+            clips = iter_video_files(cdir, recursive=False)
             clips += sorted(p for p in cdir.iterdir() if p.is_dir() and not p.name.startswith("."))
             for p in sorted(clips):
                 if include is not None and p.name not in include:
@@ -289,6 +289,11 @@ def read_skip_log(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _read_names(path: Path) -> list[str]:
+    """Class names, one per line (blank lines ignored)."""
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
 def _first_existing(*paths: Path) -> Path | None:
     return next((p for p in paths if p.exists()), None)
 
@@ -311,9 +316,10 @@ def build_dataset(name: str, root: str | os.PathLike[str], split: str, list_file
     """
     base = Path(root)
     mode = "train" if train else "eval"
-    common: dict[str, Any] = {"num_segments": num_frames, "mode": mode, "transform": transform, "convention": convention}
+    common: dict[str, Any] = {"num_segments": num_frames, "mode": mode, "transform": transform,
+                              "convention": convention}
     common.update(kwargs)
-    categories = _first_existing(base / "category.txt", base.parent / "category.txt", base.parent.parent / "category.txt")
+    categories = _first_existing(*(d / "category.txt" for d in (base, base.parent, base.parent.parent)))
     if name in ("something-v1", "something", "somethingv1"):
         lst = Path(list_file) if list_file else base / f"{split}_videofolder.txt"
         if categories is None:
@@ -322,15 +328,13 @@ def build_dataset(name: str, root: str | os.PathLike[str], split: str, list_file
         return SomethingV1Dataset(frames_root, lst, categories, **common)
     if name in ("video-folder", "videofolder", "hmdb51", "folder"):
         folder = base / split if (base / split).is_dir() else base
-        names = list(class_names) if class_names is not None else (
-            [ln.strip() for ln in categories.read_text(encoding="utf-8").splitlines() if ln.strip()] if categories else None)
+        names = list(class_names) if class_names is not None else (_read_names(categories) if categories else None)
         include = None
         if list_file is not None and Path(list_file).is_dir():
             include = hmdb51_split(list_file, split_index, "train" if split == "train" else "test")
         return VideoFolderDataset(folder, class_names=names, include=include, **common)
     if name == "csv":
         table = Path(list_file) if list_file else base / f"{split}.csv"
-        names = list(class_names) if class_names is not None else (
-            [ln.strip() for ln in categories.read_text(encoding="utf-8").splitlines() if ln.strip()] if categories else None)
+        names = list(class_names) if class_names is not None else (_read_names(categories) if categories else None)
         return CsvVideoDataset(table, class_names=names, **common)
     raise ValueError(f"unknown dataset {name!r}: use 'something-v1', 'video-folder' or 'csv' (or 'synth' in train)")

@@ -32,6 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from hfnet_core.input_convention import InputConvention
+
 __all__ = [
     "SYNTH_CLASSES",
     "REVERSED_PAIRS",
@@ -42,7 +44,11 @@ __all__ = [
     "SynthSomethingDataset",
     "write_dataset",
     "SYNTH_FPS",
+    "SYNTH_VERSION",
 ]
+
+#: Bump whenever the generated pixels change, so checkpoints and written datasets can say which data they saw.
+SYNTH_VERSION = 1
 
 SYNTH_CLASSES: list[str] = [
     "Moving something from left to right",  # 0
@@ -419,10 +425,8 @@ class SynthSomethingDataset(torch.utils.data.Dataset):
         size: int = 128,
         seed: int = 0,
         transform: Callable[[np.ndarray, int], tuple[np.ndarray, int]] | None = None,
-        convention: Any = None,
+        convention: InputConvention | None = None,
     ) -> None:
-        from hfnet_core.input_convention import InputConvention
-
         if split not in _SPLIT_ID:
             raise ValueError(f"split must be one of {sorted(_SPLIT_ID)}, got {split!r}")
         if clips_per_class < 1:
@@ -512,7 +516,8 @@ def write_dataset(
     from hfnet_core.data.video import write_video
 
     out = Path(out_dir)
-    counts = {s: int(clips_per_class[s]) if isinstance(clips_per_class, Mapping) else int(clips_per_class) for s in splits}
+    per_split = clips_per_class if isinstance(clips_per_class, Mapping) else {s: clips_per_class for s in splits}
+    counts = {s: int(per_split[s]) for s in splits}
     total = sum(counts[s] * len(SYNTH_CLASSES) for s in splits)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     _atomic_write_text(out / "category.txt", "".join(f"{c}\n" for c in SYNTH_CLASSES))
@@ -542,6 +547,7 @@ def write_dataset(
         _atomic_write_text(out / f"{split}.csv", csv_buf.getvalue())
     manifest = {
         "dataset": "SynthSomething",
+        "version": SYNTH_VERSION,
         "seed": int(seed),
         "clips_per_class": counts,
         "num_frames": int(num_frames),

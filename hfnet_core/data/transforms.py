@@ -176,7 +176,8 @@ def flip_label_map_from_names(class_names: Sequence[str]) -> dict[int, int | Non
             continue
         partner = None
         for a, b in _MIRROR_WORDS:
-            swapped = re.sub(rf"\b({re.escape(a)}|{re.escape(b)})\b", lambda m: b if m.group(1) == a else a, name.lower())
+            pattern = rf"\b({re.escape(a)}|{re.escape(b)})\b"
+            swapped = re.sub(pattern, lambda m: b if m.group(1) == a else a, name.lower())
             if swapped in index and index[swapped] != i:
                 partner = index[swapped]
                 break

@@ -45,6 +45,8 @@ __all__ = [
     "apply_rotation",
     "write_video",
     "to_browser_mp4",
+    "num_frames_of",
+    "iter_video_files",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -54,9 +56,12 @@ MAX_RESOLUTION = 16384
 DEFAULT_MAX_SIDE = 1280
 #: Default cap on how many frames ``read_frames(indices=None)`` returns.
 DEFAULT_MAX_FRAMES = 1000
+#: Seek (instead of decoding from the start) when fewer than this fraction of a file's frames are wanted.
+SEEK_MAX_FRACTION = 0.25
 #: Something-v1 frame folders carry no frame rate; they were extracted at 12 fps.
 IMAGE_FOLDER_FPS = 12.0
 
+_FETCH_HINT = "Fetch the file again"
 _REENCODE_HINT = "Re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`, or remove it from the list"
 
 
@@ -96,8 +101,9 @@ def sample_indices(
 
     ``train``: one random frame in each of ``num_segments`` equal segments (TSN's integer segment length
     ``num_frames // num_segments``); ``eval``: the centre of each of the segments of length
-    ``num_frames / num_segments`` (TSN/TRN test sampling); ``dense``: every frame. With fewer frames than segments, frames repeat in order
-    (segment centres, e.g. 3 frames -> ``[0, 0, 0, 1, 1, 2, 2, 2]``) so the model still sees the whole clip in temporal order.
+    ``num_frames / num_segments`` (TSN/TRN test sampling); ``dense``: every frame. With fewer frames than
+    segments, frames repeat in order (the segment centres, e.g. 3 frames -> ``[0, 0, 0, 1, 1, 2, 2, 2]``), so
+    the model still sees the whole clip in temporal order.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -178,7 +184,7 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise VideoDecodeError(path, "the file does not exist", "Check the path and the dataset root")
     if path.is_file() and path.stat().st_size == 0:
-        raise VideoDecodeError(path, "the file is empty (0 bytes)", "The download or copy probably failed; fetch it again")
+        raise VideoDecodeError(path, "the file is empty (0 bytes)", "The download or copy failed; fetch it again")
 
 
 def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -189,14 +195,16 @@ def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.Vide
     except av.error.FFmpegError as e:
         text = str(e)
         if "moov atom not found" in text:
-            raise VideoDecodeError(path, "the file is truncated (MP4 index 'moov' missing)", "Fetch the file again") from e
-        raise VideoDecodeError(path, f"not a video or image FFmpeg can read ({text})", "Check that this is a video file") from e
+            raise VideoDecodeError(path, "the file is truncated (MP4 index 'moov' missing)", _FETCH_HINT) from e
+        raise VideoDecodeError(path, f"not a video or image FFmpeg can read ({text})",
+                               "Check that this is a video file") from e
     except (OSError, ValueError) as e:
         raise VideoDecodeError(path, f"could not be opened ({e})", "Check the file and its permissions") from e
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
-        raise VideoDecodeError(path, f"it has no video stream (streams: {', '.join(kinds)})", "Use a file that contains video")
+        raise VideoDecodeError(path, f"it has no video stream (streams: {', '.join(kinds)})",
+                               "Use a file that contains video")
     stream = container.streams.video[0]
     if stream.codec_context is None:
         name = stream.metadata.get("codec_name") or getattr(stream, "codec_tag", None) or "unknown"
@@ -210,7 +218,8 @@ def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.Vide
     return container, stream
 
 
-def _packet_index(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _PacketIndex:
+def _packet_index(path: Path, container: av.container.InputContainer,
+                  stream: av.video.stream.VideoStream) -> _PacketIndex:
     """Demux (without decoding) to list every frame's timestamp; cached per (path, size, mtime)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -234,9 +243,10 @@ def _packet_index(path: Path, container: av.container.InputContainer, stream: av
             if packet.is_keyframe:
                 keys.append(int(ts))
     except av.error.FFmpegError as e:
-        raise VideoDecodeError(path, f"the file is truncated or corrupt after {len(pts)} frames ({e})", "Fetch the file again") from e
+        raise VideoDecodeError(path, f"the file is truncated or corrupt after {len(pts)} frames ({e})",
+                               _FETCH_HINT) from e
     if not pts:
-        raise VideoDecodeError(path, "the video stream holds no frames (the file may be truncated)", "Fetch the file again")
+        raise VideoDecodeError(path, "the video stream holds no frames (the file may be truncated)", _FETCH_HINT)
     index = _PacketIndex(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), complete)
     with _INDEX_LOCK:
         _INDEX_CACHE[key] = index
@@ -248,7 +258,8 @@ def _packet_index(path: Path, container: av.container.InputContainer, stream: av
 def _list_images(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
-        raise VideoDecodeError(folder, "the folder holds no image frames (.jpg/.png)", "Check the frame folder and the image template")
+        raise VideoDecodeError(folder, "the folder holds no image frames (.jpg/.png)",
+                               "Check the frame folder and the image template")
     return files
 
 
@@ -271,7 +282,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         files = _list_images(p)
         first = read_image_files([files[0]])[0]
         n = len(files)
-        return VideoInfo(str(p), n, IMAGE_FOLDER_FPS, n / IMAGE_FOLDER_FPS, first.shape[1], first.shape[0], 0, "images", True)
+        return VideoInfo(str(p), n, IMAGE_FOLDER_FPS, n / IMAGE_FOLDER_FPS, first.shape[1], first.shape[0], 0,
+                         "images", True)
     container, stream = _open(p)
     with container:
         fps_q = stream.average_rate or stream.guessed_rate
@@ -289,7 +301,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         except av.error.FFmpegError as e:
             raise VideoDecodeError(p, f"its first frame cannot be decoded ({e})", _REENCODE_HINT) from e
         if frame is None:
-            raise VideoDecodeError(p, "no frame could be decoded (the file may be truncated)", "Fetch the file again")
+            raise VideoDecodeError(p, "no frame could be decoded (the file may be truncated)", _FETCH_HINT)
         rot = _frame_rotation(frame, stream)
         w, h = frame.width, frame.height
         if rot in (90, 270):
@@ -327,7 +339,8 @@ def read_image_files(files: Sequence[str | os.PathLike[str]], max_side: int | No
         except VideoDecodeError:
             raise
         except Exception as e:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError...)
-            raise VideoDecodeError(f, f"the image cannot be decoded ({type(e).__name__}: {e})", "Re-extract the frames") from e
+            raise VideoDecodeError(f, f"the image cannot be decoded ({type(e).__name__}: {e})",
+                                   "Re-extract the frames") from e
     if not out:
         raise ValueError("read_image_files needs at least one file")
     return np.stack(out)
@@ -441,7 +454,7 @@ def read_frames(
         idx = _resolve_indices(p, indices, len(index.pts), max_frames)
         uniq = np.unique(idx)
         result = None
-        dense = len(uniq) * 4 >= len(index.pts) or len(index.key_pts) <= 1
+        dense = len(uniq) >= SEEK_MAX_FRACTION * len(index.pts) or len(index.key_pts) <= 1
         if index.complete and not dense:
             try:
                 result = _decode_by_seeking(p, container, stream, index, uniq, max_side)
@@ -449,17 +462,23 @@ def read_frames(
                 result = None  # some demuxers cannot seek; decoding from the start still works
     finally:
         container.close()
-    if result is None:
-        result = _decode_sequential(p, uniq, max_side)
+    try:
+        if result is None:
+            result = _decode_sequential(p, uniq, max_side)
+    except (av.error.FFmpegError, OSError, RuntimeError, MemoryError) as e:
+        raise VideoDecodeError(p, f"decoding failed ({type(e).__name__}: {e})", _REENCODE_HINT) from e
     got, rot = result
     missing = [int(i) for i in uniq if int(i) not in got]
     if missing:
         if not got:
-            raise VideoDecodeError(p, "no frame could be decoded (the file may be truncated)", "Fetch the file again")
-        # The container listed more frames than the decoder produced: map to the last decodable frame.
+            raise VideoDecodeError(p, "no frame could be decoded (the file may be truncated)", _FETCH_HINT)
         last = max(got)
         if min(missing) <= last:
             raise VideoDecodeError(p, f"frames {missing[:5]} cannot be decoded", _REENCODE_HINT)
+        # The container lists more frames than the decoder produces at the end (e.g. an edit list trims
+        # the tail): the last decodable frame stands in, and we say so.
+        warnings.warn(f"{p}: frames {missing[:5]} (of {len(index.pts)}) listed but not decodable; "
+                      f"using frame {last} instead", stacklevel=2)
         for i in missing:
             got[i] = got[last]
     frames = np.stack([got[int(i)] for i in idx])
@@ -560,7 +579,8 @@ def write_video(
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     if codec in ("libx264", "h264", "mpeg4", "msmpeg4", "msmpeg4v2", "libvpx-vp9", "libvpx", "mjpeg", "libx265"):
         if frames.shape[1] % 2 or frames.shape[2] % 2:
-            raise ValueError(f"{codec} with 4:2:0 chroma needs even width and height, got {frames.shape[2]}x{frames.shape[1]}")
+            raise ValueError(f"{codec} with 4:2:0 chroma needs even width and height, "
+                             f"got {frames.shape[2]}x{frames.shape[1]}")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=p.suffix, dir=p.parent)
@@ -609,7 +629,12 @@ def to_browser_mp4(
     return buf.getvalue()
 
 
-def iter_video_files(root: str | os.PathLike[str], extensions: Iterable[str] = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v")) -> list[Path]:
-    """Video files under ``root`` (recursive, sorted) - for building folder datasets."""
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+
+
+def iter_video_files(root: str | os.PathLike[str], extensions: Iterable[str] = VIDEO_EXTENSIONS,
+                     recursive: bool = True) -> list[Path]:
+    """Video files under ``root`` (sorted; hidden and temporary files excluded) - for folder datasets."""
     ext = tuple(e.lower() for e in extensions)
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in ext and not p.name.startswith("."))
+    found = Path(root).rglob("*") if recursive else Path(root).iterdir()
+    return sorted(p for p in found if p.suffix.lower() in ext and not p.name.startswith(".") and p.is_file())

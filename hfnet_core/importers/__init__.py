@@ -135,8 +135,14 @@ def import_checkpoint(
         if not native:
             raise CheckpointError(p, "is not an hfnet checkpoint.", "Drop `--format hfnet` to detect the format.")
         loaded = load_checkpoint(p)
-        loaded.import_report = ImportReport("hfnet", str(p), loaded.config.backbone, loaded.config.width_mult,
-                                            mapped=len(loaded.model.state_dict())).to_dict()
+        report = ImportReport("hfnet", str(p), loaded.config.backbone, loaded.config.width_mult,
+                              mapped=len(loaded.model.state_dict()))
+        given = {"num_segments": num_segments, "consensus": consensus, "classes_file": classes_file,
+                 "input_size": input_size}
+        if any(v is not None for v in given.values()):
+            report.warnings.append(f"ignored {sorted(k for k, v in given.items() if v is not None)}: an hfnet "
+                                   "checkpoint records its own configuration.")
+        loaded.import_report = report.to_dict()
         return loaded
     try:
         state = state_dict_of(obj, p)
@@ -181,6 +187,10 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
         want_bb = want.backbone if want is not None else mapped.backbone
         if mapped.backbone != want_bb:
             raise CheckpointError(p, f"holds a {mapped.backbone} backbone; this model's backbone is {want_bb}.")
+        if want is not None and abs(float(want.width_mult) - mapped.width_mult) > 1e-6:
+            raise CheckpointError(p, f"holds a {mapped.backbone} of width {mapped.width_mult:g}; this model's "
+                                     f"width_mult is {want.width_mult:g}.",
+                                  "ImageNet weights fit full-width models (width_mult=1.0).")
         backbone = Mapped({}, {}, mapped.backbone, mapped.width_mult, mapped.input_convention,
                           squeezable=mapped.squeezable)
         for k, v in mapped.state.items():

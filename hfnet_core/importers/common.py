@@ -24,7 +24,7 @@ from ..checkpoint import CheckpointError, LoadedCheckpoint, file_sha256, load_st
 from ..input_convention import InputConvention
 from ..model import ModelConfig, VideoClassifier
 
-CONSENSUS_NAMES = {"avg": "avg", "tsn": "avg", "average": "avg", "trn": "trn", "trnmultiscale": "trn"}
+CONSENSUS_NAMES = {"avg": "avg", "tsn": "avg", "average": "avg", "trn": "trn"}
 
 
 @dataclass
@@ -74,6 +74,10 @@ class ImportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        """One line for logs (``hfnet train`` prints this after ``--pretrained``)."""
+        return "; ".join(self.summary_lines(max_keys=3))
 
     def summary_lines(self, max_keys: int = 8) -> list[str]:
         """Human-readable lines for the CLI."""
@@ -344,7 +348,8 @@ def build_model_from(mapped: Mapped, opts: ImportOptions, report: ImportReport,
             "Use it to initialise a backbone instead: `hfnet train --pretrained PATH` "
             "(importers.load_pretrained_backbone).")
     num_classes = int(fc.shape[0])
-    report.recovered["num_classes"] = {"value": num_classes, "source": f"shape of {mapped.origin['head.new_fc.weight']}"}
+    source = f"shape of {mapped.origin['head.new_fc.weight']}"
+    report.recovered["num_classes"] = {"value": num_classes, "source": source}
     num_segments = resolve_num_segments(mapped, opts, report, path)
     consensus = resolve_consensus(mapped, opts, report)
     config = ModelConfig(

@@ -99,7 +99,8 @@ def convention_from_config(text: str) -> tuple[InputConvention, str] | None:
             continue
         bgr = re.search(r"to_bgr\s*=\s*True", seg) is not None
         scale = 255.0 if max(mv) > 1.5 else 1.0
-        return InputConvention("BGR" if bgr else "RGB", scale, mv, sv), f"config text: {anchor}"  # type: ignore[arg-type]
+        conv = InputConvention("BGR" if bgr else "RGB", scale, mv, sv)  # type: ignore[arg-type]
+        return conv, f"config text: {anchor}"
     return None
 
 

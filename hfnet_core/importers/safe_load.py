@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -76,12 +78,13 @@ def read_pickled(path: str | os.PathLike[str]) -> Any:
     if p.stat().st_size == 0:
         raise CheckpointError(p, "is empty.")
     try:
-        with torch.serialization.safe_globals(_inert_globals()):
+        with torch.serialization.safe_globals(_inert_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if any(m in msg for m in _CODE_MARKERS):
-            needs = _unsafe_globals(p) or _global_from_message(msg)
+        needs = _unsafe_globals(p) or _global_from_message(msg)
+        if needs or any(m in msg for m in _CODE_MARKERS):
             what = f" ({', '.join(needs)})" if needs else ""
             raise CheckpointError(
                 p,
@@ -96,32 +99,60 @@ def read_pickled(path: str | os.PathLike[str]) -> Any:
         raise _corrupt(p, f"{type(e).__name__}: {e}") from None
 
 
-def _corrupt(p: Path, detail: str) -> CheckpointError:
-    detail = detail.strip().splitlines()[0] if detail.strip() else "unknown error"
+def _corrupt(p: Path, msg: str) -> CheckpointError:
+    if "WeightsUnpickler error:" in msg:  # torch's long preamble carries no information here
+        msg = msg.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in msg.splitlines() if line.strip()]
+    detail = lines[0].split(". ")[0] if lines else "unknown error"
     if "legacy .tar format" in detail:
         return CheckpointError(p, "is in PyTorch's pre-0.4 .tar format, which cannot be read safely.",
                                "Re-save it with a current PyTorch (torch.save) and convert that.")
+    if zipfile.is_zipfile(p) or "zip archive" in detail:
+        what = f"its zip archive is damaged or incomplete ({detail[:200]})"
+    else:
+        what = f"it is neither a torch.save zip archive nor a pickle that can be read safely ({detail[:200]})"
     return CheckpointError(
-        p, f"cannot be read as a PyTorch checkpoint ({detail[:300]}).",
+        p, f"cannot be read as a PyTorch checkpoint: {what}.",
         "Is the file truncated (an interrupted download?) or not a checkpoint at all? Compare its size "
         "or checksum with the original.",
     )
 
 
 def _unsafe_globals(p: Path) -> list[str]:
-    """Globals a zip checkpoint asks for beyond the allowlist (a static scan: nothing is executed)."""
+    """Globals the file asks for beyond what the weights-only unpickler allows, found by a static scan of
+    its pickle opcodes (nothing is executed)."""
     try:
         with torch.serialization.safe_globals(_inert_globals()):
-            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
-    except Exception:  # legacy (non-zip) files cannot be scanned; the unpickler's message names one
+            if zipfile.is_zipfile(p):
+                return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
+            allowed = set(torch._weights_only_unpickler._get_allowed_globals())
+            allowed |= set(torch._weights_only_unpickler._get_user_allowed_globals())
+    except Exception:
         return []
+    return sorted(g for g in _scan_legacy_globals(p) if g not in allowed)
 
 
-def _global_from_message(msg: str) -> list[str]:
-    for line in msg.splitlines():
-        if "GLOBAL " in line:
-            return [line.split("GLOBAL ", 1)[1].split()[0]]
-    return []
+def _scan_legacy_globals(p: Path, max_pickles: int = 4) -> set[str]:
+    """module.name of every GLOBAL / STACK_GLOBAL in the first pickles of a non-zip file."""
+    found: set[str] = set()
+    with open(p, "rb") as f:
+        for _ in range(max_pickles):
+            strings: list[str] = []
+            try:
+                for op, arg, _pos in pickletools.genops(f):
+                    if op.name == "GLOBAL":
+                        found.add(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.add(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str) and "UNICODE" in op.name:
+                        strings.append(arg)
+                    if op.name == "STOP":
+                        break
+                else:
+                    break
+            except Exception:  # end of the pickles, or raw storage bytes
+                break
+    return found
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

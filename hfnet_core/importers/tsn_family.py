@@ -75,8 +75,12 @@ def file_facts(obj: Any, mapped: Mapped, path: Any) -> None:
                         raise CheckpointError(path, f"was trained with consensus {v!r}, which hfnet does not "
                                                     "implement.", "hfnet implements 'avg' (TSN) and 'trn'.")
                     v = c
-                mapped.facts.setdefault(name, (v if name == "consensus" else int(v),
-                                               f"file {where} {src!r}"))
+                else:
+                    try:
+                        v = int(v)
+                    except (TypeError, ValueError):
+                        continue
+                mapped.facts.setdefault(name, (v, f"file {where} {src!r}"))
     for src in ("class_names", "classes", "categories"):
         v = top.get(src, args.get(src))
         if isinstance(v, (list, tuple)) and v and all(isinstance(c, str) for c in v):

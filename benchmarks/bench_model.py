@@ -1,0 +1,194 @@
+"""Benchmark: HF-TSN vs TSN inference latency, BNInception width 1.0, 224 px, 8 frames, 174 classes.
+
+In one run, for batch 1 and 8 clips, contiguous and channels_last memory format, on the CPU (and CUDA
+when available), this times in rotating order (ABCD, BCDA, ...; so slow drift and the machine's other
+load hit every model alike):
+
+* ``tsn``: the baseline;
+* ``hf_<impl>``: HF after all ten blocks, for each gate implementation ("concat", "shift", "matmul");
+  same backbone weights as ``tsn``, small random gates;
+* ``hf_<default>_inspect``: ``model.inspect`` (logits + features + gate maps) of the default
+  implementation, against its plain ``forward``.
+
+It reports, per case, the median wall-clock and process-CPU time of each, the ratio of medians and the
+median of per-round ratios (each HF call against the TSN call of the same round). Targets: HF/TSN <= 1.03
+(the FLOP ratio is ~1.0104) and inspect/forward <= 1.05. Writes ``benchmarks/results/model_latency.json``.
+
+Run: ``python benchmarks/bench_model.py [--quick] [--budget-s 450]``. The machine this was written on
+has 2 cores shared with others' work: the load average is recorded before and after each case, and only
+the alternated ratios are meaningful there, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median, timed, write_result  # noqa: E402
+
+from hfnet_core.complexity import count_flops  # noqa: E402
+from hfnet_core.hf import GATE_IMPLS  # noqa: E402
+from hfnet_core.model import ModelConfig, VideoClassifier, build_model  # noqa: E402
+
+FRAMES, SIZE, CLASSES = 8, 224, 174
+TARGET_HF, TARGET_INSPECT = 1.03, 1.05
+
+
+def build_models(device: torch.device, impls: tuple[str, ...]) -> dict[str, VideoClassifier]:
+    torch.manual_seed(0)
+    tsn = build_model("tsn_bninception", num_segments=FRAMES, num_classes=CLASSES).eval()
+    models = {"tsn": tsn}
+    for impl in impls:
+        hf = build_model("hf_tsn_bninception", num_segments=FRAMES, num_classes=CLASSES, hf_impl=impl).eval()
+        hf.base_model.load_state_dict(tsn.base_model.state_dict())
+        hf.head.load_state_dict(tsn.head.state_dict())
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in hf.hf.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+        models[f"hf_{impl}"] = hf
+    return {k: m.to(device) for k, m in models.items()}
+
+
+def set_format(models: dict[str, VideoClassifier], channels_last: bool) -> None:
+    # Only the backbone: nn.Module.to(memory_format=...) refuses the 5-D gate weights, and the gates'
+    # products follow the features' format anyway.
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for m in models.values():
+        m.base_model.to(memory_format=fmt)
+
+
+def run_case(models: dict[str, VideoClassifier], default_impl: str, batch: int, channels_last: bool,
+             device: torch.device, rounds: int, warmup: int) -> dict[str, Any]:
+    set_format(models, channels_last)
+    x = torch.randn(batch, FRAMES, 3, SIZE, SIZE, device=device) * 50
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    calls: dict[str, Callable[[], Any]] = {k: (lambda m=m: m(x)) for k, m in models.items()}
+    inspect_name = f"hf_{default_impl}_inspect"
+    if f"hf_{default_impl}" in models:
+        calls[inspect_name] = lambda m=models[f"hf_{default_impl}"]: m.inspect(x)
+    names = list(calls)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    load_before = os.getloadavg()[0]
+    t_case = time.perf_counter()
+    with torch.inference_mode():
+        outs = {k: calls[k]() for k in names}
+        logits = {k: (v.logits if hasattr(v, "logits") else v) for k, v in outs.items()}
+        for _ in range(warmup - 1):
+            for k in names:
+                calls[k]()
+        for r in range(rounds):
+            for k in names[r % len(names):] + names[: r % len(names)]:
+                w, c = timed(calls[k], sync)
+                wall[k].append(w)
+                cpu[k].append(c)
+    # all HF implementations compute the same function
+    hf_logits = [v for k, v in logits.items() if k.startswith("hf_")]
+    max_impl_diff = max(((a - hf_logits[0]).abs().max().item() for a in hf_logits[1:]), default=0.0)
+    entries = {k: {"median_wall_s": round(median(wall[k]), 5), "median_cpu_s": round(median(cpu[k]), 5),
+                   "wall_s": [round(v, 5) for v in wall[k]], "cpu_s": [round(v, 5) for v in cpu[k]]}
+               for k in names}
+
+    def ratios(num: str, den: str) -> dict[str, float]:
+        paired = [a / b for a, b in zip(wall[num], wall[den])]
+        return {"ratio_of_medians": round(median(wall[num]) / median(wall[den]), 4),
+                "median_paired_ratio": round(median(paired), 4),
+                "cpu_ratio_of_medians": round(median(cpu[num]) / median(cpu[den]), 4)}
+
+    out = {
+        "device": str(device),
+        "batch": batch,
+        "memory_format": "channels_last" if channels_last else "contiguous",
+        "rounds": rounds,
+        "loadavg_before": round(load_before, 2),
+        "loadavg_after": round(os.getloadavg()[0], 2),
+        "seconds": round(time.perf_counter() - t_case, 1),
+        "max_logit_diff_between_impls": max_impl_diff,
+        "entries": entries,
+        "hf_vs_tsn": {k: ratios(k, "tsn") for k in names if k.startswith("hf_") and k != inspect_name},
+    }
+    if inspect_name in calls:
+        out["inspect_vs_forward"] = ratios(inspect_name, f"hf_{default_impl}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--rounds", type=int, default=9, help="timed rounds at batch 1")
+    ap.add_argument("--rounds-b8", type=int, default=4, help="timed rounds at batch 8")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--impls", default=",".join(GATE_IMPLS))
+    ap.add_argument("--formats", default="channels_last,contiguous")
+    ap.add_argument("--devices", default="cpu,cuda", help="cuda is skipped when not available")
+    ap.add_argument("--budget-s", type=float, default=450.0, help="stop adding cases after this many seconds")
+    ap.add_argument("--quick", action="store_true", help="batch 1 only, 3 rounds (smoke test)")
+    ap.add_argument("--name", default="model_latency", help="result file name (benchmarks/results/<name>.json)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    impls = tuple(i for i in args.impls.split(",") if i)
+    default_impl = ModelConfig().hf_impl
+    batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
+    rounds1, rounds8 = (3, 2) if args.quick else (args.rounds, args.rounds_b8)
+    devices = [torch.device(d) for d in args.devices.split(",")
+               if d == "cpu" or (d == "cuda" and torch.cuda.is_available())]
+
+    tsn_flops = count_flops(build_model("tsn_bninception", num_segments=FRAMES), FRAMES, SIZE)["total"]
+    hf_flops = count_flops(build_model("hf_tsn_bninception", num_segments=FRAMES), FRAMES, SIZE)["total"]
+    t0 = time.perf_counter()
+    cases, skipped = [], []
+    for device in devices:
+        models = build_models(device, impls)
+        for batch in batches:
+            for fmt in args.formats.split(","):
+                if time.perf_counter() - t0 > args.budget_s:
+                    skipped.append(f"{device}/b{batch}/{fmt}")
+                    continue
+                case = run_case(models, default_impl, batch, fmt == "channels_last", device,
+                                rounds1 if batch == 1 else rounds8, 2 if batch == 1 else 1)
+                cases.append(case)
+                line = ", ".join(f"{k} {v['median_paired_ratio']:.3f}" for k, v in case["hf_vs_tsn"].items())
+                insp = case.get("inspect_vs_forward", {}).get("median_paired_ratio", float("nan"))
+                print(f"{device} batch {batch} {case['memory_format']:<13} tsn "
+                      f"{case['entries']['tsn']['median_wall_s'] * 1e3:7.0f} ms | HF/TSN {line} | "
+                      f"inspect/forward {insp:.3f} | load {case['loadavg_before']:.1f}->{case['loadavg_after']:.1f}",
+                      flush=True)
+        del models
+
+    def summary_for(impl_key: str) -> dict[str, Any]:
+        return {f"{c['device']}/b{c['batch']}/{c['memory_format']}": c["hf_vs_tsn"][impl_key]["median_paired_ratio"]
+                for c in cases if impl_key in c["hf_vs_tsn"]}
+
+    summary = {
+        "flop_ratio_hf_tsn": round(hf_flops / tsn_flops, 4),
+        "default_impl": default_impl,
+        "hf_vs_tsn_median_paired_ratio": {f"hf_{i}": summary_for(f"hf_{i}") for i in impls},
+        "inspect_vs_forward_median_paired_ratio": {
+            f"{c['device']}/b{c['batch']}/{c['memory_format']}": c["inspect_vs_forward"]["median_paired_ratio"]
+            for c in cases if "inspect_vs_forward" in c},
+        "targets": {"hf_vs_tsn": TARGET_HF, "inspect_vs_forward": TARGET_INSPECT},
+        "skipped_for_budget": skipped,
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    path = write_result(args.name, {
+        "setup": {"backbone": "bninception", "width_mult": 1.0, "frames": FRAMES, "size": SIZE,
+                  "classes": CLASSES, "hf_placement": "all", "threads": args.threads, "impls": list(impls),
+                  "timing": "rotating order per round; wall = perf_counter, cpu = process_time; "
+                            "torch.inference_mode; eval mode"},
+        "summary": summary,
+        "cases": cases,
+    })
+    print(f"FLOP ratio HF/TSN {summary['flop_ratio_hf_tsn']}; wrote {path} in {summary['total_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Model cards page through AppTest."""
+
+from __future__ import annotations
+
+import pytest
+
+from _app_fixtures import app_env, assert_ok, demo_dir, new_app, texts  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("app_env")
+
+
+def test_cards_for_both_models():
+    at = new_app().run()
+    at.switch_page("pages/model_cards.py").run()
+    assert_ok(at)
+    assert [h.value for h in at.subheader][:2] == ["A · hf_tsn_demo", "B · tsn_demo"]
+    tables = [t.value for t in at.table]
+    flat = " ".join(str(t.to_dict()) for t in tables)
+    assert "after 3a, 3b, 3c, 4a, 4b, 4c, 4d, 4e, 5a, 5b" in flat and "none (plain TSN)" in flat
+    assert "FLOPs per clip" in flat
+    assert "random init (test fixture)" in flat  # training summary from the checkpoint metadata
+    assert any("Eval bundle" in m for m in texts(at, "markdown"))
+    table_one = at.dataframe[0].value
+    assert list(table_one["model"])[0] == "Baseline" and "FLOPs (paper)" in table_one.columns
+    assert any("cannot change TSN's logits" in i or "cannot" in i for i in texts(at, "info"))
+
+
+def test_only_one_model():
+    at = new_app()
+    at.session_state["hf_model_B_choice"] = "(none)"
+    at.run()
+    at.switch_page("pages/model_cards.py").run()
+    assert_ok(at)
+    assert [h.value for h in at.subheader][0] == "A · hf_tsn_demo"
+    assert "B · tsn_demo" not in [h.value for h in at.subheader]
