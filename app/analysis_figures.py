@@ -102,17 +102,19 @@ def _hover(pts: FeaturePoints) -> list[str]:
 
 
 def projection_figure(pts: FeaturePoints, slot: str, title: str, selected: Sequence[str] = (),
-                      colour_by: str = "true", height: int = 520) -> go.Figure:
-    """Scatter of one model's projection: one trace per class (legend), circles = that model is right,
-    crosses = wrong; ``customdata`` = [row, clip id]. Clips in ``selected`` are ringed, the rest dimmed."""
+                      colour_by: str = "true", height: int = 640) -> go.Figure:
+    """Scatter of one model's projection: one trace per class (legend), a black cross over every clip
+    that model gets wrong, rings around the clips in ``selected`` (the rest dimmed).
+    ``customdata`` = [row, clip id] on every point, for selections."""
     xy = pts.xy[slot]
     colour_idx = pts.labels if colour_by == "true" else pts.preds[slot]
     legend_names = pts.class_names if colour_by == "true" else pts.pred_names[slot]
     colours = class_colours(len(legend_names))
     hover = np.asarray(_hover(pts), dtype=object)
-    right = pts.preds[slot] == pts.labels
+    wrong = pts.preds[slot] != pts.labels
     rows = np.arange(len(pts))
-    custom = np.stack([rows.astype(object), np.asarray(pts.clip_ids, dtype=object)], axis=1) if len(pts) else None
+    custom = np.stack([rows.astype(object), np.asarray(pts.clip_ids, dtype=object)], axis=1) if len(pts) \
+        else np.zeros((0, 2), dtype=object)
     chosen = set(selected)
     is_sel = np.asarray([c in chosen for c in pts.clip_ids], dtype=bool)
     fig = go.Figure()
@@ -121,23 +123,29 @@ def projection_figure(pts: FeaturePoints, slot: str, title: str, selected: Seque
         name = legend_names[int(c)] if c >= 0 else "unknown"
         fig.add_trace(go.Scatter(
             x=xy[m, 0], y=xy[m, 1], mode="markers", name=_short(name),
-            marker=dict(color=colours[int(c)] if c >= 0 else "#999", size=7,
-                        symbol=np.where(right[m], "circle", "x"), line=dict(width=0),
-                        opacity=0.25 if chosen else 0.85),
+            marker=dict(color=colours[int(c)] if c >= 0 else "#999", size=8, line=dict(width=0),
+                        opacity=0.3 if chosen else 0.85),
             customdata=custom[m], hovertext=hover[m], hoverinfo="text",
+        ))
+    if wrong.any():
+        fig.add_trace(go.Scatter(
+            x=xy[wrong, 0], y=xy[wrong, 1], mode="markers", name=f"✗ {slot} is wrong ({int(wrong.sum())})",
+            marker=dict(symbol="x-thin", size=7, line=dict(width=1.5, color="rgba(0,0,0,0.75)")),
+            customdata=custom[wrong], hovertext=hover[wrong], hoverinfo="text",
         ))
     if is_sel.any():
         fig.add_trace(go.Scatter(
             x=xy[is_sel, 0], y=xy[is_sel, 1], mode="markers", name=f"selected ({int(is_sel.sum())})",
-            marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(width=2, color="#111")),
+            marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="#111")),
             customdata=custom[is_sel], hovertext=hover[is_sel], hoverinfo="text",
         ))
     fig.update_layout(
         title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), dragmode="lasso",
-        legend=dict(font=dict(size=10), itemsizing="constant"), uirevision=slot,
+        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0, font=dict(size=10)),
+        uirevision=slot,
     )
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
-    fig.update_yaxes(showticklabels=False, title=None, zeroline=False, scaleanchor="x", scaleratio=1)
+    fig.update_yaxes(showticklabels=False, title=None, zeroline=False)
     return fig
 
 
@@ -235,13 +243,13 @@ def attribution_figure(images: np.ndarray, title: str, frame_labels: Sequence[st
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=labels, horizontal_spacing=0.01,
-                        vertical_spacing=0.06)
+                        vertical_spacing=0.12 / rows)
     for i in range(t):
         fig.add_trace(go.Image(z=images[i], hoverinfo="skip"), row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     h, w = images.shape[1:3]
-    fig.update_layout(title=title, height=int(rows * 200 * h / max(w, 1)) + 80,
-                      margin=dict(l=5, r=5, t=60, b=5))
+    fig.update_layout(title=title, height=int(rows * (20 + 150 * h / max(w, 1))) + 70,
+                      margin=dict(l=5, r=5, t=70, b=5))
     fig.update_annotations(font_size=11)
     return fig

@@ -102,7 +102,7 @@ def gate_matrix_figure(gates: dict[str, Any], title: str = "") -> go.Figure:
     pairs = [f"{t}→{t + 1}" for t in range(m.shape[1])]
     fig = go.Figure(go.Heatmap(
         z=m, x=pairs, y=[short_block_name(n) for n in names], zmin=-1, zmax=1, colorscale=GATE_COLORSCALE,
-        colorbar=GATE_COLORBAR, text=np.round(m, 2), texttemplate="%{text}",
+        colorbar=GATE_COLORBAR, texttemplate="%{z:.2f}",
         hovertemplate="layer %{y}, frames %{x}: mean G %{z:.3f}<extra></extra>",
     ))
     fig.update_layout(title=title or None, height=80 + 28 * max(len(names), 1), margin=dict(l=10, r=10, t=40, b=40),
@@ -148,9 +148,10 @@ def _grid_axes(rows: int, cols: int, size: int, hgap: float, vgap: float, top: f
             cells.append((x0, x0 + cw, y1 - rh, y1))
             sfx = "" if k == 1 else str(k)
             layout[f"xaxis{sfx}"] = {"domain": [x0, min(x0 + cw, 1.0)], "anchor": f"y{sfx}", "visible": False,
-                                     "range": [-0.5, size - 0.5]}
+                                     "range": [-0.5, size - 0.5], "constrain": "domain"}
             layout[f"yaxis{sfx}"] = {"domain": [max(y1 - rh, 0.0), y1], "anchor": f"x{sfx}", "visible": False,
-                                     "range": [size - 0.5, -0.5], "scaleanchor": f"x{sfx}", "scaleratio": 1}
+                                     "range": [size - 0.5, -0.5], "scaleanchor": f"x{sfx}", "scaleratio": 1,
+                                     "constrain": "domain", "constraintoward": "top"}
     return layout, cells
 
 

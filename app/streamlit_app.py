@@ -13,8 +13,9 @@ if str(_ROOT) not in sys.path:  # `from app.state import ...` works however stre
 
 import streamlit as st  # noqa: E402
 
-from app.state import render_sidebar  # noqa: E402
+from app.state import configure_torch, render_sidebar  # noqa: E402
 
+configure_torch()
 st.set_page_config(page_title="hfnet explorer", page_icon=":material/movie:", layout="wide")
 
 PAGES = [

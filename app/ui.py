@@ -33,15 +33,22 @@ def download_figure(fig: Any, name: str, key: str) -> None:
     rerun the page.
     """
     base = slug(name)
-    cols = st.columns([1, 1, 4]) if HAS_KALEIDO else st.columns([1, 5])
-    cols[0].download_button(
+    row = _button_row()
+    row.download_button(
         "⬇ HTML", data=lambda: _to_html(fig), file_name=f"{base}.html",
-        mime="text/html", key=f"dl_html_{key}", on_click="ignore",
+        mime="text/html", key=f"dl_html_{key}", on_click="ignore", width="content",
         help="Interactive figure as a standalone HTML file (opens offline in any browser).",
     )
     if HAS_KALEIDO:
-        cols[1].download_button("⬇ PNG", data=lambda: _to_png(fig), file_name=f"{base}.png",
-                                mime="image/png", key=f"dl_png_{key}", on_click="ignore")
+        row.download_button("⬇ PNG", data=lambda: _to_png(fig), file_name=f"{base}.png",
+                            mime="image/png", key=f"dl_png_{key}", on_click="ignore", width="content")
+
+
+def _button_row() -> Any:
+    try:
+        return st.container(horizontal=True)
+    except TypeError:  # older streamlit: buttons stack vertically
+        return st.container()
 
 
 def _to_html(fig: Any) -> str:
@@ -71,7 +78,3 @@ def error_box(message: str, hint: str | None = None) -> None:
 def no_models_box() -> None:
     st.warning("No model is loaded. Pick model A and/or B in the sidebar (or run `make demo-checkpoints`).",
                icon=":material/info:")
-
-
-def percent(x: float) -> str:
-    return f"{100.0 * x:.1f} %"

@@ -88,11 +88,75 @@ def ship(run_dir: Path, out_dir: Path, stem: str, cfg: TrainConfig, progress: bo
                     extra={"regenerate": "hfnet train-demo --out checkpoints"}, dtype=torch.float16)
     metrics, bundle = evaluate_checkpoint(ckpt, "synth", "test", synth_per_class=cfg.data.synth_test_per_class,
                                           synth_seed=cfg.data.synth_seed, progress=progress)
+    bundle.metadata["checkpoint"] = metrics["metadata"]["checkpoint"] = ckpt.name  # shipped side by side
     bundle.save(out_dir / f"{stem}.test.npz")
     write_text_atomic(out_dir / f"{stem}.test.json", json.dumps(metrics, indent=1) + "\n")
     shutil.copyfile(run_dir / "metrics.jsonl", out_dir / f"{stem}.train.jsonl")
     write_text_atomic(out_dir / f"{stem}.toml", dump_toml(cfg))
     return metrics
+
+
+#: Table I rows in the paper's order: (demo key, label as printed in the paper)
+TABLE_ONE_ROWS: tuple[tuple[str, str], ...] = (
+    ("tsn", "Baseline"),
+    ("hf1", "Baseline+1HF"),
+    ("hf5", "Baseline+5HF"),
+    ("hf", "Baseline+10HF"),
+    ("hf_nc", "Baseline+10HF (non-Conservative)"),
+)
+
+
+def table_one(folders: Sequence[str | Path]) -> dict:
+    """Table I on SynthSomething from the ``<stem>.test.json`` files found in ``folders``, beside the paper.
+
+    Rows whose metrics are missing are listed with ``null`` accuracy. ``budget`` records the epochs and
+    clips per epoch each model was trained with (from its checkpoint's training config).
+    """
+    from .checkpoint import read_metadata
+    from .complexity import PAPER_TABLE_ONE
+    from .data.synthetic import SYNTH_CLASSES
+
+    paper = {r.label: r for r in PAPER_TABLE_ONE}
+    rows = []
+    for key, label in TABLE_ONE_ROWS:
+        name, stem = DEMO_MODELS[key]
+        found = next((Path(f) for f in folders if (Path(f) / f"{stem}.test.json").is_file()), None)
+        row = {"label": label, "model": name, "paper_accuracy": paper[label].accuracy,
+               "paper_params_m": paper[label].params_m, "test_top1": None, "within_pair_accuracy": None,
+               "pair_merged_accuracy": None, "test_top5": None, "epochs": None, "train_clips_per_epoch": None}
+        if found is not None:
+            m = json.loads((found / f"{stem}.test.json").read_text())
+            row.update(test_top1=m["top1"], test_top5=m["top5"], within_pair_accuracy=m.get("within_pair_accuracy"),
+                       pair_merged_accuracy=m.get("pair_merged_accuracy"), test_clips=m["num_clips"],
+                       metrics_file=str(found / f"{stem}.test.json"))
+            ckpt = found / f"{stem}.safetensors"
+            if ckpt.is_file():
+                meta = read_metadata(ckpt)
+                cfg = meta["training"].get("config", {})
+                row.update(epochs=meta["training"].get("epoch"),
+                           train_clips_per_epoch=cfg.get("data", {}).get("synth_train_per_class", 0) * len(SYNTH_CLASSES),
+                           wall_time_s=meta["training"].get("wall_time_s"))
+        rows.append(row)
+    return {
+        "dataset": "SynthSomething (16 classes, 7 reversed pairs), test split, 608 clips",
+        "setting": "BNInception width 0.25, 112 px, 8 frames, from scratch, SGD lr 0.05 cosine, batch 16, "
+                   "gate lr x0.1 (hfnet train-demo)",
+        "paper_setting": "Something-v1 validation, full BNInception, 224 px, 16 frames, ImageNet-pretrained",
+        "rows": rows,
+    }
+
+
+def format_table_one(table: dict) -> str:
+    """Markdown table of ``table_one``'s rows."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    lines = ["| Model | SynthSomething top-1 % | within reversed pairs % | pair-merged % | paper (Something-v1) % |",
+             "|---|---:|---:|---:|---:|"]
+    for r in table["rows"]:
+        lines.append(f"| {r['label']} | {pct(r['test_top1'])} | {pct(r['within_pair_accuracy'])} | "
+                     f"{pct(r['pair_merged_accuracy'])} | {r['paper_accuracy']:.2f} |")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-per-class", type=int, default=112, help="training clips per class per epoch")
     p.add_argument("--fresh", action="store_true", help="discard earlier runs instead of resuming them")
     p.add_argument("--no-ship", action="store_true", help="train only; do not write into --out")
+    p.add_argument("--table1", metavar="JSON", help="after training, write Table I (SynthSomething) from the "
+                   "metrics in --out and checkpoints/ to this file, e.g. benchmarks/results/table1_synth.json")
     return p
 
 
@@ -135,6 +201,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
               f"{100 * m['within_pair_accuracy']:.1f} %", flush=True)
     if summary:
         print(json.dumps(summary, indent=1))
+    if args.table1:
+        table = table_one([out, "checkpoints"])
+        write_text_atomic(args.table1, json.dumps(table, indent=1) + "\n")
+        print(format_table_one(table))
     return 0
 
 

@@ -45,11 +45,6 @@ class GateConv(nn.Module):
         self.impl = impl
         self.weight = nn.Parameter(torch.zeros(1, channels, 2, 3, 3))
         self.bias = nn.Parameter(torch.zeros(1))
-        # Fixed one-hot taps that sum the 18 per-tap 1x1 responses into the two 3x3 responses.
-        taps = torch.zeros(2, 18, 3, 3)
-        for k in range(18):
-            taps[k // 9, k, (k % 9) // 3, k % 3] = 1.0
-        self.register_buffer("_taps", taps, persistent=False)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel=2x3x3, out_channels=1, impl={self.impl}"
@@ -64,35 +59,47 @@ class GateConv(nn.Module):
             pair = torch.stack([x, nxt], dim=2)  # (NT, C, 2, H, W)
             z = F.conv3d(pair, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=(0, 1, 1))
             return z.view(n, num_segments, h, w)
+        bias = self.bias.to(x.dtype)
         if self.impl == "shift":
             w2 = self.weight.permute(2, 1, 0, 3, 4).reshape(2, c, 3, 3)  # tap 0 -> F+_t, tap 1 -> F+_{t+1}
-            y = F.conv2d(x, w2.to(x.dtype), padding=1)
-        else:  # "matmul": one GEMM to the 18 per-tap maps, then a fixed 3x3 tap sum on 18 channels
-            y = F.conv2d(_per_tap_maps(x, self.weight), self._taps.to(x.dtype), padding=1)
-        y = y.view(n, num_segments, 2, h, w)
-        here, there = y[:, :, 0], y[:, :, 1]
-        there = torch.cat([there[:, 1:], there.new_zeros(n, 1, h, w)], dim=1)
-        return here + there + self.bias.to(here.dtype)
+            y = F.conv2d(x, w2.to(x.dtype), padding=1).view(n, num_segments, 2, h, w)
+            z = y[:, :, 0] + bias
+            z[:, :-1] += y[:, 1:, 1]  # zero padding after the last frame
+            return z
+        # "matmul": one GEMM gives the 18 per-tap maps; each 3x3 tap is then a shifted view of its map.
+        # Conv padding 1 -> map k = dt*9 + 3*i + j is read at (h + i - 1, w + j - 1), frame t + dt.
+        maps = F.pad(_per_tap_maps(x, self.weight), (1, 1, 1, 1)).view(18, n, num_segments, h + 2, w + 2)
+        z = maps[0, :, :, :h, :w] + bias
+        for k in range(1, 18):
+            dt, i, j = k // 9, (k % 9) // 3, k % 3
+            if dt == 0:
+                z += maps[k, :, :, i:i + h, j:j + w]
+            else:  # F+_{t+1}; zero padding after the last frame
+                z[:, :-1] += maps[k, :, 1:, i:i + h, j:j + w]
+        return z
 
     def forward(self, x: Tensor, num_segments: int) -> Tensor:
-        g = torch.tanh(self.pre_activation(x, num_segments))
-        last = torch.ones(num_segments, 1, 1, dtype=g.dtype, device=g.device)
-        last[-1] = 0.0
-        return g * last
+        z = self.pre_activation(x, num_segments)
+        z[:, -1] = 0.0  # tanh(0) = 0: no transfer from beyond the last frame
+        return torch.tanh(z)
 
 
 def _per_tap_maps(x: Tensor, weight: Tensor) -> Tensor:
-    """(N*T, C, H, W) -> (N*T, 18, H, W): channel k = sum_c weight[0, c, k // 9, (k % 9) // 3, k % 3] * x[:, c].
+    """(N*T, C, H, W) -> (18, N*T, H, W): map k = sum_c weight[0, c, k // 9, (k % 9) // 3, k % 3] * x[:, c].
 
-    A plain matrix product in whichever memory format ``x`` has (a 1x1 convolution would make oneDNN
-    copy a contiguous input into its blocked layout first); the result keeps that format.
+    One matrix product that reads ``x`` in whichever memory format it has, with no copy of it (a 1x1
+    convolution would make oneDNN reorder a contiguous input first). For channels_last the product is
+    W (18 x C) @ X^T with X the (N*H*W, C) view of the NHWC memory: the faster orientation here.
     """
     nt, c, h, w = x.shape
     w18 = weight.permute(2, 3, 4, 1, 0).reshape(18, c).to(x.dtype)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        y = x.permute(0, 2, 3, 1).reshape(nt * h * w, c) @ w18.t()  # (NHW, C) view of NHWC memory
-        return y.view(nt, h, w, 18).permute(0, 3, 1, 2)
-    return torch.matmul(w18, x.reshape(nt, c, h * w)).view(nt, 18, h, w)
+    if _is_channels_last(x):
+        return torch.mm(w18, x.permute(0, 2, 3, 1).reshape(nt * h * w, c).t()).view(18, nt, h, w)
+    return torch.matmul(w18, x.reshape(nt, c, h * w)).view(nt, 18, h, w).transpose(0, 1)
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def shift_right(g: Tensor) -> Tensor:
@@ -132,9 +139,18 @@ class HFModule(nn.Module):
         g_out = g_in if self.gate_out is None else self.gate_out(x, num_segments)
         # F_t = (1 - G+_t) * F+_t + G-_t * F+_{t+1} (Eq. 7), written as two passes over the features: a
         # product, then an in-place multiply-add with the next frame. The flat (N*T) shift never carries
-        # features across clips because G-_{T-1} = 0 for the last frame of every clip. The products keep
-        # x's memory format (channels_last in, channels_last out).
-        keep = 1.0 - shift_right(g_out).reshape(nt, 1, h, w).to(x.dtype)
-        out = x * keep
-        out[:-1].addcmul_(g_in.reshape(nt, 1, h, w)[:-1].to(x.dtype), x[1:])
+        # features across clips because G-_{T-1} = 0 for the last frame of every clip.
+        keep = torch.ones_like(g_out)
+        keep[:, 1:] -= g_out[:, :-1]  # 1 - G+_t
+        keep, g = keep.to(x.dtype), g_in.to(x.dtype)
+        if _is_channels_last(x):
+            # Broadcast over C in the NHWC view: the output stays channels_last and the loop runs over
+            # contiguous channels (broadcasting the (N*T, 1, H, W) gate against the NCHW view of
+            # channels_last memory is ~3x slower on CPU).
+            xv = x.permute(0, 2, 3, 1)
+            out = xv * keep.reshape(nt, h, w, 1)
+            out[:-1].addcmul_(g.reshape(nt, h, w, 1)[:-1], xv[1:])
+            return out.permute(0, 3, 1, 2), g_in
+        out = x * keep.reshape(nt, 1, h, w)
+        out[:-1].addcmul_(g.reshape(nt, 1, h, w)[:-1], x[1:])
         return out, g_in

@@ -276,8 +276,7 @@ def param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict[str, Any
             "params": params,
             "name": name,
             "lr_mult": o.gate_lr_mult if name.startswith("gate") else 1.0,
-            "weight_decay": o.weight_decay if name.endswith("_decay") and not name.endswith("no_decay")
-            or name == "decay" else 0.0,
+            "weight_decay": 0.0 if "no_decay" in name else o.weight_decay,
         })
     return out
 
@@ -341,6 +340,11 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 def load_state(path: Path) -> dict[str, Any]:
     """Read ``last_state.pt`` without unpickling code (only tensors and primitive types are allowed)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def state_is_resume(resume: bool, out_dir: Path) -> bool:
+    """Will this call continue a run (so a ``pretrained`` file is not needed any more)?"""
+    return resume and (out_dir / STATE_FILE).is_file()
 
 
 def _config_differences(a: dict[str, Any], b: dict[str, Any], sections: Sequence[str]) -> list[str]:
@@ -425,6 +429,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         torch.set_num_threads(t.num_threads)
     if t.batch_size % dist_info.world_size:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by {dist_info.world_size} processes")
+    if cfg.model.pretrained and not state_is_resume(resume, Path(t.out_dir)) and not Path(cfg.model.pretrained).is_file():
+        raise ConfigError(f"model.pretrained: {cfg.model.pretrained}: no such file")
     out_dir = Path(t.out_dir)
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -458,8 +464,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             from .importers import load_pretrained_backbone
         except ImportError as e:
             raise ConfigError(f"--pretrained needs hfnet_core.importers.load_pretrained_backbone ({e})") from e
-        report = load_pretrained_backbone(model, cfg.model.pretrained)
-        log(f"backbone initialised from {cfg.model.pretrained}: {report}")
+        load_pretrained_backbone(model, cfg.model.pretrained)
+        log(f"backbone initialised from {cfg.model.pretrained}")
     use_cl = t.channels_last == "on" or (t.channels_last == "auto" and not cuda)
     model.to(device)
     if use_cl:
@@ -701,9 +707,11 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(dump_toml(cfg))
         return 0
+    from .checkpoint import CheckpointError
+
     try:
         result = train(cfg, resume=args.resume)
-    except ConfigError as e:
+    except (ConfigError, CheckpointError) as e:
         print(f"hfnet train: {e}", file=sys.stderr)
         return 2
     finally:

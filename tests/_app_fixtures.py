@@ -53,7 +53,11 @@ def make_demo_dir(d: Path, bundles: bool = True) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     for stem, name, seed in (("hf_tsn_demo", "hf_tsn_bninception_demo", 1), ("tsn_demo", "tsn_bninception_demo", 2)):
         model = make_model(name, seed)
-        training = {"epochs": 0, "note": "random init (test fixture)", "metrics": {"test_top1": 0.0625}}
+        history = [{"epoch": e, "train_loss": 2.8 - 0.3 * e, "val_top1": 0.06 * e, "time_s": 1.0} for e in (1, 2)]
+        training = {"config": {"optim": {"lr": 0.05, "schedule": "cosine", "gate_lr_mult": 0.1},
+                               "train": {"batch_size": 16}, "data": {"dataset": "synth"}},
+                    "epoch": 2, "epochs": 2, "metrics": history[-1], "history": history, "wall_time_s": 2.0,
+                    "note": "random init (test fixture)"}
         save_checkpoint(d / f"{stem}.safetensors", model, list(SYNTH_CLASSES), training=training)
         if bundles:
             make_bundle(model, d / f"{stem}.test.npz")

@@ -30,3 +30,13 @@ def tiny_config(out_dir: str | Path, **sections: dict) -> TrainConfig:
         for k, v in values.items():
             setattr(getattr(cfg, section), k, v)
     return cfg
+
+
+def import_optimizer_machinery() -> None:
+    """Construct one optimizer so torch imports its lazy machinery (torch._dynamo) now, in this process.
+
+    That import takes seconds on a busy CPU; processes forked afterwards inherit it instead of repeating it.
+    """
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)

@@ -176,23 +176,40 @@ def test_tiny_inputs_do_not_crash():
     assert emb.class_separation(np.ones((4, 2)), np.zeros(4, dtype=int)) is None
 
 
-@pytest.mark.slow
-def test_umap_and_the_precompute_cli_cache_everything(pair, capsys):
-    """The one UMAP test: the CLI computes both methods for both bundles and both pair directions."""
+def test_precompute_cli_caches_whole_bundles_and_both_pair_directions(pair, capsys):
     pa, pb = pair
-    assert precompute_main([str(pa), str(pb), "--top-k", "3"]) == 0
+    assert precompute_main([str(pa), str(pb), "--methods", "tsne", "--top-k", "3"]) == 0
     a, b = EvalBundle.load(pa), EvalBundle.load(pb)
     _, ab = improved_clip_ids(a, b, 3)
     _, ba = improved_clip_ids(b, a, 3)
+    assert ab and ba
     for path in (pa, pb):
-        for method in ("tsne", "umap"):
-            full = emb.cached_projection(path, method)
-            assert full is not None and full.shape == (64, 2) and np.isfinite(full).all()
-            assert emb.cached_projection(path, method, clip_ids=ab).shape == (len(ab), 2)
-            if ba:
-                assert emb.cached_projection(path, method, clip_ids=ba).shape == (len(ba), 2)
+        assert emb.cached_projection(path, "tsne").shape == (64, 2)
+        assert emb.cached_projection(path, "tsne", clip_ids=ab).shape == (len(ab), 2)
+        assert emb.cached_projection(path, "tsne", clip_ids=ba).shape == (len(ba), 2)
+    assert emb.cached_projection(pa, "umap") is None
     capsys.readouterr()
-    assert precompute_main([str(pa), str(pb), "--top-k", "3"]) == 0
+    assert precompute_main([str(pa), str(pb), "--methods", "tsne", "--top-k", "3"]) == 0
     out = capsys.readouterr().out
-    assert "points in" not in out and out.count(": cached") >= 8
+    assert "points in" not in out and out.count(": cached") == 6
     assert precompute_main([str(pa.parent / "missing.npz")]) == 2
+    stale = pa.parent / "hf.test.proj-tsne-0123456789abcdef.npy"
+    np.save(stale, np.zeros((64, 2)))
+    other = pa.parent / "other.test.proj-tsne-0123456789abcdef.npy"
+    np.save(other, np.zeros((64, 2)))
+    assert precompute_main([str(pa), str(pb), "--methods", "tsne", "--top-k", "3", "--prune"]) == 0
+    assert not stale.exists() and other.exists()  # only files of the bundles given are pruned
+    assert len(list(pa.parent.glob("hf.test.proj-*.npy"))) == 3
+
+
+@pytest.mark.slow
+def test_umap_projection(pair):
+    """The one UMAP run of the suite (numba JIT: 15-30 s here)."""
+    pa, _ = pair
+    coords = emb.project(pa, "umap")
+    assert coords.shape == (64, 2) and coords.dtype == np.float32 and np.isfinite(coords).all()
+    assert emb.cached_projection(pa, "umap") is not None
+    y = EvalBundle.load(pa).labels
+    centres = np.stack([coords[y == c].mean(axis=0) for c in range(16)])
+    spread = np.mean([np.linalg.norm(coords[y == c] - centres[c], axis=1).mean() for c in range(16)])
+    assert spread < 0.5 * np.linalg.norm(centres[:, None] - centres[None], axis=-1).mean()

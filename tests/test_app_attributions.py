@@ -25,7 +25,7 @@ def test_default_run_is_grad_cam_at_the_last_block_for_each_top1(analysis_env):
     assert "hf.inception_3a" in at.selectbox(key="at_layer_A").options
     assert "hf.inception_3a" not in at.selectbox(key="at_layer_B").options  # TSN has no HF module
     t = titles(at)
-    assert len(t) == 2 and t[0].startswith("A · hf_tsn_demo: Grad-CAM at inception_5b for '")
+    assert len(t) == 2 and t[0].startswith("A · hf_tsn_demo: Grad-CAM at inception_5b<br><sup>for '")
     assert all(c.startswith("Target (top-1)") for c in targets(at)) and len(targets(at)) == 2
     frames = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     assert len(frames) == 8 and frames[0]["type"] == "image"
@@ -47,18 +47,18 @@ def test_methods_layers_targets_and_opacity_change_the_output(analysis_env):
 
     at.selectbox(key="at_method").set_value("saliency").run()
     no_exceptions(at)
-    assert all(": Saliency for '" in t for t in titles(at))
+    assert all(": Saliency<br>" in t for t in titles(at))
 
     at.selectbox(key="at_method").set_value("ig").run()
     at.slider(key="at_steps").set_value(8).run()
     no_exceptions(at)
-    assert all(": Integrated Gradients for '" in t for t in titles(at))
+    assert all(": Integrated Gradients<br>" in t for t in titles(at))
 
     at.radio(key="at_target").set_value("class").run()
     at.selectbox(key="at_class").set_value("Shaking something").run()
     no_exceptions(at)
     assert all(c.startswith("Target (chosen class): **Shaking something**") for c in targets(at))
-    assert all(t.endswith("for 'Shaking something'") for t in titles(at))
+    assert all(t.endswith("for 'Shaking something'</sup>") for t in titles(at))
 
     at.radio(key="at_target").set_value("true").run()
     no_exceptions(at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from _app_fixtures import app_env, assert_ok, demo_dir, make_model, new_app, plotly_specs, texts  # noqa: F401
@@ -181,3 +182,46 @@ def test_concurrent_sessions_in_threads():
         results = list(pool.map(session, range(4)))
     assert all(ok for ok, _ in results)
     assert results[0][1] == results[2][1] and results[1][1] == results[3][1]
+
+
+def test_request_clip_switches_to_clip_lab():
+    """request_clip (called by other pages) records the clip and switches to the Clip lab page."""
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        import streamlit as st
+
+        from app.state import request_clip
+
+        st.switch_page = lambda page: st.session_state.__setitem__("switched_to", page)
+        request_clip("synth/test/000005", "synth/test/000005")
+
+    at = AppTest.from_function(script, default_timeout=60).run()
+    assert_ok(at)
+    assert at.session_state["switched_to"] == "pages/clip_lab.py"
+    assert at.session_state["_hf_clip_request"] == {"clip_id": "synth/test/000005", "path": "synth/test/000005"}
+    assert at.session_state["_hf_clip_request_pending"] is True
+
+
+def test_shipped_samples():
+    """checkpoints/samples: small, labelled, decodable, and what make_samples generates."""
+    import json
+
+    from app.state import samples_dir
+    from hfnet_core.analysis.clips import decode_video
+    from hfnet_core.analysis.make_samples import NUM_FRAMES, SIZE
+    from hfnet_core.data.synthetic import SYNTH_CLASSES, generate_clip
+
+    d = samples_dir()
+    meta = json.loads((d / "samples.json").read_text())
+    files = [d / e["file"] for e in meta["clips"]]
+    assert 5 <= len(files) <= 16
+    assert sum(f.stat().st_size for f in files) <= 1_000_000
+    for e in meta["clips"]:
+        assert e["label"] == SYNTH_CLASSES[e["class_index"]]
+    e = meta["clips"][0]
+    frames, fps = decode_video(d / e["file"])
+    assert frames.shape == (NUM_FRAMES, SIZE, SIZE, 3) and fps == e["fps"]
+    ref = generate_clip(e["class_index"], e["seed"], NUM_FRAMES, SIZE).astype(float)
+    mse = float(((frames.astype(float) - ref) ** 2).mean())
+    assert 10 * np.log10(255.0**2 / max(mse, 1e-9)) > 28  # H.264 of the very same clip

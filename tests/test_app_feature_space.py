@@ -51,6 +51,7 @@ def test_default_run_draws_both_models_from_the_cache(analysis_env, no_projectio
     assert a_sep > b_sep
     spec = specs(at)[0]
     assert spec["data"][0]["customdata"][0][1].startswith("synth/test/")
+    assert [t["name"] for t in specs(at)[1]["data"]][-1] == "✗ B is wrong (23)"
     assert "B: " in spec["data"][0]["hovertext"][0] and "true: " in spec["data"][0]["hovertext"][0]
     assert not [i for i in at.info if "UMAP" in i.value]
 
@@ -61,9 +62,12 @@ def test_widgets_change_the_plots(analysis_env, no_projection_compute):
     no_exceptions(at)
     assert titles(at)[0] == "A · hf_tsn_demo: UMAP of 64 clips"
 
-    by_true = [len(t["customdata"]) for t in specs(at)[1]["data"]]
+    def class_traces():
+        return [len(t["customdata"]) for t in specs(at)[1]["data"] if not t["name"].startswith("✗")]
+
+    by_true = class_traces()
     at.radio(key="fs_colour").set_value("pred").run()
-    by_pred = [len(t["customdata"]) for t in specs(at)[1]["data"]]
+    by_pred = class_traces()
     assert by_true == [4] * 16 and by_pred != by_true  # B's mistakes move clips to other colours
 
     at.checkbox(key="fs_restrict").check().run()
@@ -169,3 +173,19 @@ def test_class_lists_in_another_order_still_plot_but_cannot_restrict(tmp_path, m
     assert any("different order" in w.value for w in at.warning)
     assert at.checkbox(key="fs_restrict").disabled
     assert len(titles(at)) == 2
+
+
+def test_one_model_alone_gets_its_own_plot(tmp_path, monkeypatch, analysis_dir, no_projection_compute):
+    d = tmp_path / "alone"
+    d.mkdir()
+    for name in ("hf_tsn_demo.safetensors", "hf_tsn_demo.test.npz"):
+        (d / name).write_bytes((analysis_dir / name).read_bytes())
+    for f in analysis_dir.glob("hf_tsn_demo.test.proj-*.npy"):
+        (d / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
+    at = page("feature_space").run()
+    no_exceptions(at)
+    assert titles(at) == ["A · hf_tsn_demo: t-SNE of 64 clips"]
+    assert at.checkbox(key="fs_restrict").disabled
+    hover = specs(at)[0]["data"][0]["hovertext"][0]
+    assert "A: " in hover and "B: " not in hover

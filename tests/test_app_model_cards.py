@@ -19,6 +19,9 @@ def test_cards_for_both_models():
     assert "after 3a, 3b, 3c, 4a, 4b, 4c, 4d, 4e, 5a, 5b" in flat and "none (plain TSN)" in flat
     assert "FLOPs per clip" in flat
     assert "random init (test fixture)" in flat  # training summary from the checkpoint metadata
+    assert "gate learning-rate factor" in flat and "last epoch: val_top1" in flat
+    curves = [c for c in at.get("plotly_chart")]
+    assert len(curves) == 2  # one training curve per model (loss, accuracy)
     assert any("Eval bundle" in m for m in texts(at, "markdown"))
     table_one = at.dataframe[0].value
     assert list(table_one["model"])[0] == "Baseline" and "FLOPs (paper)" in table_one.columns

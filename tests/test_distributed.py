@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from hfnet_core.checkpoint import load_checkpoint
 from hfnet_core.train import train
 
-from _train_helpers import tiny_config
+from _train_helpers import import_optimizer_machinery, tiny_config
 
 
 def _cfg(out):
@@ -46,7 +46,10 @@ def _free_port() -> int:
 
 
 def test_two_gloo_processes_equal_one(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    import_optimizer_machinery()
+    # Forked workers start in a moment (spawned ones would re-import torch: seconds each on a busy CPU).
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True,
+                       start_method="fork")
     single = train(_cfg(tmp_path / "single"))
     a = load_checkpoint(tmp_path / "ddp" / "last.safetensors").model.state_dict()
     b = load_checkpoint(single.out_dir / "last.safetensors").model.state_dict()

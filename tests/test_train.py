@@ -105,3 +105,25 @@ def test_unreadable_clip_is_skipped_counted_and_named(tmp_path):
     assert result.class_names == ["left", "right"]
     assert "skipped 1 clips: " in (tmp_path / "run" / "train.log").read_text()
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["skipped"] == 1
+
+
+def test_pretrained_backbone_initialisation(tmp_path):
+    import torch
+
+    from hfnet_core.checkpoint import save_checkpoint
+    from hfnet_core.data.synthetic import SYNTH_CLASSES
+    from hfnet_core.model import build_model
+
+    torch.manual_seed(123)
+    donor = build_model("tsn_bninception_demo", num_classes=16, width_mult=0.125, input_size=32, num_segments=2)
+    save_checkpoint(tmp_path / "donor.safetensors", donor, SYNTH_CLASSES)
+    cfg = tiny_config(tmp_path / "run", model={"pretrained": str(tmp_path / "donor.safetensors")},
+                      optim={"lr": 0.0}, train={"epochs": 1, "max_steps_per_epoch": 1})
+    train(cfg)
+    got = load_checkpoint(tmp_path / "run" / "last.safetensors").model.state_dict()
+    for k, v in donor.base_model.state_dict().items():
+        if "running" not in k and "num_batches" not in k:  # BN statistics move even at lr 0
+            torch.testing.assert_close(got["base_model." + k], v, msg=k)
+    cfg.model.pretrained = str(tmp_path / "nope.pth")
+    with pytest.raises(ConfigError, match="nope.pth: no such file"):
+        train(cfg)

@@ -119,7 +119,7 @@ for col, m in zip(cols, models):
         st.caption(f"Target ({how}): **{name}** · p = {prob:.2f} · top-1: {pred.top1} "
                    f"({pred.top5_probs[0]:.2f}) · {secs:.1f} s")
         images = attr.overlay(view, maps, alpha)
-        title = f"{m.label}: {METHODS[method]}" + (f" at {layer}" if layer else "") + f" for '{name}'"
+        title = f"{m.label}: {METHODS[method]}" + (f" at {layer}" if layer else "") + f"<br><sup>for '{name}'</sup>"
         fig = attribution_figure(images, title, [f"frame {int(i)}" for i in idx])
         st.plotly_chart(fig, key=f"at_fig_{m.slot}")
         download_figure(fig, f"attributions_{m.slot}_{method}", key=f"at_{m.slot}")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[2]) not in sys.path:  # Streamlit may run a page file on its own
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # (see app/state.py, legacy pages mode)
+
 import numpy as np
 import streamlit as st
 
 from app.figures import COLOR_A, COLOR_B, top5_figure
-from app.state import ClipChoice, LoadedModel, clip_error, get_clip, get_models, predict, sampled_view
+from app.state import ClipChoice, clip_error, get_clip, get_models, predict, sampled_view
 from app.ui import DOWNLOAD_NOTE, error_box, no_models_box, show_figure
 from hfnet_core.analysis.clips import frames_hash
 from hfnet_core.analysis.inference import same_classes
@@ -36,7 +42,8 @@ models = [m for m in (model_a, model_b) if m is not None]
 
 reverse = st.toggle("Play the clip backwards", key="clip_lab_reverse",
                     help="Reversing time turns 'left to right' into 'right to left'. A plain TSN averages its "
-                         "frames, so it cannot tell the difference; an HF model can.")
+                         "frames, so it sees (nearly) the same evidence either way - exactly the same when the "
+                         "clip has as many frames as the model samples; an HF model can tell the difference.")
 if reverse:
     frames = np.ascontiguousarray(clip.frames_all[::-1])
     clip = ClipChoice(f"{clip.name} (reversed)", frames, None, clip.source, frames_hash(frames), clip.path,

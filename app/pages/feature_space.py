@@ -22,7 +22,7 @@ MAX_BUTTONS = 24
 st.title("Feature space")
 st.caption(
     "Each point is one test clip, placed by a 2-D projection of the pooled features the classifier reads "
-    "(the paper's Fig. 3b/c). Colour = class, circle = that model is right, cross = wrong. Select with "
+    "(the paper's Fig. 3b/c). Colour = class; a black cross marks a clip that model gets wrong. Select with "
     "the box or lasso tool in either plot: the same clips are ringed in both and listed below."
 )
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[2]) not in sys.path:  # Streamlit may run a page file on its own
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # (see app/state.py, legacy pages mode)
+
 from typing import Any
 
 import streamlit as st
 
 from app.state import LoadedModel, get_models
-from app.ui import error_box, no_models_box
+from app.ui import error_box, no_models_box, show_figure
 from hfnet_core.analysis.gates import short_block_name
 
 st.title("Model cards")
@@ -34,6 +40,60 @@ def _fmt_count(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
+_RECIPE = (("optim", "lr", "learning rate"), ("optim", "schedule", "schedule"), ("optim", "gate_lr_mult",
+           "gate learning-rate factor"), ("train", "batch_size", "batch size"), ("data", "dataset", "dataset"))
+
+
+def _training_summary(training: dict[str, Any], label: str) -> None:
+    """Key facts, last-epoch metrics, a training curve from ``history``, the rest in an expander."""
+    facts: dict[str, Any] = {}
+    if "epoch" in training or "epochs" in training:
+        facts["epochs"] = f"{training.get('epoch', '?')} of {training.get('epochs', '?')}"
+    cfg = training.get("config") if isinstance(training.get("config"), dict) else {}
+    for section, key, name in _RECIPE:
+        val = (cfg.get(section) or {}).get(key) if isinstance(cfg.get(section), dict) else None
+        if val not in (None, ""):
+            facts[name] = val
+    if training.get("wall_time_s") is not None:
+        facts["training time"] = f"{float(training['wall_time_s']) / 60:.1f} min"
+    metrics = training.get("metrics") if isinstance(training.get("metrics"), dict) else {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and k != "epoch" and not k.endswith("time_s"):
+            facts[f"last epoch: {k}"] = round(v, 4) if isinstance(v, float) else v
+    for k, v in training.items():
+        if k not in facts and not isinstance(v, (dict, list)) and k not in ("epoch", "epochs", "wall_time_s"):
+            facts[k] = v
+    if facts:
+        st.table({"": list(facts), "value": [str(v) for v in facts.values()]})
+    history = training.get("history")
+    if isinstance(history, list) and len(history) > 1 and all(isinstance(r, dict) for r in history):
+        fig = _history_figure(history)
+        if fig is not None:
+            show_figure(fig, f"training_{label}", f"train_{label}")
+    with st.expander("Full training record"):
+        st.json(training, expanded=False)
+
+
+def _history_figure(history: list[dict[str, Any]]) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    x = [r.get("epoch", i + 1) for i, r in enumerate(history)]
+    keys = [k for k in history[-1] if isinstance(history[-1][k], (int, float)) and k != "epoch"]
+    loss = [k for k in keys if "loss" in k]
+    acc = [k for k in keys if any(w in k for w in ("top1", "top5", "acc"))]
+    if not loss and not acc:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.12)
+    for col, group in ((1, loss), (2, acc)):
+        for k in group:
+            fig.add_trace(go.Scatter(x=x, y=[r.get(k) for r in history], name=k, mode="lines+markers"),
+                          row=1, col=col)
+    fig.update_xaxes(title="epoch")
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=40, b=40), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
 def _card(m: LoadedModel) -> None:
     ck = m.checkpoint
     cfg = ck.config
@@ -48,7 +108,7 @@ def _card(m: LoadedModel) -> None:
         "HF placement": (f"{cfg.hf_placement if isinstance(cfg.hf_placement, str) else 'custom'}: after "
                          + ", ".join(short_block_name(b) for b in blocks)) if blocks else "none (plain TSN)",
         "HF kind": ("conservative (paper)" if cfg.hf_conservative else "non-conservative (Table I ablation)")
-        if blocks else "-",
+        if blocks else "no HF",
         "pixel convention": "{channel_order}, 0-{scale:g}, mean {mean}".format(**ck.model.input_convention.to_dict()),
         "registry name": cfg.name or "-",
     }
@@ -66,9 +126,9 @@ def _card(m: LoadedModel) -> None:
         cost = {
             "parameters (paper convention)": f"{p['paper']:,}",
             "trainable parameters": f"{p['trainable']:,}",
-            "of which HF gates": f"{p['hf']:,} ({p['hf'] / max(p['trainable'], 1):.2%})",
+            "HF gate parameters": f"{p['hf']:,} ({p['hf'] / max(p['trainable'], 1):.2%})",
             f"FLOPs per clip ({f['num_frames']} frames, {f['size']} px)": _fmt_count(f["total"]),
-            "of which HF gates": f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)",
+            "HF gate FLOPs": f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)",
         }
         st.table({"": list(cost), "value": list(cost.values())})
     except ImportError:
@@ -80,13 +140,7 @@ def _card(m: LoadedModel) -> None:
     training = ck.metadata.get("training") or {}
     st.markdown("**Training**")
     if training:
-        flat = {k: v for k, v in training.items() if not isinstance(v, (dict, list))}
-        if flat:
-            st.table({"": list(flat), "value": [str(v) for v in flat.values()]})
-        nested = {k: v for k, v in training.items() if isinstance(v, (dict, list))}
-        if nested:
-            with st.expander("Full training record"):
-                st.json(nested, expanded=False)
+        _training_summary(training, m.label)
     else:
         st.caption("The checkpoint records no training summary.")
     if m.bundle is not None:
@@ -119,7 +173,6 @@ st.caption("Something-v1, BNInception, 16 frames, 224 px, 174 classes; accuracy 
            "FLOPs are recomputed from the same architecture (docs/complexity.md explains the conventions).")
 try:
     rows = _table_one()
-    placements = {(m.checkpoint.config.hf_placement, m.checkpoint.config.hf_conservative) for m in models}
     table = []
     for r in rows:
         mine = [m.label for m in models
@@ -136,7 +189,6 @@ try:
             "notes": " ".join(r["notes"]),
         })
     st.dataframe(table, hide_index=True, width="stretch")
-    del placements
 except ImportError:
     st.info("Table I needs `hfnet_core.complexity`, which is not installed here.")
 except Exception as e:  # noqa: BLE001

@@ -60,9 +60,8 @@ def decode_video(path: str | os.PathLike[str], name: str | None = None,
         reason = _reason(e.reason, path, shown)
         kind = container_kind(path)
         if kind and reason.startswith("this is not a video"):
-            inner = re.findall(r"\(([^()]*)\)", reason)
-            reason = (f"it is {kind} file, but it cannot be decoded: the file is truncated or corrupt"
-                      + (f" (FFmpeg: {inner[-1]})." if inner else "."))
+            reason = "it is " + kind + " file, but it cannot be decoded: the file is truncated or corrupt" + (
+                reason[len("this is not a video file"):])
         raise ClipError(f"{shown}: {reason}") from e
     except (OSError, ValueError, IndexError) as e:
         raise ClipError(f"{shown}: cannot be decoded ({e}).") from e
@@ -101,13 +100,15 @@ def _reason(reason: str, path: str | os.PathLike[str], shown: str) -> str:
     """FFmpeg's reason in user words, without the (temporary) path and errno noise."""
     r = reason.replace(f"'{path}'", shown).replace(str(path), shown)
     r = re.sub(r"\[Errno -?\d+\] ", "", r).replace(f": {shown})", ")").rstrip(".")
+    inner = re.findall(r"\(([^()]*)\)", r)
+    detail = f" (FFmpeg: {inner[-1]})" if inner else ""
     low = r.lower()
     if "truncated" in low or "moov" in low:
-        return f"the file is truncated or incomplete ({r})."
+        return f"the file is truncated or incomplete{detail}."
     if "not a video" in low or "no video stream" in low:
-        return f"this is not a video file ({r})."
+        return f"this is not a video file{detail}." if "no video stream" not in low else f"{r}."
     if "cannot be decoded" in low or "corrupt" in low or "no decoder" in low:
-        return f"the video is corrupt ({r})."
+        return f"the video is corrupt - {r}."
     return r + "."
 
 
