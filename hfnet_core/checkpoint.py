@@ -71,10 +71,17 @@ def save_checkpoint(
             path, f"{len(class_names)} class names for a model with {model.config.num_classes} classes."
         )
     tensors = {}
+    kept_fp32 = []
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
         if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
+            low = v.to(dtype)
+            # BN running variances of a 0-255 input easily exceed fp16's 65504: never let a smaller
+            # dtype turn a finite value into inf (that silently breaks every prediction).
+            if bool(torch.isfinite(low).all()) or not bool(torch.isfinite(v).all()):
+                v = low
+            else:
+                kept_fp32.append(k)
         tensors[k] = v.contiguous()
     meta = {
         "format": FORMAT,
@@ -85,6 +92,7 @@ def save_checkpoint(
         "input_convention": model.input_convention.to_dict(),
         "training": training or {},
         "extra": extra or {},
+        "kept_float32": kept_fp32,
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"hfnet": json.dumps(meta)})

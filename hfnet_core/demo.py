@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="discard earlier runs instead of resuming them")
     p.add_argument("--no-ship", action="store_true", help="train only; do not write into --out")
     p.add_argument("--table1", metavar="JSON", help="after training, write Table I (SynthSomething) from the "
-                   "metrics in --out and checkpoints/ to this file, e.g. benchmarks/results/table1_synth.json")
+                   "metrics in --out to this file, e.g. benchmarks/results/table1_synth.json")
     return p
 
 
@@ -202,7 +202,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if summary:
         print(json.dumps(summary, indent=1))
     if args.table1:
-        table = table_one([out, "checkpoints"])
+        table = table_one([out])
         write_text_atomic(args.table1, json.dumps(table, indent=1) + "\n")
         print(format_table_one(table))
     return 0

@@ -51,6 +51,16 @@ def _loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> Da
                       collate_fn=collate_batch)
 
 
+def _normalize_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """Accept both ``train.collate_batch`` and ``data.datasets.collate_skip_bad`` batches."""
+    if "labels" in batch:  # collate_skip_bad: plural keys, a count of skipped clips without names
+        frames = batch["frames"]
+        return {"frames": frames if frames.numel() else None, "label": batch["labels"],
+                "clip_id": batch["clip_ids"], "path": batch["paths"],
+                "skipped": [("(unnamed)", "unreadable")] * int(batch.get("n_skipped", 0))}
+    return {**batch, "skipped": batch.get("skipped", [])}
+
+
 @torch.no_grad()
 def run_inference(model: torch.nn.Module, data: Dataset | DataLoader, device: torch.device | str | None = None,
                   batch_size: int = 16, amp: bool = False, num_workers: int = 0,
@@ -77,7 +87,8 @@ def run_inference(model: torch.nn.Module, data: Dataset | DataLoader, device: to
 
         it = tqdm(loader, desc="eval", leave=False)
     for batch in it:
-        skipped += [tuple(s) for s in batch.get("skipped", [])]  # type: ignore[misc]
+        batch = _normalize_batch(batch)
+        skipped += [tuple(s) for s in batch["skipped"]]  # type: ignore[misc]
         if batch["frames"] is None:
             continue
         x = batch["frames"].to(device)

@@ -15,7 +15,9 @@ product and one multiply-add over the features, which is the cheapest form).
 The gate is a 3-D convolution with a 2x3x3 kernel and one output channel over the stacked pair
 [F+_t, F+_{t+1}] (Eq. 2, 5): 2*C*9 + 1 parameters. Because the kernel's two temporal taps act on
 different frames, conv3d([F+, F-]) == conv2d(F+, W_0) + shift_left(conv2d(F+, W_1)); the "shift" and
-"matmul" implementations use that identity to avoid materialising the concatenation. All three
+"matmul" implementations use that identity to avoid materialising the concatenation; "matmul" (the
+default, cheapest on CPU: benchmarks/bench_model.py) gets all 18 tap responses from one (18 x C) matrix
+product over the features and sums each 3x3 window as shifted views of those small maps. All three
 implementations share the same parameters (``gate.weight`` of shape (1, C, 2, 3, 3)), so a checkpoint
 does not depend on which one runs.
 """
@@ -68,7 +70,7 @@ class GateConv(nn.Module):
             return z
         # "matmul": one GEMM gives the 18 per-tap maps; each 3x3 tap is then a shifted view of its map.
         # Conv padding 1 -> map k = dt*9 + 3*i + j is read at (h + i - 1, w + j - 1), frame t + dt.
-        maps = F.pad(_per_tap_maps(x, self.weight), (1, 1, 1, 1)).view(18, n, num_segments, h + 2, w + 2)
+        maps = F.pad(_per_tap_maps(x, self.weight), (1, 1, 1, 1)).reshape(18, n, num_segments, h + 2, w + 2)
         z = maps[0, :, :, :h, :w] + bias
         for k in range(1, 18):
             dt, i, j = k // 9, (k % 9) // 3, k % 3
