@@ -86,7 +86,7 @@ def _target(m, pred) -> tuple[int, str]:
     return top1, "top-1"
 
 
-per_frame: dict[str, np.ndarray] = {}
+per_frame: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # label -> (frame indices, mean map per frame)
 cols = st.columns(len(models))
 for col, m in zip(cols, models):
     ckpt = m.checkpoint
@@ -123,14 +123,15 @@ for col, m in zip(cols, models):
         fig = attribution_figure(images, title, [f"frame {int(i)}" for i in idx])
         st.plotly_chart(fig, key=f"at_fig_{m.slot}")
         download_figure(fig, f"attributions_{m.slot}_{method}", key=f"at_{m.slot}")
-        per_frame[m.label] = maps.reshape(maps.shape[0], -1).mean(axis=1)
+        per_frame[m.label] = (np.asarray(idx), maps.reshape(maps.shape[0], -1).mean(axis=1))
 
 if per_frame:
     st.subheader("How much each frame matters")
     fig = go.Figure()
-    for label, v in per_frame.items():
+    for label, (frames, v) in per_frame.items():
         share = v / v.sum() if v.sum() > 0 else v
-        fig.add_trace(go.Bar(x=[f"{i}" for i in range(len(v))], y=100 * share, name=label))
+        fig.add_trace(go.Bar(x=[f"t={t} · frame {int(f)}" for t, f in enumerate(frames)], y=100 * share,
+                             name=label))
     fig.update_layout(barmode="group", xaxis_title="sampled frame", yaxis_title="share of the map (%)",
                       height=300, margin=dict(l=10, r=10, t=30, b=10))
     st.plotly_chart(fig, key="at_per_frame")
