@@ -34,6 +34,7 @@ bench: $(STAMP)
 
 demo-checkpoints: $(STAMP)
 	$(PY) -m hfnet_core.cli train-demo --out checkpoints
+	$(PY) -m hfnet_core.analysis.precompute checkpoints/*.test.npz --prune
 
 clean-venv:
 	rm -rf $(VENV)

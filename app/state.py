@@ -512,7 +512,7 @@ def request_clip(clip_id: str, path: str | None = None) -> None:
     st.session_state["_hf_clip_request"] = {"clip_id": str(clip_id), "path": path}
     st.session_state["_hf_clip_request_pending"] = True
     st.session_state.pop("_hf_opened_clip", None)
-    st.switch_page("pages/clip_lab.py")
+    st.switch_page("views/clip_lab.py")
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

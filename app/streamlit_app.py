@@ -1,7 +1,8 @@
 """hfnet explorer: how a video CNN mixes time. Entry point: ``streamlit run app/streamlit_app.py``.
 
 Builds the navigation, draws the shared sidebar (models A/B, device, clip) and runs the chosen page.
-Pages live in ``app/pages/`` and read the shared state from ``app/state.py``.
+Pages live in ``app/views/`` (not ``app/pages/``: see ``app/__init__.py``) and read the shared state from
+``app/state.py``.
 """
 
 import sys
@@ -19,13 +20,13 @@ configure_torch()
 st.set_page_config(page_title="hfnet explorer", page_icon=":material/movie:", layout="wide")
 
 PAGES = [
-    st.Page("pages/clip_lab.py", title="Clip lab", icon=":material/movie:", default=True),
-    st.Page("pages/gate_maps.py", title="Gate maps", icon=":material/grid_on:"),
-    st.Page("pages/feature_space.py", title="Feature space", icon=":material/scatter_plot:"),
-    st.Page("pages/class_comparison.py", title="Class comparison", icon=":material/compare_arrows:"),
-    st.Page("pages/attributions.py", title="Attributions", icon=":material/center_focus_strong:"),
-    st.Page("pages/model_cards.py", title="Model cards", icon=":material/badge:"),
-    st.Page("pages/how_hf_works.py", title="How HF works", icon=":material/school:"),
+    st.Page("views/clip_lab.py", title="Clip lab", icon=":material/movie:", default=True),
+    st.Page("views/gate_maps.py", title="Gate maps", icon=":material/grid_on:"),
+    st.Page("views/feature_space.py", title="Feature space", icon=":material/scatter_plot:"),
+    st.Page("views/class_comparison.py", title="Class comparison", icon=":material/compare_arrows:"),
+    st.Page("views/attributions.py", title="Attributions", icon=":material/center_focus_strong:"),
+    st.Page("views/model_cards.py", title="Model cards", icon=":material/badge:"),
+    st.Page("views/how_hf_works.py", title="How HF works", icon=":material/school:"),
 ]
 
 page = st.navigation(PAGES)

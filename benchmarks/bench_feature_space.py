@@ -5,7 +5,7 @@ Two measurements, same bundles:
 * ``figures``: what the page computes per rerun once projections are cached - load both cached
   projections, align the bundles, join the points, build both Plotly figures, serialise them to JSON
   (what ``st.plotly_chart`` sends) and the class-separation score (first call; the page caches it).
-* ``apptest``: a whole script run of ``app/pages/feature_space.py`` under ``streamlit.testing.v1.AppTest``
+* ``apptest``: a whole script run of ``app/views/feature_space.py`` under ``streamlit.testing.v1.AppTest``
   (first run: imports + model loading; warm: later reruns, as when a user moves a widget).
 
 Bundles: the shipped demo pair in ``checkpoints/`` when it and its projections exist, else a synthetic
@@ -108,7 +108,7 @@ def apptest_runs(d: Path, repeats: int) -> dict[str, float]:
     from streamlit.testing.v1 import AppTest
 
     os.environ["HFNET_CHECKPOINT_DIR"] = str(d)
-    at = AppTest.from_file(str(ROOT / "app" / "pages" / "feature_space.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "app" / "views" / "feature_space.py"), default_timeout=300)
     t0 = time.perf_counter()
     at.run()
     first = time.perf_counter() - t0

@@ -68,16 +68,18 @@ class GateConv(nn.Module):
             z = y[:, :, 0] + bias
             z[:, :-1] += y[:, 1:, 1]  # zero padding after the last frame
             return z
-        # "matmul": one GEMM gives the 18 per-tap maps; each 3x3 tap is then a shifted view of its map.
-        # Conv padding 1 -> map k = dt*9 + 3*i + j is read at (h + i - 1, w + j - 1), frame t + dt.
-        maps = F.pad(_per_tap_maps(x, self.weight), (1, 1, 1, 1)).reshape(18, n, num_segments, h + 2, w + 2)
-        z = maps[0, :, :, :h, :w] + bias
-        for k in range(1, 18):
-            dt, i, j = k // 9, (k % 9) // 3, k % 3
-            if dt == 0:
-                z += maps[k, :, :, i:i + h, j:j + w]
-            else:  # F+_{t+1}; zero padding after the last frame
-                z[:, :-1] += maps[k, :, 1:, i:i + h, j:j + w]
+        # "matmul": one GEMM gives the 18 per-tap maps; each 3x3 tap then adds a shifted window of its map.
+        # Map k = dt*9 + 3*i + j is read at (y + i - 1, x + j - 1) of frame t + dt, zero outside (padding).
+        maps = _per_tap_maps(x, self.weight).reshape(18, n, num_segments, h, w)
+        z = maps[4] + bias  # the centre tap of F+_t covers every pixel
+        for k in range(18):
+            if k == 4:
+                continue
+            dt, di, dj = k // 9, (k % 9) // 3 - 1, k % 3 - 1
+            dst = z[:, :-1] if dt else z  # F+_{t+1}: nothing after the last frame
+            src = maps[k, :, 1:] if dt else maps[k]
+            dst[..., max(0, -di):h - max(0, di), max(0, -dj):w - max(0, dj)] += \
+                src[..., max(0, di):h + min(0, di), max(0, dj):w + min(0, dj)]
         return z
 
     def forward(self, x: Tensor, num_segments: int) -> Tensor:

@@ -419,7 +419,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     """Train as ``cfg`` says; ``resume=True`` continues from ``<out_dir>/last_state.pt`` when it exists.
 
     ``stop_after_epochs`` ends the call after that many epochs of this invocation (the run stays
-    resumable) - used by ``hfnet train-demo`` and tests.
+    resumable, and ``resume=True`` continues it), for callers that train in slices.
     """
     dist_info = init_distributed()
     device = pick_device(dist_info.local_rank)
@@ -575,17 +575,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         }
         is_last = epoch + 1 == t.epochs
         if dist_info.is_main and (is_last or (epoch + 1) % max(t.eval_every, 1) == 0):
-            from .evaluate import run_inference
-
-            res = run_inference(model, val_ds, device, batch_size=per_rank_batch, amp=amp,
-                                num_workers=cfg.data.num_workers, progress=show_bars)
-            logits_t = torch.from_numpy(res.logits)
-            labels_t = torch.from_numpy(res.labels)
-            row["val_loss"] = float(F.cross_entropy(logits_t, labels_t).item()) if len(labels_t) else float("nan")
-            top5 = logits_t.topk(min(5, logits_t.shape[1]), dim=1).indices
-            row["val_top1"] = float((top5[:, 0] == labels_t).float().mean()) if len(labels_t) else float("nan")
-            row["val_top5"] = float((top5 == labels_t[:, None]).any(1).float().mean()) if len(labels_t) else float("nan")
-            row["val_skipped"] = len(res.skipped)
+            row.update(validate(model, val_ds, device, per_rank_batch, amp, cfg.data.num_workers, show_bars))
         row["time_s"] = round(time.time() - t0, 2)
         history.append(row)
         if dist_info.is_main:
@@ -595,21 +585,45 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             _save_epoch(out_dir, cfg, model, optimizer, scaler, class_names, history, epoch + 1, global_step,
                         best_top1, best_epoch, improved)
             log.write_history(history)
-            msg = (f"epoch {epoch + 1}/{t.epochs}  lr {row['lr']:.2e}  loss {row['train_loss']:.4f}  "
-                   f"train top-1 {100 * row['train_top1']:.1f}%")
-            if "val_top1" in row:
-                msg += f"  val loss {row['val_loss']:.4f}  val top-1 {100 * row['val_top1']:.1f}%  " \
-                       f"top-5 {100 * row['val_top5']:.1f}%"
-            msg += f"  {row['time_s']:.0f}s"
-            if skipped:
-                msg += f"  skipped {len(skipped)} clips: " + ", ".join(a for a, _ in skipped[:5]) + \
-                       (" ..." if len(skipped) > 5 else "")
-            log(msg)
+            log(_epoch_line(row, t.epochs, skipped))
         if dist_info.enabled:
             dist.barrier()
         epochs_run += 1
     log.close()
     return TrainResult(out_dir, history, best_top1, best_epoch, class_names)
+
+
+def validate(model: VideoClassifier, dataset: Dataset, device: torch.device, batch_size: int, amp: bool,
+             num_workers: int, progress: bool) -> dict[str, Any]:
+    """Loss, top-1 and top-5 on ``dataset`` (every clip, centre crop, eval mode), for the epoch log."""
+    from .evaluate import run_inference
+
+    res = run_inference(model, dataset, device, batch_size=batch_size, amp=amp, num_workers=num_workers,
+                        progress=progress)
+    logits, labels = torch.from_numpy(res.logits), torch.from_numpy(res.labels)
+    if not len(labels):
+        return {"val_loss": float("nan"), "val_top1": float("nan"), "val_top5": float("nan"),
+                "val_skipped": len(res.skipped)}
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return {
+        "val_loss": float(F.cross_entropy(logits, labels).item()),
+        "val_top1": float((top5[:, 0] == labels).float().mean()),
+        "val_top5": float((top5 == labels[:, None]).any(1).float().mean()),
+        "val_skipped": len(res.skipped),
+    }
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, skipped: list[tuple[str, str]]) -> str:
+    msg = (f"epoch {row['epoch']}/{epochs}  lr {row['lr']:.2e}  loss {row['train_loss']:.4f}  "
+           f"train top-1 {100 * row['train_top1']:.1f}%")
+    if "val_top1" in row:
+        msg += (f"  val loss {row['val_loss']:.4f}  val top-1 {100 * row['val_top1']:.1f}%  "
+                f"top-5 {100 * row['val_top5']:.1f}%")
+    msg += f"  {row['time_s']:.0f}s"
+    if skipped:
+        msg += f"  skipped {len(skipped)} clips: " + ", ".join(a for a, _ in skipped[:5]) + \
+               (" ..." if len(skipped) > 5 else "")
+    return msg
 
 
 def _dummy_batch(mcfg: ModelConfig, device: torch.device) -> dict[str, Any]:

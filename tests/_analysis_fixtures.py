@@ -126,7 +126,7 @@ def analysis_env(analysis_dir, monkeypatch, tmp_path):
 def page(name: str, timeout: float = 180):
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file(str(ROOT / "app" / "pages" / f"{name}.py"), default_timeout=timeout)
+    return AppTest.from_file(str(ROOT / "app" / "views" / f"{name}.py"), default_timeout=timeout)
 
 
 def full_app(timeout: float = 180):

@@ -69,7 +69,7 @@ def test_widgets_change_the_output(analysis_env):
 
 def test_open_a_flipped_clip_in_clip_lab(analysis_env):
     at = full_app()
-    at.switch_page("pages/class_comparison.py").run()
+    at.switch_page("views/class_comparison.py").run()
     no_exceptions(at)
     at.button(key="cc_open_synth/test/000019").click().run()
     no_exceptions(at)

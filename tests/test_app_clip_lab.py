@@ -170,35 +170,66 @@ def test_two_sessions_share_models_and_agree():
 
 
 def test_concurrent_sessions_in_threads():
-    """Sessions run at the same time in threads (as the server does) all finish with the same result."""
+    """What sessions running at the same time in the server's threads share: the cached model
+    (``st.cache_resource``, one object for all), the decoded sample and the cached prediction
+    (``st.cache_data``). Started together from cold caches, they all get the same answers.
+
+    Not AppTests in threads: every ``AppTest.run`` swaps process-wide streamlit state (``Runtime._instance``,
+    ``PagesManager.uses_pages_directory``, config options), so concurrent AppTests race inside streamlit's
+    test harness (KeyErrors on widget ids, "Runtime hasn't been created!"), not in the app. Whole sessions
+    in one real server at once: ``test_browser.py::test_concurrent_sessions``.
+    """
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from app import state
+    from hfnet_core.analysis.inference import run_clip
+
+    entries = state._sample_entries()[:2]
+    path = str(state.checkpoint_dir() / state.DEFAULT_A)
+    state._load_model_cached.clear()
+    state._decode_file_cached.clear()
+    state._sampled_cached.clear()
+    state._predict_cached.clear()
+    start = threading.Barrier(4)
+
     def session(i: int):
-        at = new_app().run()
-        at.sidebar.selectbox(key="hf_sample").select_index(i % 2).run()
-        return not at.exception, plotly_specs(at)
+        start.wait(60)
+        ckpt = state.load_model(path, "cpu")
+        clip = state._sample_clip(entries[i % 2])
+        p = state.predict(ckpt, clip)
+        return ckpt, clip.clip_hash, p.top5_names, np.asarray(p.probs)
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(session, range(4)))
-    assert all(ok for ok, _ in results)
-    assert results[0][1] == results[2][1] and results[1][1] == results[3][1]
+    assert all(r[0] is results[0][0] for r in results)  # one shared model
+    for a, b in ((0, 2), (1, 3)):  # same sample: same clip, same prediction
+        assert results[a][1] == results[b][1] and results[a][2] == results[b][2]
+        np.testing.assert_allclose(results[a][3], results[b][3], rtol=0, atol=1e-6)
+    assert results[0][1] != results[1][1]
+    # and single-threaded, uncached, the same numbers
+    for i in (0, 1):
+        ckpt, clip = results[i][0], state._sample_clip(entries[i])
+        ref = run_clip(ckpt, state.sampled_input(ckpt, clip))
+        np.testing.assert_allclose(np.asarray(ref.probs), results[i][3], rtol=0, atol=1e-5)
 
 
-def test_request_clip_switches_to_clip_lab():
+def test_request_clip_switches_to_clip_lab(monkeypatch):
     """request_clip (called by other pages) records the clip and switches to the Clip lab page."""
+    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     def script():
-        import streamlit as st
-
         from app.state import request_clip
 
-        st.switch_page = lambda page: st.session_state.__setitem__("switched_to", page)
         request_clip("synth/test/000005", "synth/test/000005")
 
+    # monkeypatch, not an assignment inside the script: `st` is this process's one streamlit module, and a
+    # fake switch_page left on it would break every later test that switches pages.
+    monkeypatch.setattr(st, "switch_page", lambda page: st.session_state.__setitem__("switched_to", page))
     at = AppTest.from_function(script, default_timeout=60).run()
     assert_ok(at)
-    assert at.session_state["switched_to"] == "pages/clip_lab.py"
+    assert at.session_state["switched_to"] == "views/clip_lab.py"
     assert at.session_state["_hf_clip_request"] == {"clip_id": "synth/test/000005", "path": "synth/test/000005"}
     assert at.session_state["_hf_clip_request_pending"] is True
 

@@ -113,7 +113,7 @@ def test_selection_events_are_read_from_customdata():
 
 def test_open_in_clip_lab_from_the_full_app(analysis_env):
     at = full_app()
-    at.switch_page("pages/feature_space.py").run()
+    at.switch_page("views/feature_space.py").run()
     no_exceptions(at)
     at.session_state["fs_selected"] = ["synth/test/000019"]
     at.run()

@@ -12,7 +12,7 @@ N_BLOCKS, PAIRS = 10, 7  # BNInception has 10 HF layers (3a..5b); 8 frames -> 7 
 
 def _gate_page():
     at = new_app().run()
-    at.switch_page("pages/gate_maps.py").run()
+    at.switch_page("views/gate_maps.py").run()
     assert_ok(at)
     return at
 
@@ -63,7 +63,7 @@ def test_model_without_hf():
     at.session_state["hf_model_A_choice"] = "tsn_demo.safetensors"
     at.session_state["hf_model_B_choice"] = "(none)"
     at.run()
-    at.switch_page("pages/gate_maps.py").run()
+    at.switch_page("views/gate_maps.py").run()
     assert_ok(at)
     assert any("has no HF modules" in i for i in texts(at, "info"))
     assert not plotly_specs(at)
@@ -73,7 +73,7 @@ def test_two_hf_models_can_be_picked():
     at = new_app()
     at.session_state["hf_model_B_choice"] = "hf_tsn_demo.safetensors"
     at.run()
-    at.switch_page("pages/gate_maps.py").run()
+    at.switch_page("views/gate_maps.py").run()
     assert_ok(at)
     radio = at.radio(key="gate_model")
     assert radio.options == ["A · hf_tsn_demo", "B · hf_tsn_demo"]

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.usefixtures("app_env")
 
 def _page():
     at = new_app().run()
-    at.switch_page("pages/how_hf_works.py").run()
+    at.switch_page("views/how_hf_works.py").run()
     assert_ok(at)
     return at
 

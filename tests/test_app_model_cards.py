@@ -11,7 +11,7 @@ pytestmark = pytest.mark.usefixtures("app_env")
 
 def test_cards_for_both_models():
     at = new_app().run()
-    at.switch_page("pages/model_cards.py").run()
+    at.switch_page("views/model_cards.py").run()
     assert_ok(at)
     assert [h.value for h in at.subheader][:2] == ["A · hf_tsn_demo", "B · tsn_demo"]
     tables = [t.value for t in at.table]
@@ -32,7 +32,7 @@ def test_only_one_model():
     at = new_app()
     at.session_state["hf_model_B_choice"] = "(none)"
     at.run()
-    at.switch_page("pages/model_cards.py").run()
+    at.switch_page("views/model_cards.py").run()
     assert_ok(at)
     assert [h.value for h in at.subheader][0] == "A · hf_tsn_demo"
     assert "B · tsn_demo" not in [h.value for h in at.subheader]

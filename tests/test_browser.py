@@ -176,8 +176,8 @@ def test_explorer_end_to_end(server):
 def test_first_request_to_a_page_url(demo_dir):  # noqa: F811
     """A bookmark to a page as the server's very first request still gets the navigation and sidebar.
 
-    (Streamlit runs such a page file on its own in its legacy pages-folder mode; app/__init__.py leaves
-    that mode and reruns through streamlit_app.py.)
+    (The pages live in app/views/, so Streamlit never enters its legacy pages-folder mode, where such a
+    request would run the page file on its own.)
     """
     with _streamlit(demo_dir, "streamlit_direct.log") as url, _browser() as page:
         page.goto(url + "/model_cards")
@@ -189,3 +189,32 @@ def test_first_request_to_a_page_url(demo_dir):  # noqa: F811
         _wait_idle(page)
         _no_exception(page)
         page.screenshot(path=str(ARTIFACTS / "browser_model_cards_direct_url.png"), full_page=True)
+
+
+def test_concurrent_sessions(server):
+    """Several browser sessions of one server at the same time (each runs in its own server thread, all
+    share the cached models): each shows its own sample, and equal samples get equal predictions."""
+    samples = ["Holding something still (#6)", "Moving something from left to right (#0)"] * 2
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            pages = [browser.new_context(viewport={"width": 1400, "height": 1600}).new_page() for _ in samples]
+            for page in pages:
+                page.set_default_timeout(60_000)
+                page.goto(server, wait_until="commit")  # all sessions start before any is waited for
+            for page in pages:
+                page.get_by_test_id("stSidebar").get_by_role("combobox", name="Sample").wait_for()
+            for page, sample in zip(pages, samples):  # every choice is sent before any result is read
+                page.get_by_test_id("stSidebar").get_by_role("combobox", name="Sample").click()
+                page.get_by_role("option", name=sample).click()
+            verdicts = []
+            for page, sample in zip(pages, samples):
+                main = page.get_by_test_id("stMain")
+                main.get_by_text(sample).first.wait_for()
+                _wait_idle(page)
+                _no_exception(page)
+                verdicts.append(main.get_by_test_id("stAlert").first.inner_text())
+        finally:
+            browser.close()
+    assert verdicts[0] == verdicts[2] and verdicts[1] == verdicts[3], verdicts

@@ -239,3 +239,20 @@ def test_rejects_bad_input():
         m(torch.zeros(7, C, H, W), 4)
     with pytest.raises(ValueError, match="unknown gate implementation"):
         HFModule(C, impl="fft")
+
+
+@pytest.mark.parametrize("impl", GATE_IMPLS)
+@pytest.mark.parametrize("hw", [(1, 1), (1, 4), (2, 2), (3, 1), (7, 7)])
+def test_tiny_feature_maps_match_reference(impl, hw):
+    """Border handling of the 3x3 window (zero padding) where the map is as small as the window."""
+    m = random_module(True, impl, seed=16)
+    torch.manual_seed(17)
+    clips = torch.randn(2, 3, C, *hw, dtype=torch.float64)
+    with torch.no_grad():
+        out, g = run(m, clips)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            out_f, _ = m(clips.reshape(6, C, *hw).contiguous(memory_format=fmt), 3)
+            assert (out_f.view_as(out) - out).abs().max() <= 1e-12
+    for i in range(2):
+        ref_out, ref_g = hf_reference(clips[i], params_of(m.gate))
+        assert (out[i] - ref_out).abs().max() <= TOL64 and (g[i] - ref_g).abs().max() <= TOL64

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import pickletools
 import warnings
 import zipfile
@@ -116,6 +117,12 @@ def _corrupt(p: Path, msg: str) -> CheckpointError:
         "Is the file truncated (an interrupted download?) or not a checkpoint at all? Compare its size "
         "or checksum with the original.",
     )
+
+
+def _global_from_message(msg: str) -> list[str]:
+    """The global torch's weights-only unpickler refused, as it names it ("Unsupported global: GLOBAL x.y")."""
+    m = re.search(r"(?:Unsupported global|global):\s*GLOBAL\s+([\w.]+)", msg)
+    return [m.group(1)] if m else []
 
 
 def _unsafe_globals(p: Path) -> list[str]:

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if str(Path(__file__).resolve().parents[2]) not in sys.path:  # Streamlit may run a page file on its own
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # (see app/state.py, legacy pages mode)
-
 import numpy as np
 import streamlit as st
 
