@@ -18,7 +18,7 @@ estimate) - plus an in-run estimate, 1 / (1 - share of each HF call's time spent
 which needs no second call and so is the steadiest on a busy machine. Targets: HF/TSN <= 1.03 (the FLOP ratio is ~1.0104) and inspect/forward <= 1.05. Writes
 ``benchmarks/results/model_latency.json``; cases that would overrun ``--budget-s`` are skipped and listed.
 
-Run: ``python benchmarks/bench_model.py [--threads 2] [--quick] [--budget-s 450] [--name NAME]``. The load
+Run: ``python benchmarks/bench_model.py [--threads 2] [--quick] [--budget-s 400] [--name NAME]``. The load
 average is recorded before and after each case: compare ratios, not absolute times, across runs.
 """
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="gate implementations timed at batch 8 (concat, the slow reference, only at batch 1)")
     ap.add_argument("--formats", default="channels_last,contiguous")
     ap.add_argument("--devices", default="cpu,cuda", help="cuda is skipped when not available")
-    ap.add_argument("--budget-s", type=float, default=450.0, help="stop adding cases after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=400.0, help="stop adding cases after this many seconds")
     ap.add_argument("--quick", action="store_true", help="batch 1 only, 3 rounds (smoke test)")
     ap.add_argument("--name", default="model_latency", help="result file name (benchmarks/results/<name>.json)")
     args = ap.parse_args(argv)
