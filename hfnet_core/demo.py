@@ -115,13 +115,16 @@ def table_one(folders: Sequence[str | Path]) -> dict:
     from .checkpoint import read_metadata
     from .complexity import PAPER_TABLE_ONE
     from .data.synthetic import SYNTH_CLASSES
+    from .model import build_model
 
     paper = {r.label: r for r in PAPER_TABLE_ONE}
     rows = []
     for key, label in TABLE_ONE_ROWS:
         name, stem = DEMO_MODELS[key]
         found = next((Path(f) for f in folders if (Path(f) / f"{stem}.test.json").is_file()), None)
-        row = {"label": label, "model": name, "paper_accuracy": paper[label].accuracy,
+        model = build_model(name, num_classes=len(SYNTH_CLASSES))
+        row = {"label": label, "model": name, "params": sum(p.numel() for p in model.parameters()),
+               "paper_accuracy": paper[label].accuracy,
                "paper_params_m": paper[label].params_m, "test_top1": None, "within_pair_accuracy": None,
                "pair_merged_accuracy": None, "test_top5": None, "epochs": None, "train_clips_per_epoch": None}
         if found is not None:
@@ -153,11 +156,13 @@ def format_table_one(table: dict) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
-    lines = ["| Model | SynthSomething top-1 % | within reversed pairs % | pair-merged % | paper (Something-v1) % |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| Model | params | SynthSomething top-1 % | within reversed pairs % | pair-merged % | "
+             "paper: Something-v1 top-1 % |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in table["rows"]:
-        lines.append(f"| {r['label']} | {pct(r['test_top1'])} | {pct(r['within_pair_accuracy'])} | "
-                     f"{pct(r['pair_merged_accuracy'])} | {r['paper_accuracy']:.2f} |")
+        lines.append(f"| {r['label']} | {r['params'] / 1e6:.3f} M | {pct(r['test_top1'])} | "
+                     f"{pct(r['within_pair_accuracy'])} | {pct(r['pair_merged_accuracy'])} | "
+                     f"{r['paper_accuracy']:.2f} |")
     return "\n".join(lines)
 
 
