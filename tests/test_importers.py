@@ -23,15 +23,6 @@ from hfnet_core.input_convention import InputConvention
 from hfnet_core.model import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared 2-core machine two OpenMP threads can be ~100x slower than one (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def randomised(model):
     """Every float tensor random (BN variances positive) so a mis-mapped or unsqueezed key shows."""
     g = torch.Generator().manual_seed(0)

@@ -11,15 +11,6 @@ from hfnet_core.input_convention import InputConvention
 from hfnet_core.model import available_models, build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared 2-core machine two OpenMP threads can be ~100x slower than one (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def torchvision_keys(depth: int) -> dict[str, tuple[int, ...]]:
     """Every state-dict key of torchvision's resnet{depth} (without fc) and its shape, from the paper's
     architecture table (He et al. 2016, Table 1) - written independently of hfnet's implementation."""
