@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from hfnet_core.data.datasets import SomethingV1Dataset, VideoFolderDataset, collate_skip_bad
+from hfnet_core.data.datasets import SomethingV1Dataset, VideoFolderDataset
+from hfnet_core.data.loading import collate_batch
 from hfnet_core.data.synthetic import SYNTH_CLASSES, SYNTH_FLIP_LABEL_MAP, SynthSomethingDataset, write_dataset
 from hfnet_core.data.transforms import train_transform
 
@@ -33,7 +34,7 @@ BATCH, SIZE, FRAMES = 16, 112, 8
 def loader_rate(dataset: torch.utils.data.Dataset, workers: int, batches: int) -> float:
     """Clips per second over ``batches`` batches (after one warm-up batch; worker start-up excluded)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
-                                         collate_fn=collate_skip_bad, generator=torch.Generator().manual_seed(0))
+                                         collate_fn=collate_batch, generator=torch.Generator().manual_seed(0))
     it = iter(loader)
     next(it)
     n, t = 0, time.perf_counter()

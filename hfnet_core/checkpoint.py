@@ -21,20 +21,11 @@ from safetensors.torch import save_file
 
 from . import __version__
 from .atomic import atomic_path
+from .errors import CheckpointError
 from .model import ModelConfig, VideoClassifier
 
 FORMAT = "hfnet-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file, the problem and what to do."""
-
-    def __init__(self, path: str | os.PathLike[str] | None, problem: str, hint: str = "") -> None:
-        self.path = str(path) if path is not None else None
-        self.problem = problem
-        where = f"{self.path}: " if self.path else ""
-        super().__init__(f"{where}{problem}" + (f" {hint}" if hint else ""))
 
 
 @dataclass

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from typing import Sequence
+
+from .errors import HfnetError, describe
 
 #: subcommand -> ("module:function", one-line help). Each function takes argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     lines = ["usage: hfnet <command> [options]", "", "commands:"]
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `hfnet <command> --help` for a command's options."]
+    lines += ["", "Run `hfnet <command> --help` for a command's options; add --debug to any command to see a",
+              "traceback where it would print one line."]
     return "\n".join(lines)
 
 
@@ -42,10 +46,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"hfnet: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    debug = "--debug" in args
+    rest = [a for a in args[1:] if a != "--debug"]
     target, _ = COMMANDS[cmd]
     module_name, func_name = target.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(args[1:]) or 0)
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(rest) or 0)
+    except HfnetError as e:  # a deliberate, explained failure: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        print(f"hfnet {cmd}: {e.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hfnet {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - anything else is a bug: say so in one line
+        if debug:
+            raise
+        print(f"hfnet {cmd}: internal error ({describe(e)}). This is a bug in hfnet: rerun with --debug "
+              "for the traceback and report it.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

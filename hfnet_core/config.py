@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import ConfigError
+
 
 @dataclass
 class ModelSection:
@@ -139,8 +141,6 @@ class TrainConfig:
 _SECTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-class ConfigError(ValueError):
-    pass
 
 
 def parse_value(raw: str) -> Any:

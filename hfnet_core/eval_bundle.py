@@ -15,10 +15,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path
-
-
-class BundleError(ValueError):
-    pass
+from .errors import BundleError
 
 
 @dataclass

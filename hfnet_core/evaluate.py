@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .atomic import write_text_atomic
+from .data.loading import build_dataset, eval_loader
 from .device import pick_device
 from .eval_bundle import EvalBundle
 from .metrics import classification_metrics, format_table, pair_accuracies
@@ -40,25 +41,6 @@ class InferenceResult:
     features: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _loader(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
-    if isinstance(data, DataLoader):
-        return data
-    from .train import GuardedDataset, collate_batch
-
-    return DataLoader(GuardedDataset(data), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate_batch)
-
-
-def _normalize_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """Accept both ``train.collate_batch`` and ``data.datasets.collate_skip_bad`` batches."""
-    if "labels" in batch:  # collate_skip_bad: plural keys, a count of skipped clips without names
-        frames = batch["frames"]
-        return {"frames": frames if frames.numel() else None, "label": batch["labels"],
-                "clip_id": batch["clip_ids"], "path": batch["paths"],
-                "skipped": [("(unnamed)", "unreadable")] * int(batch.get("n_skipped", 0))}
-    return {**batch, "skipped": batch.get("skipped", [])}
 
 
 @torch.no_grad()
@@ -80,14 +62,13 @@ def run_inference(model: torch.nn.Module, data: Dataset | DataLoader, device: to
     feats: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     t0 = time.time()
-    loader = _loader(data, batch_size, num_workers)
+    loader = eval_loader(data, batch_size, num_workers)
     it: Any = loader
     if progress:
         from tqdm import tqdm
 
         it = tqdm(loader, desc="eval", leave=False)
     for batch in it:
-        batch = _normalize_batch(batch)
         skipped += [tuple(s) for s in batch["skipped"]]  # type: ignore[misc]
         if batch["frames"] is None:
             continue
@@ -164,17 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 def dataset_for_checkpoint(model: torch.nn.Module, dataset: str, split: str, root: str = "", list_file: str = "",
                            synth_per_class: int = 38, synth_seed: int = 0) -> Dataset:
     """The centre-crop evaluation dataset a checkpoint's model expects (frames, size, pixel convention)."""
-    from .config import TrainConfig
-    from .train import build_dataset
+    from .config import DataSection
 
-    cfg = TrainConfig()
-    cfg.data.dataset = dataset
-    cfg.data.root = root
-    cfg.data.val_list = list_file
-    cfg.data.synth_test_per_class = cfg.data.synth_val_per_class = cfg.data.synth_train_per_class = synth_per_class
-    cfg.data.synth_seed = synth_seed
+    data = DataSection(dataset=dataset, root=root, val_list=list_file, synth_train_per_class=synth_per_class,
+                       synth_val_per_class=synth_per_class, synth_test_per_class=synth_per_class,
+                       synth_seed=synth_seed)
     mcfg = model.config.replace(input_convention=model.input_convention.to_dict())  # type: ignore[union-attr]
-    return build_dataset(cfg, split, mcfg, train=False)
+    return build_dataset(data, split, mcfg, train=False)
 
 
 def evaluate_checkpoint(path: str | Path, dataset: str = "synth", split: str = "test", root: str = "",

@@ -206,6 +206,16 @@ _REGISTRY: dict[str, ModelConfig] = {
 }
 
 
+def input_convention_of(config: ModelConfig) -> InputConvention:
+    """The pixel convention a model of ``config`` expects, read without building it: the config's own,
+    else its backbone's default (from the backbone registry)."""
+    if config.input_convention:
+        return InputConvention.from_dict(config.input_convention)
+    from .backbones import backbone_input_convention
+
+    return backbone_input_convention(config.backbone)
+
+
 def register_model(name: str, config: ModelConfig) -> None:
     _REGISTRY[name] = config
 

@@ -37,18 +37,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .atomic import atomic_path, write_text_atomic
 from .checkpoint import save_checkpoint
 from .config import ConfigError, TrainConfig, dump_toml, load_config
+from .data.loading import build_dataset, train_loader
 from .device import pick_device, to_channels_last
 from .model import ModelConfig, VideoClassifier, get_config
 
@@ -96,149 +97,6 @@ def seed_everything(seed: int) -> None:
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 1_009 + int(rank)) % (2**31)
-
-
-# --------------------------------------------------------------------------------------------------
-# Data
-
-
-class GuardedDataset(Dataset):
-    """Wraps a dataset so an unreadable clip becomes a named marker instead of an exception or a bare None.
-
-    The datasets return ``None`` (or raise) for a clip they cannot decode; the marker carries the clip's
-    name and the reason to the main process, where ``collate_batch`` counts it and the trainer logs it.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def _name(self, index: int) -> str:
-        for attr in ("clip_id", "path_of", "clip_path"):
-            fn = getattr(self.dataset, attr, None)
-            if callable(fn):
-                try:
-                    return str(fn(index))
-                except Exception:  # noqa: BLE001 - naming must never fail
-                    pass
-        return f"#{index}"
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            item = self.dataset[index]
-            reason = "the dataset returned no clip"
-        except Exception as e:  # noqa: BLE001 - any failure to read one clip skips that clip
-            item, reason = None, f"{type(e).__name__}: {e}"
-        if item is None:
-            skipped = getattr(self.dataset, "skipped", None)
-            if skipped:  # datasets record (path, reason) of what they skipped
-                last = skipped[-1]
-                if isinstance(last, (tuple, list)) and len(last) == 2:
-                    return {"skipped": str(last[0]), "reason": str(last[1])}
-            return {"skipped": self._name(index), "reason": reason}
-        return item
-
-
-def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the good clips; list the skipped ones (``skipped``: [(name, reason), ...])."""
-    good = [it for it in items if "skipped" not in it]
-    skipped = [(it["skipped"], it.get("reason", "")) for it in items if "skipped" in it]
-    if not good:
-        return {"frames": None, "label": None, "clip_id": [], "path": [], "skipped": skipped}
-    return {
-        "frames": torch.stack([torch.as_tensor(it["frames"]) for it in good]),
-        "label": torch.tensor([int(it["label"]) for it in good], dtype=torch.long),
-        "clip_id": [str(it.get("clip_id", "")) for it in good],
-        "path": [str(it.get("path", it.get("clip_id", ""))) for it in good],
-        "skipped": skipped,
-    }
-
-
-def build_dataset(cfg: TrainConfig, split: str, model_config: ModelConfig, train: bool,
-                  epoch: int = 0) -> Dataset:
-    """The dataset of ``split`` with TSN's training (``train=True``) or test transform.
-
-    ``split`` is a split name ("train", "val", "test"); which list file or folder it maps to is decided by
-    ``hfnet_core.data.datasets.build_dataset``. SynthSomething is generated in memory (nothing on disk).
-    """
-    d = cfg.data
-    size = model_config.input_size
-    frames = model_config.num_segments
-    convention = _convention(model_config)
-    if d.dataset == "synth":
-        from .data.synthetic import SynthSomethingDataset
-
-        per_class = {"train": d.synth_train_per_class, "val": d.synth_val_per_class,
-                     "test": d.synth_test_per_class}
-        if split not in per_class:
-            raise ConfigError(f"SynthSomething has splits train/val/test, not {split!r}")
-        seed = d.synth_seed + (epoch if (train and d.synth_fresh_each_epoch) else 0)
-        ds: Any = SynthSomethingDataset(split, per_class[split], frames, d.synth_size or size, seed, None,
-                                        convention=convention)
-    else:
-        from .data import datasets as ds_mod
-
-        lst = (d.train_list if train else d.val_list) or None
-        try:
-            ds = ds_mod.build_dataset(d.dataset, root=d.root, split=split, list_file=lst, num_frames=frames,
-                                      train=train, transform=None, convention=convention)
-        except (FileNotFoundError, ValueError) as e:
-            raise ConfigError(f"cannot open the {d.dataset} dataset, split {split!r}: {e}") from e
-    ds.transform = _transform(cfg, size, train, list(ds.class_names))
-    return ds
-
-
-def _convention(model_config: ModelConfig) -> Any:
-    """The model's pixel convention: its config's, else its backbone's default."""
-    from .backbones import build_backbone
-    from .input_convention import InputConvention
-
-    if model_config.input_convention:
-        return InputConvention.from_dict(model_config.input_convention)
-    return build_backbone(model_config.backbone, 0.0625).default_input_convention()  # a tiny copy: cheap
-
-
-def _transform(cfg: TrainConfig, size: int, train: bool, class_names: list[str]) -> Callable | None:
-    """TSN transforms: multi-scale crop + label-aware flip (train), resize + centre crop (test)."""
-    from .data import transforms
-
-    synth = cfg.data.dataset == "synth"
-    if synth and cfg.data.synth_size in (0, size) and not (train and cfg.data.augment):
-        return None  # synthetic clips are rendered at the input size: nothing to crop
-    if train and cfg.data.augment:
-        if synth:
-            from .data.synthetic import SYNTH_FLIP_LABEL_MAP
-
-            flip_map: dict[int, int | None] = dict(SYNTH_FLIP_LABEL_MAP)
-        else:
-            flip_map = transforms.flip_label_map_from_names(class_names)
-        return transforms.train_transform(size, flip_map)
-    return transforms.eval_transform(size)
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, dist_info: DistInfo,
-                num_workers: int, pin_memory: bool = False) -> DataLoader:
-    """A loader over this process's shard. Shards interleave one seeded permutation of the whole set."""
-    sampler = torch.utils.data.distributed.DistributedSampler(
-        dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=shuffle, seed=seed,
-        drop_last=False,
-    )
-    sampler.set_epoch(epoch)
-    g = torch.Generator()
-    g.manual_seed(epoch_seed(seed, epoch, dist_info.rank))
-    return DataLoader(
-        GuardedDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        collate_fn=collate_batch, pin_memory=pin_memory, generator=g,
-        worker_init_fn=_seed_worker if num_workers else None, persistent_workers=False,
-    )
-
-
-def _seed_worker(worker_id: int) -> None:
-    s = torch.initial_seed() % (2**31)
-    np.random.seed(s)
-    random.seed(s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,7 +312,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
 
     seed_everything(epoch_seed(t.seed, -1, 0))  # identical initial weights on every process
     pre = resolve_model_config(cfg)
-    val_ds = build_dataset(cfg, cfg.data.val_split, pre, train=False)
+    val_ds = build_dataset(cfg.data, cfg.data.val_split, pre, train=False)
     class_names = list(getattr(val_ds, "class_names"))
     mcfg, model = build_model_from_config(cfg, len(class_names))
     if mcfg.num_classes != len(class_names):
@@ -512,9 +370,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             break
         t0 = time.time()
         seed_everything(epoch_seed(t.seed, epoch, dist_info.rank))
-        train_ds = build_dataset(cfg, cfg.data.train_split, mcfg, train=True, epoch=epoch)
-        loader = make_loader(train_ds, per_rank_batch, True, t.seed, epoch, dist_info, cfg.data.num_workers,
-                             pin_memory=cuda)
+        train_ds = build_dataset(cfg.data, cfg.data.train_split, mcfg, train=True, epoch=epoch)
+        loader = train_loader(train_ds, per_rank_batch, t.seed, epoch, dist_info.rank, dist_info.world_size,
+                              cfg.data.num_workers, pin_memory=cuda,
+                              generator_seed=epoch_seed(t.seed, epoch, dist_info.rank))
         steps = len(loader) if not t.max_steps_per_epoch else min(len(loader), t.max_steps_per_epoch)
         model.train()
         apply_bn_mode(model, t.bn)

@@ -13,11 +13,11 @@ from hfnet_core.data.datasets import (
     CsvVideoDataset,
     SomethingV1Dataset,
     VideoFolderDataset,
-    build_dataset,
-    collate_skip_bad,
+    open_dataset,
     hmdb51_split,
     read_skip_log,
 )
+from hfnet_core.data.loading import GuardedDataset, collate_batch
 from hfnet_core.data.transforms import eval_transform
 from hfnet_core.data.video import write_video
 from hfnet_core.input_convention import InputConvention
@@ -77,11 +77,16 @@ def test_unreadable_clips_are_skipped_named_and_counted(something: Path, tmp_pat
     assert any(p.endswith("00002.png") for p in paths) and any("999" in p for p in paths)
     assert all(reason for _, reason in ds.skipped)
     assert read_skip_log(log) == ds.skipped
-    batch = collate_skip_bad(items)
-    assert batch["frames"].shape == (2, 8, 3, 32, 48) and batch["labels"].tolist() == [0, 1]
-    assert batch["clip_ids"] == ["100", "101"] and batch["n_skipped"] == 2 and len(batch["paths"]) == 2
-    empty = collate_skip_bad([None, None])
-    assert empty["n_skipped"] == 2 and empty["frames"].numel() == 0 and empty["clip_ids"] == []
+    batch = collate_batch(items)
+    assert batch["frames"].shape == (2, 8, 3, 32, 48) and batch["label"].tolist() == [0, 1]
+    assert batch["clip_id"] == ["100", "101"] and len(batch["skipped"]) == 2 and len(batch["path"]) == 2
+    empty = collate_batch([None, None])
+    assert len(empty["skipped"]) == 2 and empty["frames"] is None and empty["clip_id"] == []
+    # Through the guard, each skipped clip is named by the file that failed in that very call.
+    guarded = [GuardedDataset(ds)[i] for i in range(len(ds))]
+    named = [g["skipped"] for g in guarded if "skipped" in g]
+    assert len(named) == 2 and len(set(named)) == 2
+    assert any(n.endswith("00002.png") for n in named) and any("999" in n for n in named)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -89,9 +94,10 @@ def test_skips_reach_the_main_process_from_dataloader_workers(something: Path, t
     log = tmp_path / "skipped.tsv"
     ds = SomethingV1Dataset(something / "frames", something / "train_videofolder.txt", something / "category.txt",
                             num_segments=8, mode="eval", skip_log=log, image_template="{:05d}.png")
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=collate_skip_bad)
+    loader = torch.utils.data.DataLoader(GuardedDataset(ds), batch_size=4, num_workers=1, collate_fn=collate_batch)
     batches = list(loader)
-    assert sum(b["n_skipped"] for b in batches) == 2 and ds.skipped == []  # the worker had its own copy
+    names = [name for b in batches for name, _ in b["skipped"]]
+    assert len(names) == 2 and len(set(names)) == 2 and ds.skipped == []  # the worker had its own copy
     assert len(read_skip_log(log)) == 2
 
 
@@ -170,9 +176,9 @@ def test_build_dataset_reads_the_synth_layout(tmp_path: Path) -> None:
 
     write_dataset(tmp_path, {"train": 1, "test": 1}, seed=1, size=32, splits=("train", "test"))
     conv = InputConvention.imagenet_rgb()
-    s = build_dataset("something-v1", tmp_path, "test", num_frames=8, train=False, convention=conv)
-    v = build_dataset("video-folder", tmp_path / "videos", "test", num_frames=8)
-    c = build_dataset("csv", tmp_path, "train", num_frames=4, train=True)
+    s = open_dataset("something-v1", tmp_path, "test", num_frames=8, train=False, convention=conv)
+    v = open_dataset("video-folder", tmp_path / "videos", "test", num_frames=8)
+    c = open_dataset("csv", tmp_path, "train", num_frames=4, train=True)
     assert isinstance(s, SomethingV1Dataset) and isinstance(v, VideoFolderDataset) and isinstance(c, CsvVideoDataset)
     for ds in (s, v, c):
         assert ds.class_names == SYNTH_CLASSES and len(ds) == len(SYNTH_CLASSES)
@@ -180,4 +186,4 @@ def test_build_dataset_reads_the_synth_layout(tmp_path: Path) -> None:
     assert s[3]["frames"].abs().max() < 5  # ImageNet convention: normalised, not 0-255
     assert c.mode == "train" and s.mode == "eval" and c[0]["frames"].shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match="unknown dataset"):
-        build_dataset("kinetics", tmp_path, "train")
+        open_dataset("kinetics", tmp_path, "train")

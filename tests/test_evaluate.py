@@ -106,12 +106,12 @@ def test_eval_cli_writes_metrics_and_bundle(tmp_path, capsys):
 def test_evaluate_model_accepts_a_loader_of_the_data_module(tmp_path):
     from torch.utils.data import DataLoader
 
-    from hfnet_core.data.datasets import collate_skip_bad
+    from hfnet_core.data.loading import collate_batch
     from hfnet_core.data.synthetic import SynthSomethingDataset
 
     ds = SynthSomethingDataset("val", 1, num_frames=2, size=32)
     model = _tiny_model()
     m1, b1 = evaluate_model(model, ds, batch_size=16)
-    m2, b2 = evaluate_model(model, DataLoader(ds, batch_size=4, collate_fn=collate_skip_bad))
+    m2, b2 = evaluate_model(model, DataLoader(ds, batch_size=4, collate_fn=collate_batch))
     np.testing.assert_allclose(b1.logits, b2.logits, rtol=1e-5, atol=1e-5)
     assert b2.clip_ids == b1.clip_ids and m1["top1"] == m2["top1"] and b2.class_names == b1.class_names

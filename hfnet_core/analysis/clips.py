@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from hfnet_core.data.transforms import eval_transform
+from hfnet_core.errors import HfnetError
 from hfnet_core.data.video import VideoDecodeError, probe_video, read_frames, sample_indices
 
 __all__ = [
@@ -37,7 +38,7 @@ MAX_DISPLAY_FRAMES = 300
 MAX_DISPLAY_SIDE = 400
 
 
-class ClipError(ValueError):
+class ClipError(HfnetError):
     """A clip the explorer cannot use; the message says which and why, in words for the user."""
 
 

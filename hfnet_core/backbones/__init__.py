@@ -1,17 +1,28 @@
-"""Backbones by name. Each returns a ``Backbone`` whose parameter names match its ecosystem's."""
+"""Backbones by name. Each returns a ``Backbone`` whose parameter names match its ecosystem's.
+
+The registry also records each backbone's pixel convention, so callers (datasets, the app) learn how a
+model wants its pixels from its config alone, without building it.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
+from ..input_convention import InputConvention
 from .base import Backbone
 from .bninception import BNInception
 
-_BACKBONES: dict[str, Callable[..., Backbone]] = {"bninception": BNInception}
+_BACKBONES: dict[str, Callable[..., Backbone]] = {}
+_CONVENTIONS: dict[str, Callable[[], InputConvention]] = {}
 
 
-def register_backbone(name: str, factory: Callable[..., Backbone]) -> None:
+def register_backbone(name: str, factory: Callable[..., Backbone],
+                      input_convention: Callable[[], InputConvention]) -> None:
     _BACKBONES[name] = factory
+    _CONVENTIONS[name] = input_convention
+
+
+register_backbone("bninception", BNInception, InputConvention.bninception)
 
 
 def build_backbone(name: str, width_mult: float = 1.0) -> Backbone:
@@ -20,6 +31,14 @@ def build_backbone(name: str, width_mult: float = 1.0) -> Backbone:
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {sorted(_BACKBONES)}")
     return _BACKBONES[name](width_mult=width_mult)
+
+
+def backbone_input_convention(name: str) -> InputConvention:
+    """The default pixel convention of backbone ``name`` (no model is built)."""
+    _load_optional()
+    if name not in _CONVENTIONS:
+        raise ValueError(f"unknown backbone {name!r}; available: {sorted(_BACKBONES)}")
+    return _CONVENTIONS[name]()
 
 
 def available_backbones() -> list[str]:
@@ -34,4 +53,5 @@ def _load_optional() -> None:
         pass
 
 
-__all__ = ["Backbone", "BNInception", "build_backbone", "available_backbones", "register_backbone"]
+__all__ = ["Backbone", "BNInception", "build_backbone", "available_backbones", "register_backbone",
+           "backbone_input_convention"]

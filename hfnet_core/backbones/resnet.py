@@ -188,7 +188,7 @@ def resnet101(width_mult: float = 1.0) -> ResNet:
 
 for _name, _factory in (("resnet18", resnet18), ("resnet34", resnet34), ("resnet50", resnet50),
                         ("resnet101", resnet101)):
-    register_backbone(_name, _factory)
+    register_backbone(_name, _factory, InputConvention.imagenet_rgb)
 
 
 def _register_models() -> None:

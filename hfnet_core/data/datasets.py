@@ -4,7 +4,7 @@ Every item is ``{"frames": float32 (T, 3, H, W), "label": int, "clip_id": str, "
 in the model's input convention. Real datasets contain broken files; an unreadable clip makes
 ``__getitem__`` return ``None`` (recorded in ``dataset.skipped``, warned about, and appended to
 ``dataset.skip_log`` if set - that file is how DataLoader *workers* report skips to the training loop), and
-``collate_skip_bad`` drops it and counts it. Training reports the count and the names; it never stops, and
+``hfnet_core.data.loading.collate_batch`` drops it and counts it. Training reports the count and the names; it never stops, and
 never skips silently.
 """
 
@@ -36,9 +36,8 @@ __all__ = [
     "VideoFolderDataset",
     "CsvVideoDataset",
     "hmdb51_split",
-    "collate_skip_bad",
     "read_skip_log",
-    "build_dataset",
+    "open_dataset",
 ]
 
 Transform = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
@@ -254,26 +253,6 @@ class CsvVideoDataset(ClipDataset):
 # --------------------------------------------------------------------------------------------------
 
 
-def collate_skip_bad(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-    """Stack good items, drop ``None`` (unreadable) ones and count them in ``n_skipped``.
-
-    Returns ``{"frames": (N, T, 3, H, W), "labels": int64 (N,), "clip_ids": [...], "paths": [...],
-    "n_skipped": int}``; N may be 0 (then ``frames`` is an empty tensor) - the caller skips that step.
-    """
-    good = [b for b in batch if b is not None]
-    n_skipped = len(batch) - len(good)
-    if not good:
-        return {"frames": torch.empty(0), "labels": torch.empty(0, dtype=torch.long), "clip_ids": [], "paths": [],
-                "n_skipped": n_skipped}
-    return {
-        "frames": torch.stack([b["frames"] for b in good]),
-        "labels": torch.tensor([b["label"] for b in good], dtype=torch.long),
-        "clip_ids": [b["clip_id"] for b in good],
-        "paths": [b["path"] for b in good],
-        "n_skipped": n_skipped,
-    }
-
-
 def read_skip_log(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """``(path, reason)`` pairs appended by datasets (any worker) to their ``skip_log``; [] if none."""
     p = Path(path)
@@ -298,11 +277,11 @@ def _first_existing(*paths: Path) -> Path | None:
     return next((p for p in paths if p.exists()), None)
 
 
-def build_dataset(name: str, root: str | os.PathLike[str], split: str, list_file: str | os.PathLike[str] | None = None,
+def open_dataset(name: str, root: str | os.PathLike[str], split: str, list_file: str | os.PathLike[str] | None = None,
                   num_frames: int = 8, train: bool = False, transform: Transform | None = None,
                   convention: InputConvention | None = None, split_index: int = 1,
                   class_names: Sequence[str] | None = None, **kwargs: Any) -> ClipDataset:
-    """A dataset by name, with the file layout conventions of each (what ``hfnet train --dataset`` uses).
+    """A dataset by format name, with the file layout conventions of each (behind ``loading.build_dataset``).
 
     * ``something-v1``: ``list_file`` or ``<root>/<split>_videofolder.txt``, ``<root>/category.txt``, frames
       under ``<root>/frames``, ``<root>/20bn-something-something-v1`` or ``<root>`` (the layout

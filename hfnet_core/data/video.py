@@ -32,6 +32,8 @@ from typing import Iterable, Sequence
 import av
 import numpy as np
 
+from hfnet_core.errors import HfnetError
+
 __all__ = [
     "VideoDecodeError",
     "VideoInfo",
@@ -65,14 +67,12 @@ _FETCH_HINT = "Fetch the file again"
 _REENCODE_HINT = "Re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`, or remove it from the list"
 
 
-class VideoDecodeError(ValueError):
+class VideoDecodeError(HfnetError):
     """A clip that cannot be read; ``.path`` is the file and ``.reason`` what is wrong with it."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str, hint: str = _REENCODE_HINT) -> None:
-        self.path = str(path)
         self.reason = reason
-        self.hint = hint
-        super().__init__(f"cannot read {self.path}: {reason}. {hint}")
+        super().__init__(f"cannot read {path}: {reason}. {hint}", path=path, problem=reason, hint=hint)
 
 
 @dataclass(frozen=True)
