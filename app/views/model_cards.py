@@ -99,10 +99,11 @@ def _card(m: LoadedModel) -> None:
         "frames per clip": cfg.num_segments,
         "input": f"{cfg.input_size}×{cfg.input_size} px",
         "classes": cfg.num_classes,
-        "HF placement": (f"{cfg.hf_placement if isinstance(cfg.hf_placement, str) else 'custom'}: after "
-                         + ", ".join(short_block_name(b) for b in blocks)) if blocks else "none (plain TSN)",
-        "HF kind": ("conservative (paper)" if cfg.hf_conservative else "non-conservative (Table I ablation)")
-        if blocks else "no HF",
+        "temporal operators": "; ".join(
+            f"{e['op'].upper()} at {len(e['sites'])} sites" for e in ck.model.describe()["temporal"]) or "none (plain TSN)",
+        "HF placement": ("after " + ", ".join(short_block_name(b) for b in blocks)) if blocks else "no HF",
+        "HF kind": ("conservative (paper)" if ck.model.describe()["hf_conservative"]
+                    else "non-conservative (Table I ablation)") if blocks else "no HF",
         "pixel convention": "{channel_order}, 0-{scale:g}, mean {mean}".format(**ck.model.input_convention.to_dict()),
         "registry name": cfg.name or "-",
     }
@@ -170,8 +171,9 @@ try:
     table = []
     for r in rows:
         mine = [m.label for m in models
-                if (m.checkpoint.config.hf_placement, m.checkpoint.config.hf_conservative)
-                == (r["placement"], r["conservative"])]
+                if m.checkpoint.config.operators() in (["hf"], [])
+                and list(m.checkpoint.model.hf_blocks) == r["hf_blocks"]
+                and m.checkpoint.model.describe()["hf_conservative"] in (None, r["conservative"])]
         table.append({
             "model": r["label"],
             "paper acc. %": r["paper_accuracy"],
