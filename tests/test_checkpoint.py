@@ -8,9 +8,11 @@ import pickle
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import hfnet_core.checkpoint as ckpt
+from hfnet_core.atomic import WriteError
 from hfnet_core.checkpoint import (
     CheckpointError,
     file_sha256,
@@ -86,11 +88,12 @@ def test_save_is_atomic(tmp_path, saved, model, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt, "save_file", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full") as e:
         save_checkpoint(saved, model, CLASSES)
+    assert str(saved) in str(e.value) and "previous version" in str(e.value)
     assert saved.read_bytes() == before  # the previous checkpoint is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temp file left
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError):
         save_checkpoint(tmp_path / "new.safetensors", model, CLASSES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
     monkeypatch.undo()
@@ -106,7 +109,7 @@ def test_wrong_class_count_refused(tmp_path, model):
 def _rewrite(src, dst, change):
     """Copy an hfnet checkpoint with its metadata, its tensors edited by ``change``."""
     meta = read_metadata(src)
-    with ckpt.safe_open(str(src), framework="pt") as f:
+    with safe_open(str(src), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     change(tensors)
     save_file(tensors, str(dst), metadata={"hfnet": json.dumps(meta)})

@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 
-from ..checkpoint import CheckpointError, save_checkpoint
+from ..checkpoint import save_checkpoint
+from ..errors import HfnetError
 from . import FORMATS, import_checkpoint
 
 
@@ -47,8 +48,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         loaded = import_checkpoint(args.input, format=args.format, num_segments=args.num_segments,
                                    consensus=args.consensus, classes_file=args.classes,
                                    drop_unknown=args.drop_unknown, input_size=args.input_size)
-    except CheckpointError as e:
-        print(f"hfnet convert: {e}", file=sys.stderr)
+    except HfnetError as e:  # unreadable, hostile or too large (docs/limits.md): one line, nothing written
+        print(f"hfnet convert: {e.one_line()}", file=sys.stderr)
         return 2
     report = loaded.import_report
     from .common import ImportReport
@@ -62,8 +63,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         out = save_checkpoint(args.output, loaded.model, loaded.class_names,
                               extra={"imported_from": report},
                               dtype=torch.float16 if args.fp16 else None)
-    except CheckpointError as e:
-        print(f"hfnet convert: {e}", file=sys.stderr)
+    except HfnetError as e:  # e.g. a full disk or a read-only folder (atomic.WriteError): nothing partial left
+        print(f"hfnet convert: {e.one_line()}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0
