@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from . import __version__
 from .atomic import atomic_path
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, HfnetError
 from .limits import check_class_names, check_format_version, check_model_config, checked_meta_model
 from .model import ModelConfig, VideoClassifier
 from .paths import check_path_text, regular_file_problem
@@ -214,6 +214,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
         config = ModelConfig.from_dict(meta["model_config"])
     except ConfigError as e:
         raise CheckpointError(p, e.problem, e.hint) from None
+    except HfnetError:  # a resource limit, naming the file already
+        raise
     except (TypeError, ValueError) as e:
         raise CheckpointError(p, f"has a model config this hfnet cannot build ({e}).") from None
     _check_architecture(_shapes(meta_model.state_dict()), header.shapes(), p)  # before any tensor is read

@@ -186,3 +186,104 @@ def legacy_pickle_with_huge_storage(path: Path, declared_numel: int = 0x7FFFFFFF
     data = buf.getvalue().replace(b"J" + struct.pack("<i", real), b"J" + struct.pack("<i", declared_numel))
     path.write_bytes(data[:4096])
     return path
+
+
+# --- the corpus of issue 10, and what refusing each costs -------------------------------------------------------
+
+def build_corpus(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Every hostile checkpoint of issue 10 (each under 10 MB) -> (path, a phrase its refusal must contain),
+    plus ``valid`` (a real checkpoint that must load)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = native_checkpoint(folder / "valid.safetensors")
+    corpus: dict[str, tuple[Path, str]] = {"valid": (base, "")}
+
+    def meta(name: str, edit: Callable[[dict[str, Any]], None], phrase: str) -> None:
+        corpus[name] = (edit_hfnet_metadata(base, folder / f"{name}.safetensors", edit), phrase)
+
+    meta("num_segments_100000", set_config(num_segments=100_000), "num_segments = 100000 is out of range")
+    meta("num_classes_5000000", set_config(num_classes=5_000_000), "num_classes = 5000000 is out of range")
+    meta("num_classes_1e9", set_config(num_classes=10**9), "num_classes = 1000000000 is out of range")
+    meta("num_classes_negative", set_config(num_classes=-1), "num_classes = -1 is out of range")
+    meta("num_segments_0", set_config(num_segments=0), "num_segments = 0 is out of range")
+    meta("num_segments_str", set_config(num_segments="8"), "num_segments = '8' is not an integer")
+    meta("num_segments_8.5", set_config(num_segments=8.5), "num_segments = 8.5 is not an integer")
+    meta("input_size_0", set_config(input_size=0), "input_size = 0 is out of range")
+    meta("input_size_100000", set_config(input_size=100_000), "input_size = 100000 is out of range")
+    meta("format_version_abc", lambda m: m.__setitem__("format_version", "abc"), "not a format version")
+    meta("trn_24_segments", set_config(consensus="trn", num_segments=24), "TRN head over 24 frames")
+    meta("trn_40_segments", set_config(consensus="trn", num_segments=40), "TRN head over 40 frames")
+    meta("activations_8gb", set_config(input_size=1024, num_segments=128), "of activations for one clip")
+    meta("wide_model_tiny_file", lambda m: (m["model_config"].update(width_mult=4.0, num_classes=100_000),
+                                            m.__setitem__("class_names", [f"c{i}" for i in range(100_000)])),
+         "does not match the model architecture")
+    data = base.read_bytes()
+    (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    corpus["truncated"] = (folder / "truncated.safetensors", "not a readable safetensors file")
+    header, body = split_safetensors(data)
+    header["head.new_fc.weight"]["shape"] = [2**20, 2**12]
+    (folder / "header_shape_huge.safetensors").write_bytes(join_safetensors(header, body))
+    corpus["header_shape_huge"] = (folder / "header_shape_huge.safetensors", "declares 4,294,967,296 elements")
+    corpus["zip_bomb_4gb"] = (zip_bomb(folder / "zip_bomb_4gb.pth"), "zip bomb")
+    corpus["stride0_classifier"] = (tsn_pth_with_expanded_classifier(folder / "stride0_classifier.pth"),
+                                    "expanded view")
+    corpus["legacy_8gb_storage"] = (legacy_pickle_with_huge_storage(folder / "legacy_8gb_storage.pth"),
+                                    "cannot be read as a PyTorch checkpoint")
+    torch.manual_seed(0)
+    tsn = build_model("tsn_bninception_demo", num_classes=3, num_segments=3)
+    sd = {f"module.base_model.{k[len('base_model.'):]}": v for k, v in tsn.state_dict().items()
+          if k.startswith("base_model.") and not k.endswith("num_batches_tracked")}
+    sd.update({"module.new_fc.weight": tsn.head.new_fc.weight, "module.new_fc.bias": tsn.head.new_fc.bias})
+    torch.save({"state_dict": sd, "num_segments": 40, "consensus_type": "TRN"}, folder / "trn_40_segments.pth")
+    corpus["trn_40_segments_pth"] = (folder / "trn_40_segments.pth", "TRN head over 40 frames")
+    return corpus
+
+
+def _peak_rss_reset() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak resident set size (VmHWM), Linux >= 4.0
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure_refusals(folder: Path) -> list[dict[str, Any]]:
+    """Load every file of the corpus in this process: outcome, message, peak RSS (reset before each file
+    where Linux allows, else the process peak so far) and seconds."""
+    import time
+
+    from hfnet_core.checkpoint import load_checkpoint
+    from hfnet_core.errors import HfnetError
+
+    rows = []
+    for name, (path, phrase) in build_corpus(folder).items():
+        reset = _peak_rss_reset()
+        t0 = time.perf_counter()
+        try:
+            load_checkpoint(path)
+            outcome, message = "loaded", ""
+        except HfnetError as e:
+            outcome, message = type(e).__name__, e.one_line()
+        except Exception as e:  # noqa: BLE001 - a bug: reported, not raised, so every file is measured
+            outcome, message = f"BUG {type(e).__name__}", str(e)[:300]
+        rows.append({"file": name, "path": str(path), "bytes": path.stat().st_size, "outcome": outcome, "message": message,
+                     "expected": phrase, "seconds": round(time.perf_counter() - t0, 3),
+                     "peak_rss_bytes": _peak_rss_bytes(), "peak_reset": reset})
+    return rows
+
+
+if __name__ == "__main__":  # python tests/_hostile_files.py DIR -> JSON rows on stdout
+    import sys
+
+    torch.set_num_threads(1)
+    print(json.dumps(measure_refusals(Path(sys.argv[1]))))
