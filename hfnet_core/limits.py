@@ -339,10 +339,8 @@ def _peak_activation_bytes(model: nn.Module, num_segments: int, input_size: int)
     model.eval()
     run = getattr(model, "inspect", None) or model  # inspect = what the app runs: logits, features, gates
     tracker = _PeakLive()
-    with torch.device("meta"), torch.no_grad():
-        x = torch.empty(1, num_segments, 3, input_size, input_size)
-        with tracker:
-            run(x)
+    with torch.device("meta"), torch.no_grad(), tracker:
+        run(torch.empty(1, num_segments, 3, input_size, input_size))  # the input clip counts too
     return tracker.peak
 
 
@@ -364,8 +362,12 @@ def _estimate_cached(key: str) -> ModelMemory:
     cfg = model.config
     try:
         peak = _peak_activation_bytes(model, cfg.num_segments, cfg.input_size)
-    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count parameters only
-        return ModelMemory(params, 0, bookkeeping, activations_measured=False)
+    except (NotImplementedError, RuntimeError, ValueError) as e:
+        if isinstance(e, NotImplementedError) or "meta" in str(e).lower():
+            # an op without a meta kernel (or one that reads values): count parameters only
+            return ModelMemory(params, 0, bookkeeping, activations_measured=False)
+        raise ConfigError(f"model_config describes a model that cannot run on a clip of {cfg.num_segments} "
+                          f"frames of {cfg.input_size} px ({' '.join(str(e).split())[:200]}).") from None
     return ModelMemory(params, int(ACTIVATION_SAFETY * peak), bookkeeping)
 
 

@@ -117,7 +117,7 @@ def _entry(p: Path, name: str, spec: Any, data_len: int) -> TensorEntry:
     if not isinstance(spec, dict):
         raise _bad(p, f"the header entry {name[:80]!r} is not an object.")
     dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise _bad(p, f"it declares tensor {name[:80]!r} with the unknown dtype {str(dtype)[:20]!r}.")
     numel = check_declared_elements(name[:80], shape, p)
     if (not isinstance(offsets, list) or len(offsets) != 2

@@ -6,11 +6,13 @@ claims (the tests and ``benchmarks/bench_hostile_files.py`` share them).
 * ``torch_zip`` - a torch.save zip written by hand, so a tensor can declare any size and a record can be
   deflated (a zip bomb);
 * ``tsn_pth_with_expanded_classifier`` - a TSN-format .pth whose classifier is a stride-0 view;
-* ``legacy_pickle_with_huge_storage`` - a pre-1.6 (non-zip) torch file declaring an 8 GB storage.
+* ``legacy_pickle_with_huge_storage`` - a pre-1.6 (non-zip) torch file declaring an 8 GB storage;
+* ``tmpfs`` - a tiny file system to fill (disk-full tests), skipped where mounting is not permitted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pickle
@@ -19,7 +21,7 @@ import zipfile
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -27,6 +29,23 @@ from hfnet_core.checkpoint import save_checkpoint
 from hfnet_core.model import build_model
 
 CLASSES = ["push", "pull", "spin"]
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """``folder`` as a tmpfs of ``size`` (e.g. "512k") for the block; pytest-skips where mount is refused."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def native_checkpoint(path: Path, model_name: str = "tsn_bninception_demo", **overrides: Any) -> Path:

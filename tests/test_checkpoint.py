@@ -244,7 +244,7 @@ from hfnet_core import limits  # noqa: E402
 from hfnet_core.errors import HfnetError, ResourceLimitError  # noqa: E402
 from hfnet_core.paths import PathError  # noqa: E402
 
-from _hostile_files import edit_hfnet_metadata, join_safetensors, set_config, split_safetensors  # noqa: E402
+from _hostile_files import edit_hfnet_metadata, join_safetensors, set_config, split_safetensors, tmpfs  # noqa: E402
 
 
 @pytest.fixture
@@ -419,17 +419,8 @@ def test_nul_bytes_and_special_files_are_clear_errors(tmp_path, saved, model):
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
     """A 512 kB tmpfs (root only; skipped where mounting is not permitted)."""
-    import subprocess
-
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()})")
-    try:
+    with tmpfs(tmp_path / "mnt", "512k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_and_read_only_folder(tiny_tmpfs, model):

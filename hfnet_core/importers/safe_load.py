@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import CheckpointError, ResourceLimitError
-from ..limits import format_bytes, check_tensor, max_model_bytes
+from ..limits import check_tensor, format_bytes, max_model_bytes
 from ..paths import check_path_text, regular_file_problem
 from ..safetensors_file import looks_like_safetensors, read_header, read_tensors
 
@@ -128,8 +128,8 @@ def _load(p: Path) -> Any:
     except MemoryError:
         raise CheckpointError(p, "cannot be read: loading it ran out of memory.",
                               "Is it a checkpoint at all? See docs/limits.md.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError,
-            AttributeError, TypeError, OverflowError, RecursionError, struct.error, UnicodeDecodeError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, LookupError, AttributeError, TypeError,
+            ArithmeticError, struct.error, AssertionError, NotImplementedError) as e:  # torch checks a damaged file
         raise _corrupt(p, f"{type(e).__name__}: {e}") from None
 
 
