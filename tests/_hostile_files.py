@@ -276,9 +276,9 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure_refusals(folder: Path) -> list[dict[str, Any]]:
-    """Load every file of the corpus in this process: outcome, message, peak RSS (reset before each file
-    where Linux allows, else the process peak so far) and seconds."""
+def measure_refusals(folder: Path, only: str | None = None) -> list[dict[str, Any]]:
+    """Load every file of the corpus (or ``only`` that one) in this process: outcome, message, peak RSS
+    (reset before each file where Linux allows, else the process peak so far), wall and CPU seconds."""
     import time
 
     from hfnet_core.checkpoint import load_checkpoint
@@ -286,8 +286,10 @@ def measure_refusals(folder: Path) -> list[dict[str, Any]]:
 
     rows = []
     for name, (path, phrase) in build_corpus(folder).items():
+        if only is not None and name != only:
+            continue
         reset = _peak_rss_reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             load_checkpoint(path)
             outcome, message = "loaded", ""
@@ -297,12 +299,13 @@ def measure_refusals(folder: Path) -> list[dict[str, Any]]:
             outcome, message = f"BUG {type(e).__name__}", str(e)[:300]
         rows.append({"file": name, "path": str(path), "bytes": path.stat().st_size, "outcome": outcome, "message": message,
                      "expected": phrase, "seconds": round(time.perf_counter() - t0, 3),
+                     "cpu_seconds": round(time.process_time() - c0, 3),
                      "peak_rss_bytes": _peak_rss_bytes(), "peak_reset": reset})
     return rows
 
 
-if __name__ == "__main__":  # python tests/_hostile_files.py DIR -> JSON rows on stdout
+if __name__ == "__main__":  # python tests/_hostile_files.py DIR [NAME] -> JSON rows on stdout
     import sys
 
     torch.set_num_threads(1)
-    print(json.dumps(measure_refusals(Path(sys.argv[1]))))
+    print(json.dumps(measure_refusals(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)))
