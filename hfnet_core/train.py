@@ -255,7 +255,7 @@ def _restore(state: dict[str, Any], path: Path, model: nn.Module, optimizer: tor
 
 def state_is_resume(resume: bool, out_dir: Path) -> bool:
     """Will this call continue a run (so a ``pretrained`` file is not needed any more)?"""
-    return resume and (out_dir / STATE_FILE).is_file()
+    return resume and os.path.lexists(out_dir / STATE_FILE)  # anything there is read (or refused), never replaced
 
 
 def _config_differences(a: dict[str, Any], b: dict[str, Any], sections: Sequence[str]) -> list[str]:
@@ -366,7 +366,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     # Resume state first: the saved config must agree with this one on what is being trained.
     state: dict[str, Any] | None = None
     state_path = out_dir / STATE_FILE
-    if resume and state_path.is_file():
+    if state_is_resume(resume, out_dir):
         state = load_state(state_path)
         diffs = _config_differences(state["config"], cfg.to_dict(), ("model", "data", "optim"))
         if diffs:

@@ -613,3 +613,13 @@ def test_nul_byte_paths_in_convert(tmp_path, capsys):
     assert "NUL byte" in capsys.readouterr().err
     with pytest.raises(HfnetError, match="NUL byte"):
         import_checkpoint("x\x00.pth")
+
+
+def test_convert_to_an_unwritable_place_is_one_line(tmp_path, bnin, capsys):
+    torch.save({"state_dict": tsn_layout(bnin)}, tmp_path / "t.pth")
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "out.safetensors"  # its parent is a file: nothing can be created there
+    assert hfnet_main(["convert", str(tmp_path / "t.pth"), str(out), "--num-segments", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}: cannot be written" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "t.pth"]

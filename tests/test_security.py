@@ -151,6 +151,10 @@ def _corrupt_state(run: Path, kind: str, tmp: Path) -> str:
     if kind == "zip_bomb":
         zip_bomb(state, 256 * 2**20)
         return "zip bomb"
+    if kind == "fifo":  # reading it would block forever; it must be refused from its stat
+        state.unlink()
+        os.mkfifo(state)
+        return "is a FIFO (named pipe), not a regular file"
     if kind == "code":
         torch.save({"format": "hfnet-train-state", "x": _Payload(str(tmp / "pwned"))}, state)
         return "would need to run code"
@@ -158,7 +162,7 @@ def _corrupt_state(run: Path, kind: str, tmp: Path) -> str:
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "random", "foreign", "fields", "wrong_model", "zip_bomb",
-                                  "code"])
+                                  "fifo", "code"])
 def test_corrupt_resume_state_is_one_clear_error_and_nothing_changes(finished_run, tmp_path, capsys, kind):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
