@@ -2,7 +2,12 @@
 
 Why safetensors: loading it never runs code (a pickled ``.pth`` can). The JSON header carries the full
 ``ModelConfig``, class names, input convention, training summary and library version, so ``load_checkpoint``
-needs nothing but the path. Foreign formats (TSN/TSM/GSM ``.pth``, mmaction2, torchvision) go through
+needs nothing but the path.
+
+Loading checks before it allocates (``hfnet_core.limits``, docs/limits.md): the header against the file,
+every metadata field's type and range, the memory the described model needs (on the meta device), and
+every key and shape of the file against that model - only then is the real model built and filled.
+Foreign formats (TSN/TSM/GSM ``.pth``, mmaction2, torchvision) go through
 ``hfnet_core.importers``, which reads pickles only with ``torch.load(weights_only=True)``.
 """
 
@@ -16,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
 from .atomic import atomic_path
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError, HfnetError
+from .limits import check_class_names, check_format_version, check_model_config, checked_meta_model
 from .model import ModelConfig, VideoClassifier
+from .paths import check_path_text, regular_file_problem
+from .safetensors_file import SafetensorsHeader, looks_like_safetensors, read_header, read_tensors
 
 FORMAT = "hfnet-checkpoint"
 FORMAT_VERSION = 2  # 2: model configs describe temporal operators (``temporal``); 1 had ``hf_*`` fields
@@ -38,6 +45,14 @@ class LoadedCheckpoint:
     path: str = ""
     #: For imported foreign files: what was mapped / dropped (empty for native checkpoints).
     import_report: dict[str, Any] = field(default_factory=dict)
+
+
+def _existing_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(check_path_text(path))
+    problem = regular_file_problem(p)
+    if problem:
+        raise CheckpointError(p, problem, "Check the path.")
+    return p
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -56,11 +71,18 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` atomically. ``dtype=torch.float16`` halves the file (floats only)."""
+    """Write ``model`` to ``path`` atomically. ``dtype=torch.float16`` halves the file (floats only).
+
+    A failed write (disk full, permission denied) raises ``atomic.WriteError``; the previous file is intact.
+    """
     if len(class_names) != model.config.num_classes:
         raise CheckpointError(
             path, f"{len(class_names)} class names for a model with {model.config.num_classes} classes."
         )
+    try:
+        check_class_names(list(class_names))
+    except ConfigError as e:
+        raise CheckpointError(path, e.problem, e.hint) from None
     tensors = {}
     kept_fp32 = []
     for k, v in model.state_dict().items():
@@ -91,28 +113,33 @@ def save_checkpoint(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON metadata of an hfnet checkpoint, without loading weights."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(p, "no such file.", "Check the path.")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            raw = (f.metadata() or {}).get("hfnet")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(p, f"is not a readable safetensors file ({e}).",
-                              "Is it truncated, or a checkpoint of another codebase (try `hfnet convert`)?") from e
+    """The JSON metadata of an hfnet checkpoint, without loading weights; every field it describes the
+    model with is type- and range-checked (``limits.check_model_config``)."""
+    p = _existing_file(path)
+    return _hfnet_metadata(p, read_header(p))
+
+
+def _hfnet_metadata(p: Path, header: SafetensorsHeader) -> dict[str, Any]:
+    raw = header.metadata.get("hfnet")
     if raw is None:
         raise CheckpointError(p, "is a safetensors file without hfnet metadata.",
                               "Convert it with `hfnet convert` (see README: Bring your own checkpoint).")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(p, f"has corrupt hfnet metadata ({e}).") from e
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(p, f"has corrupt hfnet metadata ({str(e)[:120]}).") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(p, "has corrupt hfnet metadata (not a JSON object).")
     if meta.get("format") != FORMAT:
-        raise CheckpointError(p, f"metadata format is {meta.get('format')!r}, expected {FORMAT!r}.")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(p, f"was written by a newer hfnet (format {meta['format_version']}).",
-                              "Upgrade hfnet.")
+        raise CheckpointError(p, f"metadata format is {str(meta.get('format'))[:60]!r}, expected {FORMAT!r}.")
+    try:
+        check_format_version(meta.get("format_version"), FORMAT_VERSION)
+        if "model_config" not in meta:
+            raise ConfigError("has no model_config in its metadata.")
+        config = check_model_config(meta["model_config"])
+        check_class_names(meta.get("class_names") or [], config.get("num_classes", ModelConfig.num_classes))
+    except ConfigError as e:
+        raise CheckpointError(p, e.problem, e.hint) from None
     return meta
 
 
@@ -124,23 +151,38 @@ def is_native_checkpoint(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def architecture_mismatch(own: dict[str, tuple[int, ...]], given: dict[str, tuple[int, ...]]) -> list[str]:
+    """What keeps ``given`` (key -> shape, from a file) from loading into a model with ``own`` keys and
+    shapes: missing keys, unexpected keys, wrong shapes, each listed by name. Empty when they match."""
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    wrong = sorted(k for k in set(own) & set(given) if tuple(own[k]) != tuple(given[k]))
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
+    if wrong:
+        parts.append("wrong shapes: " + _short(
+            [f"{k} file {tuple(given[k])} vs model {tuple(own[k])}" for k in wrong]))
+    return parts
+
+
+def _check_architecture(own: dict[str, tuple[int, ...]], given: dict[str, tuple[int, ...]], path: Any) -> None:
+    parts = architecture_mismatch(own, given)
+    if parts:
+        raise CheckpointError(path, "does not match the model architecture: " + "; ".join(parts) + ".",
+                              "Check the architecture / class count / HF placement it was trained with.")
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Any = None) -> None:
     """Load with every model key filled and every file key used, else an error naming the leftovers."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
-        if wrong:
-            parts.append("wrong shapes: " + _short(
-                [f"{k} file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong]))
-        raise CheckpointError(path, "does not match the model architecture: " + "; ".join(parts) + ".",
-                              "Check the architecture / class count / HF placement it was trained with.")
+    _check_architecture(_shapes(own), _shapes(state), path)
     converted = {k: v.to(own[k].dtype) for k, v in state.items()}
     model.load_state_dict(converted, strict=True)
 
@@ -158,39 +200,26 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     ``hfnet_core.importers`` (which auto-detects TSN/TSM/GSM/mmaction2/torchvision formats and needs
     ``import_options`` such as ``num_segments`` where the file does not record them).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(p, "no such file.", "Check the path.")
-    if p.suffix.lower() != ".safetensors" and not _looks_like_safetensors(p):  # by name or by content
+    p = _existing_file(path)
+    if not looks_like_safetensors(p):  # by name or by content
         from .importers import import_checkpoint  # foreign formats
 
         loaded = import_checkpoint(p, **import_options)
         loaded.model.to(device).eval()
         return loaded
-    meta = read_metadata(p)
+    header = read_header(p)
+    meta = _hfnet_metadata(p, header)
     try:
+        meta_model = checked_meta_model(meta["model_config"], p)  # fields, then memory: nothing allocated
         config = ModelConfig.from_dict(meta["model_config"])
-        model = VideoClassifier(config)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(p, f"has a model config this hfnet cannot build ({e}).") from e
-    class_names = list(meta.get("class_names") or [])
-    if len(class_names) != config.num_classes:
-        raise CheckpointError(p, f"lists {len(class_names)} class names for {config.num_classes} classes.")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(p, f"weights cannot be read ({e}).", "The file may be truncated.") from e
-    load_state_dict_strict(model, state, p)
+    except ConfigError as e:
+        raise CheckpointError(p, e.problem, e.hint) from None
+    except HfnetError:  # a resource limit, naming the file already
+        raise
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(p, f"has a model config this hfnet cannot build ({e}).") from None
+    _check_architecture(_shapes(meta_model.state_dict()), header.shapes(), p)  # before any tensor is read
+    model = VideoClassifier(config)
+    load_state_dict_strict(model, read_tensors(p, header), p)
     model.to(device).eval()
-    return LoadedCheckpoint(model, config, class_names, meta, file_sha256(p), str(p))
-
-
-def _looks_like_safetensors(p: Path) -> bool:
-    """safetensors = 8-byte little-endian header length, then a JSON object."""
-    with open(p, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        return p.suffix == ".safetensors"  # let read_metadata explain what is wrong
-    n = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 0 < n <= p.stat().st_size
+    return LoadedCheckpoint(model, config, list(meta.get("class_names") or []), meta, file_sha256(p), str(p))

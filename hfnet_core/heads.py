@@ -31,6 +31,9 @@ from .errors import ConfigError
 TRN_SUBSAMPLE = 3
 #: Evaluation averages at most this many tuples per scale (exact expectation up to 8 frames).
 TRN_MAX_EVAL_RELATIONS = 128
+#: A TRN head has one MLP per scale (T - 1 of them, the k-th taking k x img_feature_dim inputs): beyond
+#: this many frames it grows quadratically for nothing (TRN-pytorch's models use 3 to 8).
+TRN_MAX_SEGMENTS = 32
 
 
 class TSNHead(nn.Module):
@@ -76,8 +79,8 @@ class TRNHead(nn.Module):
                  img_feature_dim: int = 256, bottleneck: int = 256, subsample: int = TRN_SUBSAMPLE,
                  max_eval_relations: int = TRN_MAX_EVAL_RELATIONS) -> None:
         super().__init__()
-        if num_segments < 2:
-            raise ConfigError("TRN needs at least 2 segments")
+        if not 2 <= num_segments <= TRN_MAX_SEGMENTS:
+            raise ConfigError(f"a TRN head needs 2 to {TRN_MAX_SEGMENTS} frames per clip, got {num_segments}")
         self.num_segments = num_segments
         self.subsample = subsample
         self.dropout = nn.Dropout(dropout)

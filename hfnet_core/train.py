@@ -46,12 +46,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import as_write_error, torch_save_atomic, write_text_atomic
 from .checkpoint import save_checkpoint
 from .config import ConfigError, TrainConfig, dump_toml, load_config
 from .data.loading import build_dataset, train_loader
 from .device import pick_device, to_channels_last
+from .errors import CheckpointError, HfnetError
 from .model import ModelConfig, VideoClassifier, get_config
+from .paths import check_path_text, regular_file_problem
 
 STATE_FILE = "last_state.pt"
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
@@ -191,18 +193,69 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write the resume state atomically; a full disk raises ``WriteError`` and keeps the previous state."""
+    torch_save_atomic(path, state)
+
+
+#: key -> what a resume state must hold there (``_save_epoch`` writes exactly these).
+_STATE_FIELDS: dict[str, tuple[type, ...]] = {
+    "epoch": (int,), "global_step": (int,), "model": (dict,), "optimizer": (dict,), "scaler": (dict,),
+    "rng": (dict,), "best_top1": (int, float), "best_epoch": (int,), "history": (list,), "config": (dict,),
+    "class_names": (list,),
+}
+
+
+def _state_hint(path: Path) -> str:
+    return (f"Nothing in {path.parent} was changed. Restore {path.name} from a backup to resume, or move it "
+            "away to start the run over (that run overwrites last.safetensors and best.safetensors: copy "
+            "them first to keep them).")
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read ``last_state.pt`` without unpickling code (only tensors and primitive types are allowed)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read ``last_state.pt`` without unpickling code (tensors and primitive types only), bounded like any
+    checkpoint (``importers.safe_load.read_pickled``), and check it holds what ``--resume`` needs.
+
+    A truncated, corrupt or foreign file raises a ``CheckpointError`` saying what to do; nothing is changed.
+    """
+    from .importers.safe_load import read_pickled
+
+    try:
+        state = read_pickled(path)
+    except HfnetError as e:
+        raise CheckpointError(path, f"is not a readable training state: {e.problem}", _state_hint(path)) from None
+    problems = []
+    if not isinstance(state, dict) or state.get("format") != "hfnet-train-state":
+        problems.append("it is not an hfnet training state (no format 'hfnet-train-state')")
+    else:
+        for key, types in _STATE_FIELDS.items():
+            v = state.get(key)
+            if not isinstance(v, types) or isinstance(v, bool):
+                problems.append(f"{key} is {'missing' if v is None else type(v).__name__}")
+        cfg = state.get("config")
+        if isinstance(cfg, dict) and not all(isinstance(cfg.get(sec, {}), dict) for sec in ("model", "data", "optim")):
+            problems.append("its config sections are not tables")
+    if problems:
+        raise CheckpointError(path, "is not a usable training state: " + "; ".join(problems) + ".", _state_hint(path))
+    return state
+
+
+def _restore(state: dict[str, Any], path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler) -> None:
+    """Put model, optimizer, scaler and RNG back as the state file has them, or one ``CheckpointError``."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise CheckpointError(path, f"does not fit this run: {' '.join(str(e).split())[:300]}.",
+                              _state_hint(path)) from None
 
 
 def state_is_resume(resume: bool, out_dir: Path) -> bool:
     """Will this call continue a run (so a ``pretrained`` file is not needed any more)?"""
-    return resume and (out_dir / STATE_FILE).is_file()
+    return resume and os.path.lexists(out_dir / STATE_FILE)  # anything there is read (or refused), never replaced
 
 
 def _config_differences(a: dict[str, Any], b: dict[str, Any], sections: Sequence[str]) -> list[str]:
@@ -224,7 +277,10 @@ class RunLog:
     def __init__(self, out_dir: Path, enabled: bool) -> None:
         self.out_dir = out_dir
         self.enabled = enabled
-        self._file = open(out_dir / "train.log", "a", encoding="utf-8") if enabled else None
+        try:
+            self._file = open(out_dir / "train.log", "a", encoding="utf-8") if enabled else None
+        except OSError as e:
+            raise as_write_error(out_dir / "train.log", e) from None
 
     def __call__(self, msg: str) -> None:
         if not self.enabled:
@@ -232,8 +288,11 @@ class RunLog:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         print(line, flush=True)
         assert self._file is not None
-        self._file.write(line + "\n")
-        self._file.flush()
+        try:
+            self._file.write(line + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise as_write_error(self.out_dir / "train.log", e) from None
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl and metrics.csv from the full history (atomic, so never half a row)."""
@@ -287,13 +346,18 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         torch.set_num_threads(t.num_threads)
     if t.batch_size % dist_info.world_size:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by {dist_info.world_size} processes")
-    if cfg.model.pretrained and not state_is_resume(resume, Path(t.out_dir)) and not Path(cfg.model.pretrained).is_file():
-        raise ConfigError(f"model.pretrained: {cfg.model.pretrained}: no such file")
-    out_dir = Path(t.out_dir)
+    out_dir = Path(check_path_text(t.out_dir))
+    if cfg.model.pretrained and not state_is_resume(resume, out_dir):
+        problem = regular_file_problem(cfg.model.pretrained)
+        if problem:
+            raise ConfigError(f"model.pretrained: {cfg.model.pretrained}: {problem}")
     if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".*.tmp"):  # left by a write that a kill interrupted (hfnet_core.atomic)
-            stale.unlink(missing_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for stale in out_dir.glob(".*.tmp"):  # left by a write that a kill interrupted (hfnet_core.atomic)
+                stale.unlink(missing_ok=True)
+        except OSError as e:
+            raise as_write_error(out_dir, e) from None
     if dist_info.enabled:
         dist.barrier()
     log = RunLog(out_dir, dist_info.is_main)
@@ -302,7 +366,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     # Resume state first: the saved config must agree with this one on what is being trained.
     state: dict[str, Any] | None = None
     state_path = out_dir / STATE_FILE
-    if resume and state_path.is_file():
+    if state_is_resume(resume, out_dir):
         state = load_state(state_path)
         diffs = _config_differences(state["config"], cfg.to_dict(), ("model", "data", "optim"))
         if diffs:
@@ -341,13 +405,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     history: list[dict[str, Any]] = []
     start_epoch, global_step, best_top1, best_epoch = 0, 0, -1.0, -1
     if state is not None:
-        model.load_state_dict(state["model"])
+        _restore(state, state_path, model, optimizer, scaler)
         if use_cl:
             to_channels_last(model)
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
         start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
         best_top1, best_epoch = float(state["best_top1"]), int(state["best_epoch"])
         history = list(state["history"])
@@ -580,12 +640,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(dump_toml(cfg))
         return 0
-    from .checkpoint import CheckpointError
-
     try:
         result = train(cfg, resume=args.resume)
-    except (ConfigError, CheckpointError) as e:
-        print(f"hfnet train: {e}", file=sys.stderr)
+    except HfnetError as e:
+        print(f"hfnet train: {e.one_line()}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

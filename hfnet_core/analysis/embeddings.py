@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hfnet_core.atomic import atomic_path
+from hfnet_core.atomic import WriteError, atomic_path
 from hfnet_core.eval_bundle import EvalBundle
 
 __all__ = [
@@ -197,7 +197,7 @@ def store_projection(bundle_path: str | os.PathLike[str], coords: np.ndarray, me
     target = cache_path(bundle_path, method, seed, params, clip_ids, for_writing=True)
     try:
         return _write(target, coords)
-    except OSError:
+    except (OSError, WriteError):  # a read-only bundle folder: use the user cache instead
         fallback = cache_dir() / target.name
         if fallback == target:
             raise

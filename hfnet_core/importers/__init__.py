@@ -33,6 +33,8 @@ from torch import Tensor
 from ..checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, load_state_dict_strict, read_metadata
 from . import caffe_bninception, mmaction, torchvision_resnet, tsn_family
 from .common import ImportOptions, ImportReport, Mapped, build_model_from, check_and_fit, scalar_fields, state_dict_of
+from ..model import ModelConfig
+from ..paths import check_path_text, regular_file_problem
 from .safe_load import looks_like_safetensors, read_pickled, read_safetensors
 
 Mapper = Callable[[Any, dict, ImportOptions, ImportReport], Mapped]
@@ -66,8 +68,9 @@ def _detect_state(state: Mapping[str, Tensor]) -> str | None:
 
 def _read(path: Path) -> tuple[str | None, Any]:
     """("hfnet", None) for a native file, else (None, the loaded object)."""
-    if not path.is_file():
-        raise CheckpointError(path, "no such file.", "Check the path.")
+    problem = regular_file_problem(path)
+    if problem:
+        raise CheckpointError(path, problem, "Check the path.")
     if looks_like_safetensors(path):
         tensors, meta = read_safetensors(path)
         if "hfnet" in meta:
@@ -82,7 +85,7 @@ def detect_format(state_or_path: str | os.PathLike[str] | Mapping[str, Any]) -> 
     path = None
     obj: Any = state_or_path
     if isinstance(state_or_path, (str, os.PathLike)):
-        path = Path(state_or_path)
+        path = Path(check_path_text(state_or_path))
         native, obj = _read(path)
         if native:
             return native
@@ -132,7 +135,7 @@ def import_checkpoint(
     The result's ``import_report`` says what was mapped, squeezed, filled, dropped and recovered.
     Raises ``CheckpointError`` naming the file and the keys for every problem.
     """
-    p = Path(path)
+    p = Path(check_path_text(path))
     if format is not None and format not in FORMATS:
         raise CheckpointError(p, f"unknown format {format!r}.", f"Formats: {', '.join(FORMATS)}.")
     try:
@@ -174,7 +177,7 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
     tensor, the file's classifier (dropped: the video model has its own) or, for video checkpoints, its
     HF modules; anything else is an error listing it (``drop_unknown=True`` drops and lists instead).
     """
-    p = Path(path)
+    p = Path(check_path_text(path))
     base = getattr(model, "base_model", None)
     if base is None:
         raise CheckpointError(p, "cannot initialise this model: it has no base_model.")
@@ -182,8 +185,9 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
     try:
         if native:
             tensors, _ = read_safetensors(p)
-            cfg = read_metadata(p)["model_config"]
-            mapped = Mapped({}, {}, cfg["backbone"], float(cfg["width_mult"]), model.input_convention)
+            cfg = read_metadata(p)["model_config"]  # fields type- and range-checked
+            mapped = Mapped({}, {}, cfg.get("backbone", ModelConfig.backbone),
+                            float(cfg.get("width_mult", ModelConfig.width_mult)), model.input_convention)
             for k, v in tensors.items():
                 mapped.put(k, k, v)
             report = ImportReport("hfnet", str(p))

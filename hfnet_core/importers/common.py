@@ -22,7 +22,9 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import CheckpointError, LoadedCheckpoint, file_sha256, load_state_dict_strict
+from ..errors import ConfigError, HfnetError
 from ..input_convention import InputConvention
+from ..limits import checked_meta_model
 from ..model import ModelConfig, VideoClassifier
 
 CONSENSUS_NAMES = {"avg": "avg", "tsn": "avg", "average": "avg", "trn": "trn"}
@@ -382,11 +384,18 @@ def build_model_from(mapped: Mapped, opts: ImportOptions, report: ImportReport,
             consensus_args=mapped.consensus_args if consensus == "trn" else {}, temporal=mapped.temporal,
             input_convention=mapped.input_convention.to_dict(), name=f"imported from {report.format}",
         )
-        model = VideoClassifier(config)
-    except ValueError as e:
-        raise CheckpointError(path, f"describes a model hfnet cannot build ({e}).") from None
+    except ConfigError as e:
+        raise CheckpointError(path, f"describes a model hfnet cannot use: {e.problem}", e.hint) from None
     report.backbone, report.width_mult = mapped.backbone, mapped.width_mult
-    state = check_and_fit(model, mapped, opts.drop_unknown, report, path)
+    try:  # fields, memory, then keys and shapes - all on the meta device, before the real model exists
+        state = check_and_fit(checked_meta_model(config, path), mapped, opts.drop_unknown, report, path)
+        model = VideoClassifier(config)
+    except ConfigError as e:
+        raise CheckpointError(path, f"describes a model hfnet cannot use: {e.problem}", e.hint) from None
+    except ValueError as e:
+        if isinstance(e, HfnetError):
+            raise
+        raise CheckpointError(path, f"describes a model hfnet cannot build ({e}).") from None
     load_state_dict_strict(model, state, path)
     class_names = resolve_class_names(mapped, opts, num_classes, report, path)
     model.eval()

@@ -87,7 +87,7 @@ def file_facts(obj: Any, mapped: Mapped, path: Any) -> None:
                 else:
                     try:
                         v = int(v)
-                    except (TypeError, ValueError):
+                    except (TypeError, ValueError, OverflowError):  # e.g. inf: not a usable record
                         continue
                 mapped.facts.setdefault(name, (v, f"file {where} {src!r}"))
     for src in ("class_names", "classes", "categories"):
