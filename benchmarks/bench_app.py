@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="passes over the sample clips")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "app_latency.json"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("HFNET_TORCH_THREADS", "1")),
-                    help="torch intra-op threads (the app's default is 1, see app/state.py configure_torch)")
+                    help="torch intra-op threads (the app's default is 1, see app/settings.py configure_torch)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = sorted((ROOT / "checkpoints" / "samples").glob("*.mp4"))[:6]

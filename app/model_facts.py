@@ -1,0 +1,70 @@
+"""What the app needs to know about a model's architecture, read in ONE place.
+
+Every page asks these functions, never ``model.hf_blocks`` / ``config.hf_placement`` / ``base_model``
+directly, so a change in how ``hfnet_core`` describes its temporal operators is adapted here alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hfnet_core.analysis.gates import short_block_name
+
+__all__ = ["hf_blocks", "last_block", "model_kind", "hf_summary", "placement_name", "scale_words", "scale_vs_paper",
+           "PAPER_SCALE"]
+
+
+def hf_blocks(checkpoint: Any) -> list[str]:
+    """Names of the blocks followed by an HF module, in network order (empty for a plain TSN/TRN)."""
+    return list(checkpoint.model.describe().get("hf_blocks") or [])
+
+
+def last_block(checkpoint: Any) -> str:
+    """The backbone's last block (Grad-CAM's default layer; HF after it alone cannot change TSN logits)."""
+    return list(checkpoint.model.base_model.block_names)[-1]
+
+
+def placement_name(checkpoint: Any) -> str:
+    """The config's HF placement as written ("all", "last5", ...) or "custom" for an explicit block list."""
+    placement = checkpoint.config.hf_placement
+    return placement if isinstance(placement, str) else "custom"
+
+
+def model_kind(checkpoint: Any) -> str:
+    """A short family name built from the architecture: "HF-TSN", "TSN", "HF-TRN", "TRN"."""
+    head = {"avg": "TSN", "trn": "TRN"}.get(str(checkpoint.config.consensus), str(checkpoint.config.consensus).upper())
+    return f"HF-{head}" if hf_blocks(checkpoint) else head
+
+
+def hf_summary(checkpoint: Any, blocks_named: bool = False) -> str:
+    """"HF after 10 blocks" ("… (3a…5b)" with ``blocks_named``) or "no HF"."""
+    blocks = hf_blocks(checkpoint)
+    if not blocks:
+        return "no HF"
+    ends = short_block_name(blocks[0]) + ("" if len(blocks) == 1 else f"…{short_block_name(blocks[-1])}")
+    return f"HF after {len(blocks)} block{'s' if len(blocks) != 1 else ''}" + (f" ({ends})" if blocks_named else "")
+
+
+def scale_words(checkpoint: Any) -> str:
+    """The real scale of the model: "BN-Inception ×0.25 · 112 px · 8 frames · 16 classes"."""
+    cfg = checkpoint.config
+    backbone = {"bninception": "BN-Inception"}.get(cfg.backbone, cfg.backbone)
+    width = "" if float(cfg.width_mult) == 1.0 else f" ×{float(cfg.width_mult):g}"
+    return (f"{backbone}{width} · {cfg.input_size} px · {cfg.num_segments} frames · "
+            f"{len(checkpoint.class_names)} classes")
+
+
+#: The paper's Table I setting (Something-v1, BN-Inception): what "at the paper's scale" means.
+PAPER_SCALE = {"width_mult": 1.0, "input_size": 224, "num_segments": 16, "num_classes": 174}
+
+
+def scale_vs_paper(checkpoint: Any) -> str:
+    """The model's real scale beside Table I's: "at the paper's scale", or "width ×0.25, 112 px, 8 frames,
+    16 classes" - never a blanket "demo scale"."""
+    cfg = checkpoint.config
+    mine = {"width_mult": float(cfg.width_mult), "input_size": int(cfg.input_size),
+            "num_segments": int(cfg.num_segments), "num_classes": len(checkpoint.class_names)}
+    if mine == PAPER_SCALE:
+        return "at the paper's scale"
+    return (f"width ×{mine['width_mult']:g}, {mine['input_size']} px, {mine['num_segments']} frames, "
+            f"{mine['num_classes']} classes")
