@@ -273,7 +273,8 @@ def gate_player_figure(panels: Sequence[GatePanel], opacity: float = 0.75, smoot
                                       "transition": {"duration": 0}}]} for t in range(pairs)]
         layout["sliders"] = [{"active": start, "steps": steps, "currentvalue": {"prefix": "frame pair ",
                                                                                "font": {"size": 14}},
-                              "pad": {"t": 12, "l": 10}, "y": 0, "yanchor": "top", "x": 0.13, "len": 0.87,
+                              # the rail starts right of the ▶ / ❚❚ buttons (in pixels, so at any width)
+                              "pad": {"t": 12, "l": 120}, "y": 0, "yanchor": "top", "x": 0, "len": 1,
                               "font": {"size": 12}}]
         layout["updatemenus"] = [{
             "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0, "xanchor": "left",

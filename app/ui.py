@@ -133,8 +133,8 @@ _COLLAPSE_JS = """
     tries += 1;
     const bar = doc.querySelector('[data-testid="stSidebar"]');
     const btn = doc.querySelector('[data-testid="stSidebarCollapseButton"] button');
-    if (bar && bar.getAttribute('aria-expanded') === 'true' && btn) { btn.click(); clearInterval(timer); }
-    else if ((bar && bar.getAttribute('aria-expanded') === 'false') || tries > 40) clearInterval(timer);
+    if (bar && bar.getAttribute('data-collapsed') === 'false' && btn) { btn.click(); clearInterval(timer); }
+    else if ((bar && bar.getAttribute('data-collapsed') === 'true') || tries > 40) clearInterval(timer);
   }, 100);
 })();
 </script>

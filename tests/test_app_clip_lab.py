@@ -63,7 +63,7 @@ def test_reversal_marks_the_reversed_pair_and_proves_tsn_is_order_blind():
     at = new_app().run()
     at.toggle(key="w_reverse").set_value(True).run()
     assert_ok(at)
-    table = at.dataframe[0].value
+    table = at.table[0].value
     rows = {r["model"]: r for r in table.to_dict("records")}
     tsn, hf = rows["B · tsn_demo"], rows["A · hf_tsn_demo"]
     assert float(tsn["max |Δlogit|"]) < 1e-4 and tsn["order"] == "blind"  # the same frames, reordered

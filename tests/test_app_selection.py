@@ -109,7 +109,7 @@ def test_guided_tour():
     assert choices(at)["tour"] == 2 and selection(at).reverse
     step2 = next(m for m in texts(at, "markdown") if m.startswith("**Tour 2/3"))
     assert "*Moving something from right to left*" in step2 and "**A · hf_tsn_demo** (HF-TSN)" in step2
-    assert at.dataframe[0].value["order"].tolist() == ["seen", "blind"]  # the reversal table is on the page
+    assert at.table[0].value["order"].tolist() == ["seen", "blind"]  # the reversal table is on the page
     at.button(key="tour_next").click().run()
     assert_ok(at)
     assert choices(at)["tour"] == 3 and selection(at).page == "gate_maps" and selection(at).reverse

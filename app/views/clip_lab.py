@@ -103,8 +103,7 @@ def _scope(preds: dict[str, ClipPrediction]) -> None:
             reasons.setdefault(note, []).append(m.slot)
     if reasons:
         lines = [f"- {note} ({' and '.join(slots)})" for note, slots in reasons.items()]
-        st.warning("**Read these answers with care** - the clip is far from what the model saw in training:\n"
-                   + "\n".join(lines), icon=":material/explore_off:")
+        st.warning("**Read these answers with care:**\n" + "\n".join(lines), icon=":material/explore_off:")
 
 
 def _reversal_summary(fwd: dict[str, ClipPrediction], bwd: dict[str, ClipPrediction]) -> None:
@@ -125,8 +124,8 @@ def _reversal_summary(fwd: dict[str, ClipPrediction], bwd: dict[str, ClipPredict
         rows.append({"model": m.label, "forward says": f"{pf.top1} ({pf.top5_probs[0]:.0%}){mark(pf, truth_f)}",
                      "backwards says": f"{pb.top1} ({pb.top5_probs[0]:.0%}){mark(pb, truth_b)}",
                      "max |Δlogit|": f"{delta:.1e}", "order": "blind" if blind else "seen"})
-    if rows:
-        st.dataframe(rows, hide_index=True, width="stretch")
+    if rows:  # a static table: its cells wrap, so nothing is cut on a narrow screen
+        st.table(rows, hide_index=True)
     proof = [r for r in rows if r["order"] == "blind"]
     for r in proof:
         st.caption(f"{r['model']}: the same frames in reverse order give the same logits (max |Δlogit| = "
