@@ -1,7 +1,9 @@
 """What the app needs to know about a model's architecture, read in ONE place.
 
-Every page asks these functions, never ``model.hf_blocks`` / ``config.hf_placement`` / ``base_model``
-directly, so a change in how ``hfnet_core`` describes its temporal operators is adapted here alone.
+Every page asks these functions, never ``model.hf_blocks`` / ``config.temporal`` / ``base_model``
+directly, so a change in how ``hfnet_core`` describes its temporal operators is adapted here alone. They
+read ``model.describe()`` (``hf_blocks``, ``hf_conservative``, ``temporal``) and, for the last block, the
+backbone's ``block_names``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from typing import Any
 
 from hfnet_core.analysis.gates import short_block_name
 
-__all__ = ["hf_blocks", "last_block", "model_kind", "hf_summary", "placement_name", "scale_words", "scale_vs_paper",
-           "PAPER_SCALE"]
+__all__ = ["hf_blocks", "last_block", "operators", "hf_conservative", "temporal_summary", "matches_table_row",
+           "model_kind", "hf_summary", "scale_words", "scale_vs_paper", "PAPER_SCALE"]
 
 
 def hf_blocks(checkpoint: Any) -> list[str]:
@@ -24,16 +26,39 @@ def last_block(checkpoint: Any) -> str:
     return list(checkpoint.model.base_model.block_names)[-1]
 
 
-def placement_name(checkpoint: Any) -> str:
-    """The config's HF placement as written ("all", "last5", ...) or "custom" for an explicit block list."""
-    placement = checkpoint.config.hf_placement
-    return placement if isinstance(placement, str) else "custom"
+def operators(checkpoint: Any) -> list[dict[str, Any]]:
+    """The model's temporal operators: [{"op": "hf", "sites": [...], ...}, ...] (empty: a plain TSN/TRN)."""
+    return list(checkpoint.model.describe().get("temporal") or [])
+
+
+def hf_conservative(checkpoint: Any) -> bool | None:
+    """Whether the HF modules conserve the feature sum (the paper's HF); None without HF."""
+    return checkpoint.model.describe().get("hf_conservative")
+
+
+def temporal_summary(checkpoint: Any) -> str:
+    """"HF at 10 sites" / "TSM at 10 sites; HF at 10 sites" / "none (plain TSN)"."""
+    ops = operators(checkpoint)
+    return "; ".join(f"{e['op'].upper()} at {len(e['sites'])} sites" for e in ops) or "none (plain TSN)"
+
+
+def matches_table_row(checkpoint: Any, row: dict[str, Any]) -> bool:
+    """Whether the model has the architecture of a Table I row (``complexity.table_one``): HF (or nothing)
+    after the row's blocks, with the row's kind of HF."""
+    if [e["op"] for e in operators(checkpoint)] not in (["hf"], []):
+        return False
+    return hf_blocks(checkpoint) == list(row["hf_blocks"]) and hf_conservative(checkpoint) in (None, row["conservative"])
 
 
 def model_kind(checkpoint: Any) -> str:
-    """A short family name built from the architecture: "HF-TSN", "TSN", "HF-TRN", "TRN"."""
+    """A short family name built from the architecture: "HF-TSN", "TSN", "HF-TRN", "TSM (TSN head)"."""
     head = {"avg": "TSN", "trn": "TRN"}.get(str(checkpoint.config.consensus), str(checkpoint.config.consensus).upper())
-    return f"HF-{head}" if hf_blocks(checkpoint) else head
+    ops = [e["op"] for e in operators(checkpoint)]
+    if not ops:
+        return head
+    if ops == ["hf"]:
+        return f"HF-{head}"
+    return "+".join(op.upper() for op in ops) + f" ({head} head)"
 
 
 def hf_summary(checkpoint: Any, blocks_named: bool = False) -> str:

@@ -69,29 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     engine = fe.figure_engine()
     cases = {}
     cold = None
+    def measure(fn, fig, eng: str) -> tuple[float, float]:
+        """(median seconds, KiB) of ``args.repeats`` exports."""
+        times, size = [], 0
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            size = len(fn(fig, *who, engine=eng))
+            times.append(time.perf_counter() - t0)
+        return round(median(times), 3), round(size / 1024, 1)
+
     for name, fig in figures.items():
         case: dict[str, object] = {}
-        if engine == "kaleido":
-            if cold is None:
-                t0 = time.perf_counter()
-                fe.figure_png(fig, *who, engine="kaleido")
-                cold = time.perf_counter() - t0
+        if engine == "kaleido" and cold is None:
+            t0 = time.perf_counter()
+            fe.figure_png(fig, *who, engine="kaleido")
+            cold = time.perf_counter() - t0
+        for eng in (["kaleido"] if engine == "kaleido" else []) + ["fallback"]:
             for fmt, fn in (("png", fe.figure_png), ("svg", fe.figure_svg)):
-                times, size = [], 0
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    size = len(fn(fig, *who, engine="kaleido"))
-                    times.append(time.perf_counter() - t0)
-                case[f"kaleido_warm_{fmt}_s"] = round(median(times), 3)
-                case[f"kaleido_{fmt}_kib"] = round(size / 1024, 1)
-        for fmt, fn in (("png", fe.figure_png), ("svg", fe.figure_svg)):
-            times, size = [], 0
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                size = len(fn(fig, *who, engine="fallback"))
-                times.append(time.perf_counter() - t0)
-            case[f"fallback_{fmt}_s"] = round(median(times), 3)
-            case[f"fallback_{fmt}_kib"] = round(size / 1024, 1)
+                secs, kib = measure(fn, fig, eng)
+                case[f"{eng}{'_warm' if eng == 'kaleido' else ''}_{fmt}_s"] = secs
+                case[f"{eng}_{fmt}_kib"] = kib
         cases[name] = case
         print(name, case, flush=True)
     result = {

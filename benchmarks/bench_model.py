@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, timed, write_result  # noqa: E402
 
 from hfnet_core.complexity import count_flops  # noqa: E402
-from hfnet_core.hf import GATE_IMPLS  # noqa: E402
+from hfnet_core.temporal.hf import GATE_IMPLS  # noqa: E402
 from hfnet_core.model import ModelConfig, VideoClassifier, build_model  # noqa: E402
 
 FRAMES, SIZE, CLASSES = 8, 224, 174

@@ -25,7 +25,7 @@ from .errors import CheckpointError
 from .model import ModelConfig, VideoClassifier
 
 FORMAT = "hfnet-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model configs describe temporal operators (``temporal``); 1 had ``hf_*`` fields
 
 
 @dataclass

@@ -34,13 +34,15 @@ class ModelSection:
     input_size: int | None = None  # crop side in pixels; registry default 224
     width_mult: float | None = None
     dropout: float | None = None  # registry default 0.5 (paper)
-    hf_placement: str | None = None  # "none", "last1", "last5", "all" or block names
+    hf_placement: str | None = None  # shorthand for the HF entry: "none", "last1", "last5", "all" or block names
     hf_conservative: bool | None = None
+    # Temporal operator entries replacing the registry's, e.g. [{op = "tsm", where = "all", args = {shift_div = 8}}]
+    temporal: list[dict[str, Any]] | None = None
     pretrained: str | None = None  # an ImageNet BNInception file for the backbone (hfnet_core.importers)
 
     def overrides(self) -> dict[str, Any]:
         """The ``ModelConfig`` fields this section sets."""
-        keys = ("num_classes", "num_segments", "input_size", "width_mult", "dropout", "hf_placement",
+        keys = ("num_classes", "num_segments", "input_size", "width_mult", "dropout", "temporal", "hf_placement",
                 "hf_conservative")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
@@ -184,8 +186,13 @@ def _coerce(name: str, current: Any, f: dataclasses.Field, value: Any) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
+    elif base.startswith("list[dict"):
+        if isinstance(value, dict):
+            value = [value]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, dict) for v in value):
+            return [dict(v) for v in value]
     elif base.startswith("list"):
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return [int(v) for v in value]
     else:  # pragma: no cover - every field type is listed above
         return value

@@ -46,6 +46,12 @@ DEMO_MODELS: dict[str, tuple[str, str]] = {
     "hf1": ("hf1_tsn_bninception_demo", "hf1_tsn_demo"),
     "hf5": ("hf5_tsn_bninception_demo", "hf5_tsn_demo"),
     "hf_nc": ("hf_tsn_bninception_demo_nonconservative", "hf_tsn_demo_nonconservative"),
+    # The temporal zoo (same recipe and budget): TSM's shift and GSM's gate-shift on the same BN-Inception,
+    # and the TRN pair.
+    "tsm": ("tsm_bninception_demo", "tsm_demo"),
+    "gsm": ("gsm_bninception_demo", "gsm_demo"),
+    "trn": ("trn_bninception_demo", "trn_demo"),
+    "hf_trn": ("hf_trn_bninception_demo", "hf_trn_demo"),
 }
 
 

@@ -1,94 +1,37 @@
-"""VideoClassifier = backbone (+ HF modules after chosen blocks) + consensus head, and its config.
+"""VideoClassifier = backbone + temporal operators placed in it + consensus head.
 
-One ``ModelConfig`` fully describes a model; it is saved inside every checkpoint so a model is rebuilt
-from the file alone. ``build_model`` accepts a registered name or a config.
+One ``ModelConfig`` (``hfnet_core/model_config.py``) fully describes a model; it is saved inside every
+checkpoint so a model is rebuilt from the file alone. ``build_model`` accepts a registered name
+(``hfnet_core/zoo.py``) or a config.
 
-The model is stateless at inference: ``forward`` and ``inspect`` return everything they compute (logits,
-features, gates) instead of stashing it in hooks or attributes, so one cached instance can serve
-concurrent callers.
+The model is stateless at inference: ``forward``, ``inspect`` and ``forward_intermediates`` return
+everything they compute (logits, features, operator maps, requested intermediate tensors) instead of
+stashing it in hooks or attributes, so one cached instance can serve concurrent callers.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+import functools
+import json
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .backbones import build_backbone
+from . import zoo  # noqa: F401 - fills the registry
+from .backbones import backbone_input_convention, build_backbone
+from .errors import ConfigError
 from .heads import build_head
-from .hf import HFModule
 from .input_convention import InputConvention
+from .model_config import ModelConfig
+from .registry import available_models, get_config, register_model
+from .temporal import OperatorRecord, Site, TemporalOperator, TemporalRun, available_operators, module_key, resolve
 
+__all__ = ["Inspection", "ModelConfig", "VideoClassifier", "available_models", "build_model", "get_config",
+           "hf_key", "input_convention_of", "register_model"]
 
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model. Defaults = the paper's HF-TSN on Something-v1 (Sec. IV-B)."""
-
-    backbone: str = "bninception"
-    width_mult: float = 1.0  # 1.0 = paper; 0.25 for the CPU demo models
-    num_classes: int = 174
-    num_segments: int = 16  # frames per clip (the paper uses 16)
-    input_size: int = 224  # square crop side fed to the network
-    consensus: str = "avg"  # "avg" (TSN) or "trn"
-    hf_placement: str | tuple[str, ...] = "all"  # preset ("none", "last1", "last5", "all", ...) or block names
-    hf_conservative: bool = True  # False = Table I's non-conservative ablation
-    hf_impl: str = "matmul"  # gate implementation; all give the same result
-    dropout: float = 0.5
-    input_convention: dict[str, Any] | None = None  # None = the backbone's own convention
-    name: str = ""  # registry name this config came from, for display
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if isinstance(d["hf_placement"], tuple):
-            d["hf_placement"] = list(d["hf_placement"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
-        d = dict(d)
-        if isinstance(d.get("hf_placement"), list):
-            d["hf_placement"] = tuple(d["hf_placement"])
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
-
-
-def resolve_placement(placement: str | Sequence[str], block_names: Sequence[str],
-                      presets: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """Turn a preset name, a comma list or a sequence of block names into block names in network order.
-
-    Short names are accepted ("3a" for "inception_3a"; "layer2.1" as is).
-    """
-    if isinstance(placement, str):
-        if placement in presets:
-            return tuple(presets[placement])
-        items = [p.strip() for p in placement.split(",") if p.strip()]
-    else:
-        items = list(placement)
-    chosen = set()
-    for item in items:
-        matches = [b for b in block_names if b == item or b.endswith("_" + item)]
-        if len(matches) != 1:
-            raise ValueError(
-                f"HF placement {item!r} is not a block of this backbone; presets: {sorted(presets)}, "
-                f"blocks: {list(block_names)}"
-            )
-        chosen.add(matches[0])
-    return tuple(b for b in block_names if b in chosen)
-
-
-def hf_key(block_name: str) -> str:
-    """Key of a block's HF module in ``VideoClassifier.hf``: module names cannot contain ".", so a ResNet
-    block "layer1.0" is stored as ``hf.layer1_0.*``; public names (``hf_blocks``, gates) keep the dot."""
-    return block_name.replace(".", "_")
+#: Kept for callers of the first API: the ``ModuleDict`` key of a block's HF module.
+hf_key = module_key
 
 
 class Inspection(NamedTuple):
@@ -97,38 +40,45 @@ class Inspection(NamedTuple):
     logits: Tensor  # (N, num_classes)
     frame_features: Tensor  # (N, T, D) pooled per-frame backbone features (pre-classifier)
     pooled_features: Tensor  # (N, D) average over frames
-    gates: dict[str, Tensor]  # block name -> G- of shape (N, T, H, W); G-_{T-1} = 0
+    gates: dict[str, Tensor]  # HF: block name -> G- of shape (N, T, H, W); G-_{T-1} = 0
+    temporal: dict[str, OperatorRecord] = {}  # every operator's record, "<op>.<module>" -> record
+    intermediates: dict[str, Tensor] = {}  # requested taps (``forward_intermediates``)
+
+
+def input_convention_of(config: ModelConfig) -> InputConvention:
+    """The pixel convention a model of ``config`` expects, read without building it: the config's own,
+    else its backbone's default (from the backbone registry)."""
+    if config.input_convention:
+        return InputConvention.from_dict(config.input_convention)
+    return backbone_input_convention(config.backbone)
 
 
 class VideoClassifier(nn.Module):
-    """Backbone + HF after selected blocks + consensus head.
+    """Backbone + temporal operators at their sites + consensus head.
 
-    Input: float (N, T, 3, H, W) in ``config.input_convention`` (see ``InputConvention.to_model_input``).
-    Parameter names: ``base_model.*`` (the backbone's own, e.g. Caffe names), ``hf.<block>.gate.*`` and
-    ``head.new_fc.*`` - the TSN-pytorch layout minus its ``module.`` prefix.
+    Input: float (N, T, 3, H, W) in ``input_convention`` (see ``InputConvention.to_model_input``).
+    Parameter names: ``base_model.*`` (the backbone's own, e.g. Caffe names), ``<op>.<module>.*`` for
+    operators with parameters (``hf.inception_3a.gate.weight``, ``gsm.inception_3a_1x1.conv3D.weight``)
+    and ``head.*`` (``head.new_fc.*``) - the TSN-pytorch layout minus its ``module.`` prefix.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.base_model = build_backbone(config.backbone, config.width_mult)
-        self.hf_blocks = resolve_placement(
-            config.hf_placement, self.base_model.block_names, self.base_model.placement_presets
-        )
-        self.hf = nn.ModuleDict(
-            {
-                hf_key(b): HFModule(self.base_model.block_channels[b], config.hf_conservative, config.hf_impl)
-                for b in self.hf_blocks
-            }
-        )
-        self.head = build_head(
-            config.consensus, self.base_model.out_channels, config.num_classes, config.num_segments,
-            config.dropout,
-        )
-        conv = config.input_convention
-        self.input_convention = (
-            InputConvention.from_dict(conv) if conv else self.base_model.default_input_convention()
-        )
+        placements = resolve(config.temporal, self.base_model)
+        groups: dict[str, dict[str, TemporalOperator]] = {}
+        for p in placements:
+            groups.setdefault(p.op, {})[module_key(p.site.module)] = p.module
+        for op, modules in groups.items():
+            setattr(self, op, nn.ModuleDict(modules))
+        #: (op name, site) of every operator, in network order.
+        self.placements: tuple[tuple[str, Site], ...] = tuple((p.op, p.site) for p in placements)
+        self.head = build_head(config.consensus, self.base_model.out_channels, config.num_classes,
+                               config.num_segments, config.dropout, config.consensus_args)
+        self.input_convention = input_convention_of(config)
+
+    # --- facts -------------------------------------------------------------------------------------
 
     @property
     def num_segments(self) -> int:
@@ -138,112 +88,139 @@ class VideoClassifier(nn.Module):
     def feature_dim(self) -> int:
         return self.base_model.out_channels
 
-    def _run(self, x: Tensor, keep_gates: bool) -> Inspection:
+    def operator_at(self, op: str, site: Site) -> TemporalOperator:
+        return getattr(self, op)[module_key(site.module)]
+
+    def operators(self, op: str | None = None) -> list[tuple[str, Site, TemporalOperator]]:
+        """(op name, site, module) of every operator (or of one kind), in network order."""
+        return [(o, s, self.operator_at(o, s)) for o, s in self.placements if op is None or o == op]
+
+    @property
+    def hf_blocks(self) -> tuple[str, ...]:
+        """Blocks followed by an HF module, in network order."""
+        return tuple(s.module for o, s in self.placements if o == "hf")
+
+    def __getattr__(self, name: str) -> Any:
+        """An operator namespace the model does not use (``model.hf`` of a TSN) is an empty ModuleDict."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in available_operators():
+                return nn.ModuleDict()
+            raise
+
+    def temporal_parameters(self) -> list[nn.Parameter]:
+        """Parameters of every temporal operator (HF gates, GSM's gate convolution and BN)."""
+        return [p for _, _, m in self.operators() for p in m.parameters()]
+
+    gate_parameters = temporal_parameters
+
+    def _site_ops(self) -> dict[str, TemporalOperator]:
+        return {s.key: self.operator_at(o, s) for o, s in self.placements}
+
+    # --- forward -----------------------------------------------------------------------------------
+
+    def _run(self, x: Tensor, record: bool, taps: Iterable[str] = ()) -> Inspection:
         if x.dim() != 5 or x.shape[2] != 3:
             raise ValueError(f"expected clips of shape (N, T, 3, H, W), got {tuple(x.shape)}")
         n, t = x.shape[:2]
-        if self.config.consensus == "trn" and t != self.config.num_segments:
-            raise ValueError(f"this TRN model needs {self.config.num_segments} frames per clip, got {t}")
-        y = self.base_model.stem(x.reshape(n * t, *x.shape[2:]))
-        gates: dict[str, Tensor] = {}
-        for name in self.base_model.block_names:
-            y = self.base_model.block(name, y)
-            if name in self.hf_blocks:
-                y, g = self.hf[hf_key(name)](y, t)
-                if keep_gates:
-                    gates[name] = g
-        frame_features = self.base_model.pool(y).reshape(n, t, -1)
+        if self.head.needs_fixed_segments and t != self.config.num_segments:
+            raise ValueError(f"this {self.config.consensus.upper()} model needs {self.config.num_segments} "
+                             f"frames per clip, got {t}")
+        run = TemporalRun(self._site_ops(), t, record=record, taps=frozenset(taps))
+        bb = self.base_model
+        y = bb.stem(x.reshape(n * t, *x.shape[2:]), run)
+        for name in bb.block_names:
+            y = run.at(name, "out", bb.block(name, run.at(name, "in", y), run))
+        frame_features = bb.pool(y).reshape(n, t, -1)
         logits = self.head(frame_features)
-        return Inspection(logits, frame_features, frame_features.mean(dim=1), gates)
+        gates = {r.site.module: r.maps["gate"] for r in run.records.values() if r.op == "hf"}
+        return Inspection(logits, frame_features, frame_features.mean(dim=1), gates, dict(run.records),
+                          dict(run.tapped))
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, T, 3, H, W) -> logits (N, num_classes)."""
-        return self._run(x, keep_gates=False).logits
+        return self._run(x, record=False).logits
 
     def inspect(self, x: Tensor) -> Inspection:
-        """One forward pass returning logits, per-frame and pooled features and every HF gate map."""
-        return self._run(x, keep_gates=True)
+        """One forward pass returning logits, per-frame and pooled features and every operator's maps
+        (``gates`` for HF; ``temporal`` for every operator, HF included)."""
+        return self._run(x, record=True)
 
-    def gate_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.hf.parameters()]
+    def forward_intermediates(self, x: Tensor, taps: Sequence[str] = (), record: bool = True) -> Inspection:
+        """One forward pass returning what ``inspect`` returns plus the requested intermediate tensors.
+
+        ``taps`` are names from ``intermediate_names()``: ``"<module>:out"`` (a block's output before any
+        operator after it, a convolution's output before its BN, ``"<conv>_bn:out"``, ``"<conv>_relu:out"``),
+        ``"<module>:in"`` and ``"<op>.<module>"`` (an operator's output). The tensors are part of the
+        autograd graph when gradients are enabled, so Grad-CAM at any layer needs no hooks.
+        """
+        unknown = sorted(set(taps) - set(self.intermediate_names()))
+        if unknown:
+            raise ConfigError(f"unknown intermediate(s) {unknown[:5]}; see model.intermediate_names()")
+        return self._run(x, record=record, taps=taps)
+
+    def intermediate_names(self) -> list[str]:
+        """Every tap name of ``forward_intermediates``, in network order (read from a shape-only pass)."""
+        return list(_tap_names(self.config))
+
+    # --- model cards -------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        """Facts for model cards: architecture, HF placement, parameter counts."""
+        """Facts for model cards: architecture, operators and where they sit, parameter counts."""
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        ops: dict[str, dict[str, Any]] = {}
+        for o, s, m in self.operators():
+            entry = ops.setdefault(o, {"op": o, "sites": [], "params": 0, **{k: v for k, v in m.describe().items()
+                                                                              if k not in ("op", "params")}})
+            entry["sites"].append(s.key)
+            entry["params"] += sum(p.numel() for p in m.parameters())
+        hf_mods = [m for _, _, m in self.operators("hf")]
         return {
             "backbone": self.config.backbone,
             "width_mult": self.config.width_mult,
             "consensus": self.config.consensus,
             "num_segments": self.config.num_segments,
             "input_size": self.config.input_size,
+            "num_classes": self.config.num_classes,
+            "temporal": list(ops.values()),
             "hf_blocks": list(self.hf_blocks),
-            "hf_conservative": self.config.hf_conservative,
+            "hf_conservative": all(m.conservative for m in hf_mods) if hf_mods else None,
             "params_trainable": trainable,
-            "params_hf": sum(p.numel() for p in self.gate_parameters()),
+            "params_temporal": sum(p.numel() for p in self.temporal_parameters()),
+            "params_hf": sum(p.numel() for m in hf_mods for p in m.parameters()),
             "input_convention": self.input_convention.to_dict(),
         }
 
 
-# --- registry -------------------------------------------------------------------------------------
-
-_DEMO = dict(width_mult=0.25, num_segments=8, input_size=112)
-
-_REGISTRY: dict[str, ModelConfig] = {
-    "tsn_bninception": ModelConfig(hf_placement="none"),
-    "hf_tsn_bninception": ModelConfig(hf_placement="all"),
-    "hf5_tsn_bninception": ModelConfig(hf_placement="last5"),
-    "hf1_tsn_bninception": ModelConfig(hf_placement="last1"),
-    "hf_tsn_bninception_nonconservative": ModelConfig(hf_placement="all", hf_conservative=False),
-    "trn_bninception": ModelConfig(hf_placement="none", consensus="trn"),
-    "hf_trn_bninception": ModelConfig(hf_placement="all", consensus="trn"),
-    # Reduced-width variants that train on a 2-core CPU (the shipped demo pair).
-    "tsn_bninception_demo": ModelConfig(hf_placement="none", **_DEMO),
-    "hf_tsn_bninception_demo": ModelConfig(hf_placement="all", **_DEMO),
-    "hf5_tsn_bninception_demo": ModelConfig(hf_placement="last5", **_DEMO),
-    "hf1_tsn_bninception_demo": ModelConfig(hf_placement="last1", **_DEMO),
-    "hf_tsn_bninception_demo_nonconservative": ModelConfig(hf_placement="all", hf_conservative=False, **_DEMO),
-    "hf_trn_bninception_demo": ModelConfig(hf_placement="all", consensus="trn", **_DEMO),
-}
-
-
-def input_convention_of(config: ModelConfig) -> InputConvention:
-    """The pixel convention a model of ``config`` expects, read without building it: the config's own,
-    else its backbone's default (from the backbone registry)."""
-    if config.input_convention:
-        return InputConvention.from_dict(config.input_convention)
-    from .backbones import backbone_input_convention
-
-    return backbone_input_convention(config.backbone)
-
-
-def register_model(name: str, config: ModelConfig) -> None:
-    _REGISTRY[name] = config
-
-
-def available_models() -> list[str]:
-    _register_optional()
-    return sorted(_REGISTRY)
-
-
-def get_config(name: str, **overrides: Any) -> ModelConfig:
-    _register_optional()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[name].replace(name=name, **overrides)
-
-
 def build_model(name_or_config: str | ModelConfig, **overrides: Any) -> VideoClassifier:
     """Build a ``VideoClassifier`` from a registered name or a ``ModelConfig`` (plus field overrides)."""
+    hf = {k: overrides.pop(k) for k in ("hf_placement", "hf_conservative", "hf_impl") if k in overrides}
     if isinstance(name_or_config, ModelConfig):
         cfg = name_or_config.replace(**overrides) if overrides else name_or_config
     else:
         cfg = get_config(name_or_config, **overrides)
+    if hf:
+        cfg = cfg.with_hf(hf.get("hf_placement"), hf.get("hf_conservative"), hf.get("hf_impl"))
     return VideoClassifier(cfg)
 
 
-def _register_optional() -> None:
-    """ResNet configs register themselves when their backbone module is present."""
-    try:
-        from .backbones import resnet  # noqa: F401
-    except ImportError:
-        pass
+def _tap_names(config: ModelConfig) -> tuple[str, ...]:
+    return _tap_names_cached(json.dumps(config.replace(num_segments=2 if config.num_segments > 1 else 1,
+                                                      input_size=64).to_dict(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_names_cached(config_json: str) -> tuple[str, ...]:
+    """Every site key a forward pass visits, found by running a shape-only copy on the meta device."""
+    cfg = ModelConfig.from_dict(json.loads(config_json))
+    with torch.device("meta"):
+        model = VideoClassifier(cfg).eval()
+        x = torch.empty(1, cfg.num_segments, 3, cfg.input_size, cfg.input_size)
+        run = TemporalRun(model._site_ops(), cfg.num_segments, collect_names=True)
+        bb = model.base_model
+        with torch.no_grad():
+            y = bb.stem(x.reshape(cfg.num_segments, 3, cfg.input_size, cfg.input_size), run)
+            for name in bb.block_names:
+                y = run.at(name, "out", bb.block(name, run.at(name, "in", y), run))
+    return tuple(dict.fromkeys(run.names))

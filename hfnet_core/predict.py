@@ -227,11 +227,15 @@ class PredictResult:
 def predict_clips(checkpoints: Sequence[Any] | Mapping[str, Any], clips: Iterable[str | os.PathLike[str]],
                   k: int = 5, reverse: bool = False, labels: Mapping[str, str] | None = None,
                   device: str | torch.device | None = None,
-                  on_skip: Callable[[str, str], None] | None = None, **import_options: Any) -> PredictResult:
+                  on_skip: Callable[[str, str], None] | None = None,
+                  on_progress: Callable[[int, int, str], None] | None = None, include_logits: bool = True,
+                  **import_options: Any) -> PredictResult:
     """Predict every clip of ``clips`` (files and folders, ``collect_clips``) with every checkpoint.
 
     ``labels``: clip -> label (``true_labels.load_labels_file``). ``on_skip(path, reason)`` is called for
-    each clip that could not be used, as it happens. Checkpoint problems raise ``CheckpointError``.
+    each clip that could not be used, as it happens; ``on_progress(done, total, name)`` before each clip.
+    ``include_logits=False`` keeps records small (no full logit vectors; the reversal comparison is
+    still computed). Checkpoint problems raise ``CheckpointError``.
     """
     if int(k) < 1:
         raise ConfigError(f"--top-k must be at least 1, got {k}.")
@@ -246,9 +250,11 @@ def predict_clips(checkpoints: Sequence[Any] | Mapping[str, Any], clips: Iterabl
         result.skipped.append(m)
         if on_skip:
             on_skip(m["path"], m["reason"])
-    for path, name in found:
+    for i, (path, name) in enumerate(found):
+        if on_progress:
+            on_progress(i, len(found), name)
         try:
-            _predict_one(models, first.class_names, path, name, int(k), reverse, labels, result)
+            _predict_one(models, first.class_names, path, name, int(k), reverse, labels, result, include_logits)
         except (HfnetError, RuntimeError, OSError, ValueError) as e:  # one bad clip never stops the rest
             reason = describe(e)
             reason = reason[len(f"{path.name}: "):] if reason.startswith(f"{path.name}: ") else reason
@@ -259,26 +265,29 @@ def predict_clips(checkpoints: Sequence[Any] | Mapping[str, Any], clips: Iterabl
 
 
 def _predict_one(models: Mapping[str, Any], class_names: Sequence[str], path: Path, name: str, k: int,
-                 reverse: bool, labels: Mapping[str, str] | None, result: PredictResult) -> None:
+                 reverse: bool, labels: Mapping[str, str] | None, result: PredictResult,
+                 include_logits: bool = True) -> None:
     frames, fps = decode_video(path, name=path.name)
     label, source = find_true_label(path, class_names, labels, name)
     info = {"frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
             "fps": float(fps)}
     fwd = predict_views(models, frames, False, k)
-    records = [_record(name, fwd, label, source, "forward", k, info)]
+    records = [_record(name, fwd, label, source, "forward", k, info, include_logits)]
     if reverse:
         rev = predict_views(models, frames, True, k)
         rlabel, rsource = reversed_label(label, class_names)
-        records.append(_record(name, rev, rlabel, rsource, "reversed", k, info))
+        records.append(_record(name, rev, rlabel, rsource, "reversed", k, info, include_logits))
         result.reversal[name] = exports.reversal_comparison({n: p for n, (_, p) in fwd.items()},
                                                             {n: p for n, (_, p) in rev.items()})
     result.records += records
 
 
 def _record(name: str, views: Mapping[str, tuple[np.ndarray, ClipPrediction]], label: str | None,
-            source: str | None, direction: str, k: int, info: Mapping[str, Any]) -> dict[str, Any]:
+            source: str | None, direction: str, k: int, info: Mapping[str, Any],
+            include_logits: bool = True) -> dict[str, Any]:
     rec = exports.prediction_record(name, {n: p for n, (_, p) in views.items()}, true_label=label,
-                                    true_label_source=source, direction=direction, k=k)
+                                    true_label_source=source, direction=direction, k=k,
+                                    include_logits=include_logits)
     rec["clip_info"] = dict(info)
     rec["frames_seen"] = {n: [int(i) for i in idx] for n, (idx, _) in views.items()}
     return rec
@@ -387,11 +396,19 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     import_options = {k: v for k, v in (("num_segments", args.num_segments), ("classes_file", args.classes))
                       if v is not None}
 
+    tty = sys.stderr.isatty()
+
     def skip(path: str, reason: str) -> None:
-        print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
+        print(("\r\033[K" if tty else "") + f"skipped {path}: {reason}", file=sys.stderr, flush=True)
+
+    def progress(done: int, total: int, name: str) -> None:
+        if tty and total > 1:
+            print(f"\r\033[K[{done + 1}/{total}] {name}", end="", file=sys.stderr, flush=True)
 
     res = predict_clips(ckpts, clips, k=args.top_k, reverse=args.reverse, labels=labels, on_skip=skip,
-                        **import_options)
+                        on_progress=progress, include_logits=bool(args.json), **import_options)
+    if tty and res.records:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
     if not res.records:
         raise ClipError(f"nothing could be predicted: {len(res.skipped)} clip"
                         f"{'s' if len(res.skipped) != 1 else ''} skipped (reasons above).")

@@ -203,6 +203,10 @@ def render_clip(checkpoints: Sequence[Any] | Mapping[str, Any], clip: str | Path
         raise ConfigError(f"--out {out}: write .mp4 (H.264) or .gif.")
     if not 0 < float(fps) <= 60:
         raise ConfigError(f"--fps must be in (0, 60], got {fps}.")
+    if not 0 <= float(opacity) <= 1:
+        raise ConfigError(f"--opacity must be in [0, 1], got {opacity}.")
+    if panel is not None and not 32 <= int(panel) <= 1024:
+        raise ConfigError(f"--panel must be between 32 and 1024 px, got {panel}.")
     models = load_models(checkpoints, device, **import_options)
     if len(models) > 2:
         raise ConfigError(f"render shows one or two models, got {len(models)}.")

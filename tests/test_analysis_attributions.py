@@ -66,11 +66,28 @@ def test_layer_choices_cover_blocks_hf_outputs_and_backbone_layers(hf_model, tsn
     assert len(hf) == len(tsn) + len(blocks)
 
 
-def test_tapped_wrapper_computes_exactly_the_models_forward(hf_model, clip):
+def test_intermediates_come_from_the_models_own_forward(hf_model, clip):
+    """Taps change nothing: the logits of forward_intermediates equal forward's, whatever is tapped."""
     with torch.inference_mode():
         ref = hf_model(clip)
-        for tap in (None, "inception_3a", "hf.inception_3a", "inception_5b", "hf.inception_5b"):
-            assert torch.equal(attr._Tapped(hf_model, tap)(clip), ref)
+        for tap in ("inception_3a:out", "hf.inception_3a", "inception_5b:out", "hf.inception_5b"):
+            out = hf_model.forward_intermediates(clip, taps=[tap])
+            assert torch.equal(out.logits, ref) and tap in out.intermediates
+
+
+def test_grad_cam_equals_captum_layer_grad_cam(hf_model, clip):
+    """Our hook-free Grad-CAM is Captum's LayerGradCam on the same activation."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    private = copy.deepcopy(hf_model).eval()
+    layer = private.base_model.inception_4a_1x1  # a module Captum can hook: the conv's output
+    with torch.enable_grad():
+        cam = LayerGradCam(private, layer).attribute(clip.clone().requires_grad_(True), target=2,
+                                                     relu_attributions=True)
+        cam = LayerAttribution.interpolate(cam.detach(), tuple(clip.shape[-2:]), "bilinear")
+    ref = attr.normalise_maps(cam[:, 0], percentile=100.0)
+    np.testing.assert_allclose(attr.grad_cam(hf_model, clip, 2, "base_model.inception_4a_1x1"), ref,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("layer", ["inception_4a", "hf.inception_4a", "hf.inception_3b", "inception_5b",

@@ -38,7 +38,8 @@ def _records():
 
 
 SETTINGS = {"top_k": 3, "reverse": True}
-MODELS = [{"name": "hf", "sha256": "ab" * 32}, {"name": "tsn", "sha256": "cd" * 32}]
+MODELS = [{"name": "hf", "sha256": "ab" * 32, "class_names": CLASSES},
+          {"name": "tsn", "sha256": "cd" * 32, "class_names": CLASSES}]
 
 
 def test_prediction_record_values():
@@ -113,6 +114,11 @@ def test_predictions_npz_round_trip():
         assert list(z["class_names_0"]) == CLASSES and list(z["true_labels"]) == ["left to right", "right to left"]
         meta = json.loads(str(z["metadata"]))
     assert meta["clip"] == "clip.mp4" and meta["settings"] == SETTINGS and len(meta["agreement"]) == 2
+    assert "class_names" not in meta["models"][0]
+    slim = [exports.prediction_record("c", {"hf": a}, include_logits=False)]
+    assert "logits" not in slim[0]["models"][0]
+    with np.load(io.BytesIO(exports.predictions_npz(slim, MODELS[:1])), allow_pickle=False) as z:
+        assert np.isnan(z["logits_0"]).all() and z["logits_0"].shape == (1, 4)
 
 
 def _gates():

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from hfnet_core.hf import GATE_IMPLS, HFModule
+from hfnet_core.temporal.hf import GATE_IMPLS, HFModule
 
 C, H, W = 5, 6, 7  # odd, non-square feature maps
 TOL64 = 1e-10
@@ -69,7 +69,8 @@ def params_of(gate) -> tuple:
 
 def run(m: HFModule, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, t = clips.shape[:2]
-    out, g = m(clips.reshape(n * t, *clips.shape[2:]), t)
+    out, maps = m(clips.reshape(n * t, *clips.shape[2:]), t)
+    g = maps["gate"]
     return out.view(n, t, *clips.shape[2:]), g
 
 
@@ -190,7 +191,8 @@ def test_zero_init_is_identity(impl, conservative):
     assert all(torch.count_nonzero(p) == 0 for p in m.parameters())
     x = torch.randn(12, C, H, W)
     with torch.no_grad():
-        out, g = m(x, 4)
+        out, maps = m(x, 4)
+        g = maps["gate"]
     assert torch.equal(out, x)
     assert torch.equal(g, torch.zeros(3, 4, H, W))
 
@@ -225,8 +227,9 @@ def test_channels_last(impl, conservative):
     xc = x.contiguous(memory_format=torch.channels_last)
     assert not xc.is_contiguous()
     with torch.no_grad():
-        a, ga = m(x, 4)
-        b, gb = m(xc, 4)
+        a, ma = m(x, 4)
+        b, mb = m(xc, 4)
+        ga, gb = ma["gate"], mb["gate"]
     assert (a - b).abs().max() <= 1e-12 and (ga - gb).abs().max() <= 1e-12
     # every op keeps the format: the next block's convolutions get channels_last without a copy
     assert b.is_contiguous(memory_format=torch.channels_last)

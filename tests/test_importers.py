@@ -184,11 +184,17 @@ def test_tsm_resnet50(tmp_path, r50):
     torch.save({"epoch": 50, "arch": "resnet50", "state_dict": sd, "best_prec1": 44.8,
                 "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0, 1]}]}}, tmp_path / "tsm.pth")
     assert detect_format(tmp_path / "tsm.pth") == "tsm"
-    loaded = import_checkpoint(tmp_path / "tsm.pth", num_segments=4)
+    with pytest.raises(CheckpointError, match="shift_div"):  # the keys cannot say how many channels move
+        import_checkpoint(tmp_path / "tsm.pth", num_segments=4)
+    loaded = import_checkpoint(tmp_path / "tsm.pth", num_segments=4, shift_div=8)
     assert loaded.config.backbone == "resnet50" and loaded.config.width_mult == 0.25
     assert loaded.model.input_convention == InputConvention.imagenet_rgb()
-    assert any("temporal shift" in n for n in loaded.import_report["not_implemented"])
-    same_outputs(loaded.model, r50, X_RES)
+    assert loaded.import_report["not_implemented"] == []
+    sites = [s.key for _, s in loaded.model.placements]
+    assert len(sites) == 16 and sites[0] == "layer1.0.conv1:in" and all(o == "tsm" for o, _ in loaded.model.placements)
+    # The backbone is TSN's, and the shift really runs: a TSN on the same weights computes something else.
+    with torch.no_grad():
+        assert not torch.allclose(loaded.model(X_RES), r50(X_RES))
 
 
 def test_tsm_non_local_blocks_are_named(tmp_path, r50):
@@ -210,32 +216,49 @@ def test_tsm_non_local_blocks_are_named(tmp_path, r50):
     same_outputs(loaded.model, r50, X_RES)
 
 
-def test_gsm_modules_are_named(tmp_path, bnin):
-    sd = tsn_layout(bnin)
-    gsm = {}
-    for site, c in (("inception_3a_1x1", 16), ("inception_3b_1x1", 16)):
-        p = f"module.base_model.gsm_{site}."
-        gsm.update({p + "conv3D.weight": torch.randn(2, c // 2, 3, 3, 3), p + "conv3D.bias": torch.zeros(2),
-                    p + "bn.weight": torch.ones(c), p + "bn.bias": torch.zeros(c),
-                    p + "bn.running_mean": torch.zeros(c), p + "bn.running_var": torch.ones(c)})
-    sd.update(gsm)
+def gsm_layout(model):
+    """GSM's DataParallel layout: its gate modules live in the backbone as base_model.gsm_<conv>.*."""
+    sd = tsn_layout(model)
+    for k, v in model.state_dict().items():
+        if k.startswith("gsm.") and not k.endswith("num_batches_tracked"):
+            conv, rest = k[len("gsm."):].split(".", 1)
+            sd[f"module.base_model.gsm_{conv}.{rest}"] = v.clone()
+    return sd
+
+
+def test_gsm_checkpoint_runs_as_gsm(tmp_path):
+    gsm = randomised(build_model("gsm_bninception_demo", num_classes=5, num_segments=4))
+    sd = gsm_layout(gsm)
+    assert "module.base_model.gsm_inception_3a_1x1.conv3D.weight" in sd
+    assert tuple(sd["module.base_model.gsm_inception_5b_1x1.conv3D.weight"].shape) == (2, 44, 3, 3, 3)
     torch.save({"epoch": 1, "arch": "BNInception", "state_dict": sd, "best_prec1": 1.0, "lr": 0.01},
                tmp_path / "gsm.pth")
     assert detect_format(tmp_path / "gsm.pth") == "gsm"
-    with pytest.raises(CheckpointError, match="GSM module") as e:
-        import_checkpoint(tmp_path / "gsm.pth", num_segments=4)
-    msg = str(e.value)
-    assert "module.base_model.gsm_inception_3a_1x1.conv3D.weight" in msg and "12 tensors" in msg
-    loaded = import_checkpoint(tmp_path / "gsm.pth", num_segments=4, drop_unknown=True)
-    assert sorted(loaded.import_report["dropped"]) == sorted(gsm)
-    assert any("differ" in w for w in loaded.import_report["warnings"])
-    same_outputs(loaded.model, bnin, X_BN)
+    loaded = import_checkpoint(tmp_path / "gsm.pth", num_segments=4)
+    assert loaded.config.temporal == [{"op": "gsm", "where": "all", "args": {}}]
+    assert loaded.import_report["dropped"] == {} and loaded.import_report["not_implemented"] == []
+    same_outputs(loaded.model, gsm, X_BN)
+
+
+def test_gsm_at_some_places_loads_those_places(tmp_path, bnin):
+    sd = tsn_layout(bnin)
+    for site, c in (("inception_3a_1x1", 16), ("inception_4d_1x1", 24)):
+        p = f"module.base_model.gsm_{site}."
+        sd.update({p + "conv3D.weight": torch.randn(2, c // 2, 3, 3, 3), p + "conv3D.bias": torch.zeros(2),
+                   p + "bn.weight": torch.ones(c), p + "bn.bias": torch.zeros(c),
+                   p + "bn.running_mean": torch.zeros(c), p + "bn.running_var": torch.ones(c)})
+    torch.save({"state_dict": sd}, tmp_path / "gsm2.pth")
+    loaded = import_checkpoint(tmp_path / "gsm2.pth", num_segments=4)
+    assert [s.module for _, s in loaded.model.placements] == ["inception_3a_1x1", "inception_4d_1x1"]
 
 
 def test_named_format_and_class_names(tmp_path, bnin):
     torch.save({"state_dict": tsn_layout(bnin)}, tmp_path / "t.pth")
-    loaded = import_checkpoint(tmp_path / "t.pth", format="tsm", num_segments=4)
-    assert loaded.import_report["format"] == "tsm" and loaded.import_report["not_implemented"]
+    with pytest.raises(CheckpointError, match="--temporal tsm"):  # BN-Inception TSM: nothing in the keys
+        import_checkpoint(tmp_path / "t.pth", format="tsm", num_segments=4)
+    loaded = import_checkpoint(tmp_path / "t.pth", format="tsm", num_segments=4, temporal="tsm", shift_div=8)
+    assert loaded.import_report["format"] == "tsm" and loaded.import_report["not_implemented"] == []
+    assert [s.key for _, s in loaded.model.placements][:2] == ["conv2_3x3_reduce:in", "inception_3a:in"]
     (tmp_path / "classes.txt").write_text("push\npull\nlift\ndrop\nspin\n")
     loaded = import_checkpoint(tmp_path / "t.pth", num_segments=4, classes_file=tmp_path / "classes.txt")
     assert loaded.class_names == ["push", "pull", "lift", "drop", "spin"]
@@ -345,8 +368,8 @@ def test_mmaction2_tsm_v1_with_mmengine_metadata(tmp_path, r50, monkeypatch):
         monkeypatch.delitem(sys.modules, name)  # reading must not need (or import) mmengine
     loaded = import_checkpoint(tmp_path / "tsm_mm.pth")
     assert loaded.config.num_segments == 4 and loaded.class_names == list("uvwxyz")
-    assert any("temporal shift" in n for n in loaded.import_report["not_implemented"])
-    same_outputs(loaded.model, r50, X_RES)
+    assert loaded.config.temporal[0]["op"] == "tsm" and loaded.config.temporal[0]["args"] == {"shift_div": 8}
+    assert len(loaded.config.temporal[0]["where"]) == 16 and loaded.import_report["not_implemented"] == []
 
 
 # --- torchvision ------------------------------------------------------------------------------------------

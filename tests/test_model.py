@@ -15,8 +15,8 @@ from hfnet_core.model import (
     build_model,
     get_config,
     hf_key,
-    resolve_placement,
 )
+from hfnet_core.temporal import resolve
 
 SMALL = dict(width_mult=0.25, num_classes=5)
 SIZE = 64
@@ -73,7 +73,7 @@ def test_every_registered_model_builds_and_runs(name):
         assert g.shape[:2] == (2, 3) and abs(g.shape[2] - side) <= 1 and g.shape[2] == g.shape[3], block
         assert torch.equal(g[:, -1], torch.zeros_like(g[:, -1]))
     if "nonconservative" in name:
-        assert not model.config.hf_conservative
+        assert not any(m.conservative for _, _, m in model.operators("hf"))
     desc = model.describe()
     assert desc["params_hf"] == sum(p.numel() for p in model.hf.parameters())
     assert desc["hf_blocks"] == list(model.hf_blocks)
@@ -211,23 +211,31 @@ def test_rejects_bad_input_shape():
 
 
 BLOCKS = tuple(f"inception_{b}" for b in ("3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "5a", "5b"))
-PRESETS = {"none": (), "last1": BLOCKS[-1:], "last5": BLOCKS[-5:], "all": BLOCKS}
+
+
+def _hf_blocks(where) -> tuple[str, ...]:
+    from hfnet_core.backbones import build_backbone
+
+    with torch.device("meta"):
+        bb = build_backbone("bninception", 0.25)
+        return tuple(p.site.module for p in resolve([{"op": "hf", "where": where, "args": {}}], bb))
 
 
 def test_resolve_placement():
-    assert resolve_placement("all", BLOCKS, PRESETS) == BLOCKS
-    assert resolve_placement("last5", BLOCKS, PRESETS) == BLOCKS[-5:]
-    assert resolve_placement("none", BLOCKS, PRESETS) == ()
-    assert resolve_placement("3a", BLOCKS, PRESETS) == ("inception_3a",)
-    assert resolve_placement("5b, 3a ,4c", BLOCKS, PRESETS) == ("inception_3a", "inception_4c", "inception_5b")
-    assert resolve_placement(["inception_4e", "3b"], BLOCKS, PRESETS) == ("inception_3b", "inception_4e")
-    assert resolve_placement(("3a", "3a"), BLOCKS, PRESETS) == ("inception_3a",)
+    assert _hf_blocks("all") == BLOCKS
+    assert _hf_blocks("last5") == BLOCKS[-5:]
+    assert _hf_blocks("none") == ()
+    assert _hf_blocks("3a") == ("inception_3a",)
+    assert _hf_blocks("5b, 3a ,4c") == ("inception_3a", "inception_4c", "inception_5b")
+    assert _hf_blocks(["inception_4e", "3b"]) == ("inception_3b", "inception_4e")
+    with pytest.raises(ValueError, match="two temporal operators"):
+        _hf_blocks(["3a", "3a"])
     with pytest.raises(ValueError) as e:
-        resolve_placement("3a,6z", BLOCKS, PRESETS)
+        _hf_blocks("3a,6z")
     msg = str(e.value)
     assert "'6z'" in msg and "inception_5b" in msg and "last5" in msg  # names the culprit and the choices
     with pytest.raises(ValueError, match="'a'"):
-        resolve_placement("a", BLOCKS, PRESETS)
+        _hf_blocks("a")
     # through the model
     model = build_model("hf_tsn_bninception_demo", **SMALL, hf_placement="3c,4e")
     assert model.hf_blocks == ("inception_3c", "inception_4e")
@@ -238,8 +246,18 @@ def test_resolve_placement():
 def test_config_round_trip_and_errors():
     cfg = get_config("hf_tsn_bninception_demo", hf_placement=("inception_3a", "inception_5b"))
     d = cfg.to_dict()
-    assert d["hf_placement"] == ["inception_3a", "inception_5b"]
+    assert d["temporal"] == [{"op": "hf", "where": ["inception_3a", "inception_5b"],
+                              "args": {"conservative": True}}]
     assert ModelConfig.from_dict(d) == cfg
+    # The first checkpoint format's fields still read, as the equivalent operator entry.
+    legacy = {k: v for k, v in d.items() if k != "temporal"}
+    old = ModelConfig.from_dict({**legacy, "hf_placement": ["inception_3a", "inception_5b"],
+                                 "hf_conservative": False, "hf_impl": "shift"})
+    assert old.temporal == [{"op": "hf", "where": ["inception_3a", "inception_5b"],
+                             "args": {"conservative": False, "impl": "shift"}}]
+    assert ModelConfig.from_dict({**legacy, "hf_placement": "none"}).temporal == []
+    with pytest.raises(ValueError, match="both 'temporal'"):
+        ModelConfig.from_dict({**d, "hf_placement": "all"})
     with pytest.raises(ValueError, match="unknown model config fields"):
         ModelConfig.from_dict({**d, "bogus": 1})
     with pytest.raises(ValueError, match="unknown model"):

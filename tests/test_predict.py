@@ -170,3 +170,26 @@ def test_reversed_label_map():
     assert reversed_label("Holding something still")[0] == "Holding something still"
     assert reversed_label("moving_sth_from_left_to_right")[0] == "Moving something from right to left"
     assert reversed_label("Playing guitar") == (None, None) and reversed_label(None) == (None, None)
+
+
+def test_something_v1_frame_folders(tmp_path):
+    """A Something-v1 tree (what `hfnet synth` writes): every frame folder is a clip, labelled by the list."""
+    from PIL import Image
+
+    from hfnet_core.data.video import read_frames
+
+    frames = read_frames(LEFT, None)
+    root = tmp_path / "ds"
+    for name in ("000000", "000001"):
+        d = root / "frames" / "test" / name
+        d.mkdir(parents=True)
+        clip = frames if name == "000000" else frames[::-1]
+        for t, f in enumerate(clip):
+            Image.fromarray(f).save(d / f"{t + 1:05d}.jpg", quality=95)
+    (root / "category.txt").write_text("\n".join(SYNTH_CLASSES) + "\n")
+    (root / "test_videofolder.txt").write_text("test/000000 16 0\ntest/000001 16 1\n")
+    res = predict_clip([HF], root, k=1)  # the folder: both frame folders, sorted
+    assert [r["clip"] for r in res.records] == [str(root / "frames" / "test" / n) for n in ("000000", "000001")]
+    assert [r["true_label"] for r in res.records] == SYNTH_CLASSES[:2]
+    assert {r["true_label_source"] for r in res.records} == {"Something-v1 list"}
+    assert all(r["models"][0]["correct"] for r in res.records) and res.records[0]["clip_info"]["frames"] == 16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hfnet_core.backbones import available_backbones, build_backbone
+from hfnet_core.backbones import available_backbones, backbone_input_convention, build_backbone
 from hfnet_core.checkpoint import load_checkpoint, save_checkpoint
 from hfnet_core.input_convention import InputConvention
 from hfnet_core.model import available_models, build_model
@@ -95,7 +95,7 @@ def test_blocks_channels_strides_and_outputs(depth):
             assert y.shape[-1] == 128 // bb.block_strides[name]
         assert bb.pool(y).shape == (2, bb.out_channels)
         assert torch.equal(bb.pool(y), bb(x))
-    assert bb.default_input_convention() == InputConvention.imagenet_rgb()
+    assert backbone_input_convention(f"resnet{depth}") == InputConvention.imagenet_rgb()
 
 
 @pytest.mark.parametrize("size", [112, 160, 224])

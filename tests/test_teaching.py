@@ -1,4 +1,4 @@
-"""hfnet_core.analysis.teaching: numpy Eq. 1 equals hf.HFModule and conserves the sum over frames."""
+"""hfnet_core.analysis.teaching: numpy Eq. 1 equals temporal.hf.HFModule and conserves the sum over frames."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hfnet_core.analysis.teaching import consensus, expand_gates, frame_sums, hf_eq1, moving_bump
-from hfnet_core.hf import HFModule
+from hfnet_core.temporal.hf import HFModule
 
 
 class _FixedGate(nn.Module):
@@ -27,7 +27,8 @@ def _hf_module(features: np.ndarray, gates: np.ndarray) -> np.ndarray:
     m = HFModule(1)
     m.gate = _FixedGate(torch.from_numpy(gates).reshape(1, t, 1, p))
     x = torch.from_numpy(features).reshape(t, 1, 1, p)
-    out, g = m(x, t)
+    out, maps = m(x, t)
+    g = maps["gate"]
     return out.reshape(t, p).numpy()
 
 

@@ -42,7 +42,7 @@ def test_config_file_and_overrides_are_saved_in_the_checkpoint(tmp_path):
     saved = meta["training"]["config"]
     assert saved["optim"]["lr"] == 0.02 and saved["optim"]["milestones"] == [3, 5]
     assert saved["model"]["hf_placement"] == "last5" and saved["model"]["width_mult"] == 0.125
-    assert meta["model_config"]["hf_placement"] == "last5"
+    assert [e["where"] for e in meta["model_config"]["temporal"] if e["op"] == "hf"] == ["last5"]
     assert TrainConfig.from_dict(saved).to_dict() == saved  # a run is rebuilt from its checkpoint alone
     assert (tmp_path / "run" / "config.toml").is_file()
     rows = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -9,7 +9,8 @@ import streamlit as st
 from app import selection as S
 from app.downloads import show_figure
 from app.loaders import LoadedModel
-from app.model_facts import hf_blocks, last_block, placement_name, scale_vs_paper
+from app.model_facts import hf_blocks, hf_conservative, last_block, matches_table_row, scale_vs_paper, \
+    temporal_summary
 from app.ui import guard, need_models, page_title
 from hfnet_core.analysis.gates import short_block_name
 
@@ -105,10 +106,10 @@ def _card(m: LoadedModel) -> None:
         "input": f"{cfg.input_size}×{cfg.input_size} px",
         "classes": f"{len(ck.class_names)}" + ("" if m.names_source == "checkpoint"
                                                 else f" (names from {m.names_source})"),
-        "HF placement": (f"{placement_name(ck)}: after "
-                         + ", ".join(short_block_name(b) for b in blocks)) if blocks else "none (plain TSN)",
-        "HF kind": ("conservative (paper)" if cfg.hf_conservative else "non-conservative (Table I ablation)")
-        if blocks else "no HF",
+        "temporal operators": temporal_summary(ck),
+        "HF placement": ("after " + ", ".join(short_block_name(b) for b in blocks)) if blocks else "no HF",
+        "HF kind": {True: "conservative (paper)", False: "non-conservative (Table I ablation)"}.get(
+            hf_conservative(ck), "no HF"),
         "pixel convention": "{channel_order}, 0-{scale:g}, mean {mean}".format(**ck.model.input_convention.to_dict()),
         "registry name": cfg.name or "-",
     }
@@ -169,8 +170,7 @@ with guard("Could not recompute Table I"):
     table = []
     for r in rows:
         mine = [f"{m.label} ({scale_vs_paper(m.checkpoint)})" for m in models
-                if (placement_name(m.checkpoint), m.checkpoint.config.hf_conservative)
-                == (r["placement"], r["conservative"])]
+                if matches_table_row(m.checkpoint, r)]
         table.append({
             "model": r["label"],
             "paper acc. %": r["paper_accuracy"],

@@ -10,21 +10,24 @@ Shared model state
 ------------------
 Captum registers hooks on the modules it inspects, and the explorer caches one model instance for every
 browser session; a hook left on (or merely present during) another session's forward pass would corrupt
-both. Every function therefore runs on a private ``copy.deepcopy(model)`` (milliseconds for the demo
-models, ~50 ms at full width) with parameter gradients switched off. A lock would not be enough: other
+both. Integrated Gradients and Saliency therefore run on a private ``copy.deepcopy(model)`` (milliseconds
+for the demo models, ~50 ms at full width) with parameter gradients switched off; Grad-CAM needs no
+copy (below). A lock would not be enough: other
 pages run the shared model without taking it. The caller's model is never touched - no hooks, no
 ``requires_grad`` changes, no mode change.
 
 Grad-CAM layers (``layer_choices``)
 ----------------------------------
-* ``base_model.<conv>`` / ``base_model.<conv>_bn``: the backbone's convolution and batch-norm modules.
-* ``base_model.<conv>_relu``: BNInception applies ReLU functionally (in place), so there is no ReLU
-  module; a temporary hook on the BN layer routes its output through a private ``nn.ReLU`` that
-  Grad-CAM can watch.
-* ``inception_3a`` ... ``inception_5b``: a block's output (before its HF module, if any).
-* ``hf.inception_3a`` ...: the HF module's aggregated features. ``model.hf[hf_key(block)]`` returns
-  ``(features, gate)``; a small wrapper (``_Tapped``) runs the model's own stem / blocks / HF / head and
-  passes the chosen tensor through an ``nn.Identity`` that Grad-CAM hooks.
+* ``base_model.<conv>`` / ``base_model.<conv>_bn`` / ``base_model.<conv>_relu``: a backbone convolution's
+  output (before any operator placed after it), its BatchNorm's and its ReLU's outputs.
+* ``inception_3a`` ... (``layer1.0`` ...): a block's output, before the operator placed after it.
+* ``<op>.<module>`` (``hf.inception_3a``, ``gsm.inception_3a_1x1``, ``tsm.layer1.0.conv1``): a temporal
+  operator's output.
+
+Grad-CAM is computed here, not by Captum: ``model.forward_intermediates(x, taps=[...])`` returns the
+chosen activation as part of the autograd graph in the same pass as the logits, so no hook and no
+wrapper module is needed and the shared model is never modified (its parameters' ``.grad`` stay
+untouched: only the gradient with respect to the activation is asked for).
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hfnet_core.model import hf_key
 
 __all__ = [
     "DEFAULT_IG_STEPS",
@@ -81,53 +83,23 @@ def _check_target(model: nn.Module, target: int) -> int:
     return t
 
 
-class _Tapped(nn.Module):
-    """Runs a ``VideoClassifier`` exactly as its ``forward`` does, passing one block output or HF output
-    through ``self.tap`` (an ``nn.Identity``) so Captum's layer methods can hook it."""
-
-    def __init__(self, model: nn.Module, tap_at: str | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.tap_at = tap_at  # "inception_3a" (block output) or "hf.inception_3a" (HF output)
-        self.tap = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        m, bm = self.model, self.model.base_model
-        n, t = x.shape[:2]
-        y = bm.stem(x.reshape(n * t, *x.shape[2:]))
-        for name in bm.block_names:
-            y = bm.block(name, y)
-            if self.tap_at == name:
-                y = self.tap(y)
-            if name in m.hf_blocks:
-                y, _gate = m.hf[hf_key(name)](y, t)
-                if self.tap_at == f"hf.{name}":
-                    y = self.tap(y)
-        return m.head(bm.pool(y).reshape(n, t, -1))
+def _layer_taps(model: nn.Module) -> dict[str, str]:
+    """Public Grad-CAM layer name -> ``forward_intermediates`` tap, in network order."""
+    blocks = set(model.base_model.block_names)
+    out: dict[str, str] = {}
+    for tap in model.intermediate_names():
+        module, sep, side = tap.rpartition(":")
+        if not sep:  # "<op>.<module>": an operator's output
+            out[tap] = tap
+        elif side == "out":
+            out[module if module in blocks else f"base_model.{module}"] = tap
+    return out
 
 
 def layer_choices(model: nn.Module) -> list[str]:
-    """Grad-CAM layers of ``model`` in network order: backbone conv / BN / ReLU layers, every block output
-    and every HF output (see the module docstring for the naming)."""
-    bm = model.base_model
-    blocks = list(bm.block_names)
-    relu_after_bn = model.config.backbone == "bninception"  # every BN there feeds an in-place ReLU
-    groups: dict[str | None, list[str]] = {None: []}
-    groups.update({b: [] for b in blocks})
-    for name, mod in bm.named_modules():
-        if not isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU)):
-            continue
-        owner = next((b for b in blocks if name == b or name.startswith((b + "_", b + "."))), None)
-        groups[owner].append(f"base_model.{name}")
-        if relu_after_bn and isinstance(mod, nn.BatchNorm2d) and name.endswith("_bn"):
-            groups[owner].append(f"base_model.{name[:-3]}{_RELU_SUFFIX}")
-    out = list(groups[None])
-    for b in blocks:
-        out += groups[b]
-        out.append(b)
-        if b in model.hf_blocks:
-            out.append(f"hf.{b}")
-    return out
+    """Grad-CAM layers of ``model`` in network order: backbone conv / BN / ReLU outputs, every block
+    output and every temporal operator's output (see the module docstring for the naming)."""
+    return list(_layer_taps(model))
 
 
 # --- maps -------------------------------------------------------------------------------------------
@@ -196,43 +168,22 @@ def grad_cam(model: nn.Module, x: Tensor, target: int, layer_name: str) -> np.nd
     """Grad-CAM at ``layer_name`` (one of ``layer_choices(model)``), per frame, upsampled (bilinear) to
     the input size: (T, H, W) in [0, 1]. Each frame gets its own channel weights (the mean gradient over
     that frame's positions), as for an image model applied to T images."""
-    from captum.attr import LayerAttribution, LayerGradCam
-
     target = _check_target(model, target)
-    choices = layer_choices(model)
-    if layer_name not in choices:
+    taps = _layer_taps(model)
+    if layer_name not in taps:
         raise ValueError(f"{layer_name!r} is not a Grad-CAM layer of this model; "
-                         f"block outputs: {[c for c in choices if '.' not in c]}")
-    private = _private_copy(model)
-    xi = _prepare_input(private, x).requires_grad_(True)
-    bm = private.base_model
-    tap_at = layer_name if (layer_name in bm.block_names or layer_name.startswith("hf.")) else None
-    wrapper = _Tapped(private, tap_at)
-    handles = []
-    if tap_at is not None:
-        layer: nn.Module = wrapper.tap
-    elif layer_name.endswith(_RELU_SUFFIX) and not _has_module(private, layer_name):
-        bn = private.get_submodule(layer_name[: -len(_RELU_SUFFIX)] + "_bn")
-        layer = nn.ReLU()
-        handles.append(bn.register_forward_hook(lambda _m, _i, out: layer(out)))
-    else:
-        layer = private.get_submodule(layer_name)
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            cam = LayerGradCam(wrapper, layer).attribute(xi, target=target, relu_attributions=True)
-            cam = LayerAttribution.interpolate(cam.detach(), tuple(xi.shape[-2:]), "bilinear")
-    finally:
-        for h in handles:
-            h.remove()
+                         f"block outputs: {list(model.base_model.block_names)}")
+    if model.training:  # BatchNorm in training mode would update the shared model's statistics
+        model = _private_copy(model)
+    xi = _prepare_input(model, x)
+    with torch.inference_mode(False), torch.enable_grad():
+        out = model.forward_intermediates(xi, taps=[taps[layer_name]], record=False)
+        act = out.intermediates[taps[layer_name]]  # (T, C, h, w): one clip's frames
+        (grad,) = torch.autograd.grad(out.logits[0, target], act)
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((weights * act).sum(dim=1, keepdim=True)).detach()
+    cam = F.interpolate(cam, size=tuple(xi.shape[-2:]), mode="bilinear", align_corners=False)
     return normalise_maps(cam[:, 0], percentile=100.0)  # (N*T = T, H, W)
-
-
-def _has_module(model: nn.Module, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-        return True
-    except AttributeError:
-        return False
 
 
 # --- display ----------------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ EXPORT_FORMAT_VERSION = 1
 # --- provenance ---------------------------------------------------------------------------------------
 
 def model_info(checkpoint: Any, name: str | None = None) -> dict[str, Any]:
-    """What identifies a model in an export: display name, file, sha256, architecture and input.
+    """What identifies a model in an export: display name, file, sha256, architecture, input and its
+    class list (the order of every ``logits`` vector of its records).
 
     ``checkpoint`` is a ``LoadedCheckpoint`` (anything with ``config``, ``class_names``, ``sha256``,
     ``path``); ``name`` defaults to the file's stem.
@@ -81,6 +82,7 @@ def model_info(checkpoint: Any, name: str | None = None) -> dict[str, Any]:
         "num_segments": int(getattr(cfg, "num_segments", 0) or 0),
         "input_size": int(getattr(cfg, "input_size", 0) or 0),
         "num_classes": len(getattr(checkpoint, "class_names", []) or []),
+        "class_names": [str(c) for c in getattr(checkpoint, "class_names", []) or []],
     }
 
 
@@ -151,14 +153,16 @@ def _strs(xs: Sequence[str]) -> np.ndarray:
 
 def prediction_record(clip: str, predictions: Mapping[str, Any], *, true_label: str | None = None,
                       true_label_source: str | None = None, direction: str = "forward", k: int = 5,
-                      path: str | None = None) -> dict[str, Any]:
+                      path: str | None = None, include_logits: bool = True) -> dict[str, Any]:
     """One clip in one direction through one or more models, as plain data.
 
     ``predictions``: model name -> ``ClipPrediction`` (``hfnet_core.analysis.inference``), in display
-    order. Per model: ``top_k`` (rank, class, index, prob, logit), ``top1``, ``correct`` (top-1 equals
-    ``true_label``; None when the label is unknown or not one of the model's classes), ``true_rank``
-    (1-based, None when unknown) and ``true_prob``, ``logits`` (all of them, in ``class_names`` order)
-    and ``class_names``. ``agreement`` compares the models (see ``agreement``).
+    order. Per model: ``top_k`` (rank, class, index, prob, logit), ``top1``, ``top1_prob``, ``correct``
+    (top-1 equals ``true_label``; None when the label is unknown or not one of the model's classes),
+    ``true_rank`` (1-based, None when unknown), ``true_prob`` and, with ``include_logits``, ``logits``:
+    all of them, in the order of the model's class list (``model_info(...)["class_names"]``; kept out
+    of the record so a 25k-clip export does not repeat 174 names per clip). ``agreement`` compares the
+    models (see ``agreement``).
     """
     per_model = []
     for name, p in predictions.items():
@@ -179,9 +183,9 @@ def prediction_record(clip: str, predictions: Mapping[str, Any], *, true_label: 
             "correct": (names[int(order[0])] == true_label) if known else None,
             "true_rank": rank,
             "true_prob": float(probs[true_idx]) if true_idx is not None else None,
-            "logits": [float(v) for v in logits],
-            "class_names": names,
         })
+        if include_logits:
+            per_model[-1]["logits"] = [float(v) for v in logits]
     return {"clip": clip, "path": path or clip, "direction": direction, "true_label": true_label,
             "true_label_source": true_label_source, "k": int(k), "models": per_model,
             "agreement": agreement(predictions, k)}
@@ -287,11 +291,15 @@ def predictions_csv(records: Sequence[Mapping[str, Any]], settings: Mapping[str,
 def predictions_npz(records: Sequence[Mapping[str, Any]], models: Sequence[Any],
                     settings: Mapping[str, Any] | None = None) -> bytes:
     """Arrays: ``clips``, ``directions``, ``true_labels`` ("" = unknown) of the M records; per model i
-    (``model_names[i]``): ``logits_i`` (M, K_i) float32, ``class_names_i``, ``topk_indices_i`` (M, k);
-    ``metadata``: provenance + per-record agreement as JSON."""
+    (``model_names[i]``): ``logits_i`` (M, K_i) float32 (NaN rows where the record has no logits),
+    ``class_names_i`` (from ``model_info`` dicts), ``topk_indices_i`` (M, k); ``metadata``: provenance
+    (without the class lists, stored as arrays) + per-record agreement as JSON."""
     names = _model_names(models)
     clips = _records_clips(records)
-    meta = provenance("predictions", clips[0] if len(clips) == 1 else clips, models, settings)
+    classes_of = {_model_names([m])[0]: list(m.get("class_names") or []) if isinstance(m, Mapping) else []
+                  for m in models}
+    slim = [{k: v for k, v in m.items() if k != "class_names"} if isinstance(m, Mapping) else m for m in models]
+    meta = provenance("predictions", clips[0] if len(clips) == 1 else clips, slim, settings)
     meta["agreement"] = [r["agreement"] for r in records]
     arrays: dict[str, np.ndarray] = {
         "clips": _strs([r["clip"] for r in records]),
@@ -302,16 +310,17 @@ def predictions_npz(records: Sequence[Mapping[str, Any]], models: Sequence[Any],
     for i, name in enumerate(names):
         per = [next((m for m in r["models"] if m["model"] == name), None) for r in records]
         got = [m for m in per if m is not None]
-        classes = got[0]["class_names"] if got else []
+        width = max([len(m.get("logits") or []) for m in got] + [len(classes_of.get(name, []))])
         k = max((len(m["top_k"]) for m in got), default=0)
-        logits = np.full((len(records), len(classes)), np.nan, np.float32)
+        logits = np.full((len(records), width), np.nan, np.float32)
         top = np.full((len(records), k), -1, np.int64)
         for row, m in enumerate(per):
             if m is not None:
-                logits[row] = m["logits"]
+                if m.get("logits"):
+                    logits[row] = m["logits"]
                 top[row, : len(m["top_k"])] = [t["index"] for t in m["top_k"]]
         arrays[f"logits_{i}"] = logits
-        arrays[f"class_names_{i}"] = _strs(classes)
+        arrays[f"class_names_{i}"] = _strs(classes_of.get(name, []))
         arrays[f"topk_indices_{i}"] = top
     arrays["metadata"] = np.array(json.dumps(_plain(meta)))
     return _npz_bytes(arrays)

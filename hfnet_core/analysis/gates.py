@@ -211,6 +211,8 @@ def gate_overlay(frames_uint8: np.ndarray, gate_maps: np.ndarray, opacity: float
     with opacity ``opacity * |G|``. The frame underneath is grey, so a red object or a blue sky can never
     be mistaken for a gate, and G = 0 leaves the grey frame as it is.
     """
+    if not (0.0 <= float(opacity) <= 1.0 and 0.0 <= float(desaturate) <= 1.0 and 0.0 <= float(dim) <= 1.0):
+        raise ValueError(f"opacity, desaturate and dim must lie in [0, 1], got {opacity}, {desaturate}, {dim}")
     frames = np.asarray(frames_uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")

@@ -1,4 +1,4 @@
-"""One clip through one checkpoint: probabilities, top-5, pooled features and every HF gate map.
+"""One clip through one checkpoint: probabilities, top-5, pooled features and every operator's maps.
 
 ``run_clip`` touches no shared mutable state: it runs ``model.inspect`` (which returns everything it
 computes) under ``torch.inference_mode()`` and hands back plain numpy arrays, so one cached model can
@@ -7,13 +7,24 @@ serve many browser sessions at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ClipPrediction", "run_clip", "same_classes"]
+__all__ = ["ClipPrediction", "OperatorMaps", "run_clip", "same_classes"]
+
+
+@dataclass(frozen=True)
+class OperatorMaps:
+    """What one temporal operator at one site exposed for this clip (any operator: HF, GSM, TSM)."""
+
+    op: str  # "hf", "gsm", "tsm"
+    module: str  # the backbone module it sits at ("inception_3a", "inception_3a_1x1", "layer1.0.conv1")
+    side: str  # "in" or "out" of that module
+    maps: dict[str, np.ndarray]  # map name -> (T, H, W) float32 (e.g. HF "gate", GSM "gate_backward")
+    meanings: dict[str, str]  # map name -> what it means (from the operator class)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,8 @@ class ClipPrediction:
     gates: dict[str, np.ndarray]  # block name -> G- (T, H, W) in [-1, 1]; G-_{T-1} = 0; {} without HF
     pooled_features: np.ndarray  # (D,)
     frame_features: np.ndarray  # (T, D)
+    #: every operator's maps, "<op>.<module>" -> OperatorMaps, in network order (HF's are also in ``gates``)
+    operator_maps: dict[str, OperatorMaps] = field(default_factory=dict)
 
     @property
     def top1(self) -> str:
@@ -48,6 +61,11 @@ def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:
         k = min(k, probs.numel())
         top = torch.topk(probs, k)
         gates = {name: g[0].float().cpu().numpy() for name, g in out.gates.items()}
+        ops = {}
+        for label, rec in out.temporal.items():
+            meanings = dict(type(model.operator_at(rec.op, rec.site)).map_meanings)
+            maps = {k: v[0].float().cpu().numpy() for k, v in rec.maps.items() if v.dim() == 4}
+            ops[label] = OperatorMaps(rec.op, rec.site.module, rec.site.side, maps, meanings)
         pooled = out.pooled_features[0].float().cpu().numpy()
         frames = out.frame_features[0].float().cpu().numpy()
         logits_np, probs_np = logits.cpu().numpy(), probs.cpu().numpy()
@@ -63,6 +81,7 @@ def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:
         gates=gates,
         pooled_features=pooled,
         frame_features=frames,
+        operator_maps=ops,
     )
 
 

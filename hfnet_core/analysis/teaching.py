@@ -5,7 +5,7 @@
 Frame t receives ``G_t * F'_{t+1}`` from its successor and hands ``G_{t-1} * F'_t`` to its predecessor:
 whatever moves between frames is added once and subtracted once, so ``sum_t F_t == sum_t F'_t``
 (conservation). G > 0 blends a frame with the next one (averaging); G < 0 subtracts the next one
-(differencing, a crude motion signal). ``tests/test_teaching.py`` checks this against ``hf.HFModule``.
+(differencing, a crude motion signal). ``tests/test_teaching.py`` checks this against ``temporal.hf.HFModule``.
 """
 
 from __future__ import annotations

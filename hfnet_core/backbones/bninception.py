@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..input_convention import InputConvention
-from .base import Backbone
+from ..temporal.base import TemporalRun, plain_run
+from .base import Backbone, conv_bn_relu
 
 # (name, in_name_or_None, 1x1, 3x3_reduce, 3x3, double_reduce, double_3x3, pool ("avg"|"max"), pool_proj,
 #  stride). A 1x1 of 0 / pool_proj of 0 means the branch is absent (the stride-2 blocks 3c and 4e pass the
@@ -50,6 +50,7 @@ def _w(c: int, width_mult: float) -> int:
 class BNInception(Backbone):
     """BN-Inception with Caffe layer names; input (B, 3, H, W) BGR 0-255 minus [104, 117, 128]."""
 
+    family = "bninception"
     block_names = BLOCK_NAMES
     placement_presets = {
         "none": (),
@@ -72,10 +73,12 @@ class BNInception(Backbone):
 
         self._spec: dict[str, tuple] = {}
         channels: dict[str, int] = {}
+        in_channels: dict[str, int] = {}
         strides: dict[str, int] = {}
         c_in, stride = w(192), 8  # blocks 3a/3b run after pool2: stride 8 (28 px at 224)
         for blk, c1, r3, c3, rd, cd, pool, proj, s in _BLOCKS:
             name = f"inception_{blk}"
+            in_channels[name] = c_in
             out = 0
             if c1:
                 self._conv_bn(f"{name}_1x1", c_in, w(c1), 1, 1, 0)
@@ -103,6 +106,7 @@ class BNInception(Backbone):
             strides[name] = stride
             c_in = out
         self.block_channels = channels
+        self.block_in_channels = in_channels
         self.block_strides = strides
         self.out_channels = c_in
 
@@ -110,25 +114,24 @@ class BNInception(Backbone):
         setattr(self, name, nn.Conv2d(c_in, c_out, k, stride=s, padding=p, bias=True))
         setattr(self, f"{name}_bn", nn.BatchNorm2d(c_out, affine=True))
 
-    def _cbr(self, name: str, x: Tensor) -> Tensor:
-        return F.relu(getattr(self, f"{name}_bn")(getattr(self, name)(x)), inplace=True)
+    def _cbr(self, name: str, x: Tensor, run: TemporalRun) -> Tensor:
+        return conv_bn_relu(run, name, getattr(self, name), getattr(self, f"{name}_bn"), x)
 
-    def default_input_convention(self) -> InputConvention:
-        return InputConvention.bninception()
-
-    def stem(self, x: Tensor) -> Tensor:
-        x = self.pool1_3x3_s2(self._cbr("conv1_7x7_s2", x))
-        x = self._cbr("conv2_3x3", self._cbr("conv2_3x3_reduce", x))
+    def stem(self, x: Tensor, run: TemporalRun | None = None) -> Tensor:
+        run = run or plain_run()
+        x = self.pool1_3x3_s2(self._cbr("conv1_7x7_s2", x, run))
+        x = self._cbr("conv2_3x3", self._cbr("conv2_3x3_reduce", x, run), run)
         return self.pool2_3x3_s2(x)
 
-    def block(self, name: str, x: Tensor) -> Tensor:
+    def block(self, name: str, x: Tensor, run: TemporalRun | None = None) -> Tensor:
+        run = run or plain_run()
         has_1x1, stride = self._spec[name]
         branches = []
         if has_1x1:
-            branches.append(self._cbr(f"{name}_1x1", x))
-        branches.append(self._cbr(f"{name}_3x3", self._cbr(f"{name}_3x3_reduce", x)))
-        d = self._cbr(f"{name}_double_3x3_reduce", x)
-        branches.append(self._cbr(f"{name}_double_3x3_2", self._cbr(f"{name}_double_3x3_1", d)))
+            branches.append(self._cbr(f"{name}_1x1", x, run))
+        branches.append(self._cbr(f"{name}_3x3", self._cbr(f"{name}_3x3_reduce", x, run), run))
+        d = self._cbr(f"{name}_double_3x3_reduce", x, run)
+        branches.append(self._cbr(f"{name}_double_3x3_2", self._cbr(f"{name}_double_3x3_1", d, run), run))
         pool = getattr(self, f"{name}_pool")
         if stride == 2:
             h, w = branches[-1].shape[-2:]
@@ -139,5 +142,5 @@ class BNInception(Backbone):
                 p = F.pad(x, (0, max(pw, 0), 0, max(ph, 0)), value=float("-inf"))
             branches.append(pool(p))
         else:
-            branches.append(self._cbr(f"{name}_pool_proj", pool(x)))
+            branches.append(self._cbr(f"{name}_pool_proj", pool(x), run))
         return torch.cat(branches, dim=1)

@@ -14,12 +14,12 @@ ImageNet mean/std (``InputConvention.imagenet_rgb()``); any size whose stride-32
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..input_convention import InputConvention
+from ..temporal.base import TemporalRun, plain_run
 from . import register_backbone
-from .base import Backbone
+from .base import Backbone, conv_bn_relu
 
 #: depth -> (block type, blocks per stage), as in the ResNet paper (He et al., 2016, Table 1).
 SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -53,11 +53,11 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = _projection(c_in, planes, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut, inplace=True)
+    def forward(self, x: Tensor, run: TemporalRun | None = None, name: str = "") -> Tensor:
+        run = run or plain_run()
+        out = conv_bn_relu(run, f"{name}.conv1", self.conv1, self.bn1, x, bn_name=f"{name}.bn1")
+        out = conv_bn_relu(run, f"{name}.conv2", self.conv2, self.bn2, out, relu=False, bn_name=f"{name}.bn2")
+        return _residual_relu(run, name, out, x, self.downsample)
 
 
 class Bottleneck(nn.Module):
@@ -76,12 +76,18 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(out)
         self.downsample = _projection(c_in, out, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        y = F.relu(self.bn2(self.conv2(y)), inplace=True)
-        y = self.bn3(self.conv3(y))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(y + shortcut, inplace=True)
+    def forward(self, x: Tensor, run: TemporalRun | None = None, name: str = "") -> Tensor:
+        run = run or plain_run()
+        y = conv_bn_relu(run, f"{name}.conv1", self.conv1, self.bn1, x, bn_name=f"{name}.bn1")
+        y = conv_bn_relu(run, f"{name}.conv2", self.conv2, self.bn2, y, bn_name=f"{name}.bn2")
+        y = conv_bn_relu(run, f"{name}.conv3", self.conv3, self.bn3, y, relu=False, bn_name=f"{name}.bn3")
+        return _residual_relu(run, name, y, x, self.downsample)
+
+
+def _residual_relu(run: TemporalRun, name: str, branch: Tensor, x: Tensor, downsample: nn.Module | None) -> Tensor:
+    """ReLU(branch + shortcut); the shortcut is the block input (or its 1x1 projection), never shifted."""
+    shortcut = x if downsample is None else downsample(x)
+    return nn.functional.relu(branch + shortcut, inplace=run.inplace_ok)
 
 
 def _projection(c_in: int, c_out: int, stride: int) -> nn.Sequential | None:
@@ -98,6 +104,8 @@ class ResNet(Backbone):
     each of the four stages); ``last_stage`` (after every block of layer4); ``all`` (after every
     residual block).
     """
+
+    family = "resnet"
 
     def __init__(self, depth: int = 50, width_mult: float = 1.0) -> None:
         super().__init__()
@@ -117,6 +125,7 @@ class ResNet(Backbone):
 
         names: list[str] = []
         channels: dict[str, int] = {}
+        in_channels: dict[str, int] = {}
         strides: dict[str, int] = {}
         stride_so_far = 4  # conv1 (2) x maxpool (2)
         stage_last: list[str] = []
@@ -124,6 +133,7 @@ class ResNet(Backbone):
             p = _w(planes, width_mult)
             blocks = []
             for j in range(n):
+                in_channels[f"layer{i}.{j}"] = c
                 blk = block_cls(c, p, s if j == 0 else 1)
                 blocks.append(blk)
                 c = p * block_cls.expansion
@@ -137,6 +147,7 @@ class ResNet(Backbone):
 
         self.block_names = tuple(names)
         self.block_channels = channels
+        self.block_in_channels = in_channels
         self.block_strides = strides
         self.out_channels = c
         self.placement_presets = {
@@ -157,17 +168,15 @@ class ResNet(Backbone):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def default_input_convention(self) -> InputConvention:
-        return InputConvention.imagenet_rgb()
+    def stem(self, x: Tensor, run: TemporalRun | None = None) -> Tensor:
+        run = run or plain_run()
+        return self.maxpool(conv_bn_relu(run, "conv1", self.conv1, self.bn1, x, bn_name="bn1"))
 
-    def stem(self, x: Tensor) -> Tensor:
-        return self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
-
-    def block(self, name: str, x: Tensor) -> Tensor:
+    def block(self, name: str, x: Tensor, run: TemporalRun | None = None) -> Tensor:
         stage, _, index = name.partition(".")
         if name not in self.block_channels:
             raise KeyError(f"{name!r} is not a block of this ResNet; blocks: {list(self.block_names)}")
-        return getattr(self, stage)[int(index)](x)
+        return getattr(self, stage)[int(index)](x, run or plain_run(), name)
 
 
 def resnet18(width_mult: float = 1.0) -> ResNet:
@@ -189,20 +198,3 @@ def resnet101(width_mult: float = 1.0) -> ResNet:
 for _name, _factory in (("resnet18", resnet18), ("resnet34", resnet34), ("resnet50", resnet50),
                         ("resnet101", resnet101)):
     register_backbone(_name, _factory, InputConvention.imagenet_rgb)
-
-
-def _register_models() -> None:
-    """TSN / HF-TSN configs on ResNets: full width (ImageNet / TSM weights) and CPU demo width."""
-    from ..model import ModelConfig, register_model
-
-    demo = dict(width_mult=0.25, num_segments=8, input_size=112)
-    for depth in (18, 50):
-        bb = f"resnet{depth}"
-        register_model(f"tsn_{bb}", ModelConfig(backbone=bb, hf_placement="none"))
-        register_model(f"hf_tsn_{bb}", ModelConfig(backbone=bb, hf_placement="all"))
-        register_model(f"hfstages_tsn_{bb}", ModelConfig(backbone=bb, hf_placement="stages"))
-        register_model(f"tsn_{bb}_demo", ModelConfig(backbone=bb, hf_placement="none", **demo))
-        register_model(f"hf_tsn_{bb}_demo", ModelConfig(backbone=bb, hf_placement="all", **demo))
-
-
-_register_models()

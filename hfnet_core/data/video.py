@@ -587,6 +587,9 @@ def write_video(
     os.close(fd)
     try:
         _encode(tmp, None, frames, fps, codec, timestamps, rotation, options)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the file the usual permissions
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

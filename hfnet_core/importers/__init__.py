@@ -12,9 +12,11 @@ Formats and how they are recognised (keys after removing DataParallel's ``module
 
     hfnet               safetensors file with hfnet metadata (passed to ``load_checkpoint`` unchanged)
     mmaction2           every key under backbone. / cls_head. (/ neck. / data_preprocessor.)
-    gsm                 TSN layout (base_model.*) with gsm / conv3D modules
-    tsm                 TSN layout with TemporalShift wrappers (.net.) or non-local blocks (.nl.)
-    tsn                 TSN layout (base_model.* + new_fc.*)
+    gsm                 TSN layout (base_model.*) with gsm_<conv> / conv3D modules -> hfnet's GSM operator
+    tsm                 TSN layout with TemporalShift wrappers (.net.) -> TSM's shift at those sites
+                        (or non-local blocks, .nl., which hfnet does not implement)
+    tsn                 TSN layout (base_model.* + new_fc.*; + consensus.fc_fusion_scales.* for TRN);
+                        TSM on BN-Inception looks like this too: pass temporal="tsm"
     caffe_bninception   conv1_7x7_s2.weight at the top level (ImageNet BN-Inception; fc or last_linear)
     torchvision_resnet  conv1.weight, bn1.*, layer1.0.conv1.weight at the top level (fc optional)
 """
@@ -105,6 +107,9 @@ def import_checkpoint(
     classes_file: str | os.PathLike[str] | None = None,
     drop_unknown: bool = False,
     input_size: int | None = None,
+    temporal: str | None = None,
+    shift_div: int | None = None,
+    shift_place: str | None = None,
 ) -> LoadedCheckpoint:
     """Read a checkpoint of any supported format into a strictly loaded ``VideoClassifier`` (eval mode).
 
@@ -119,6 +124,10 @@ def import_checkpoint(
         drop_unknown: load files with modules hfnet does not implement (GSM, non-local) without them;
             the report lists every dropped tensor.
         input_size: crop side the model expects (default 224).
+        temporal: the temporal operator the file was trained with where its keys cannot show it ("tsm" for
+            TSM on BN-Inception), or "none" to load it as a plain TSN; by default what the keys show
+            (TSM on ResNet: ``.net.`` wrappers; GSM: ``gsm_*`` modules). Never read from the file name.
+        shift_div / shift_place: TSM's settings where the file does not record them.
 
     The result's ``import_report`` says what was mapped, squeezed, filled, dropped and recovered.
     Raises ``CheckpointError`` naming the file and the keys for every problem.
@@ -127,7 +136,8 @@ def import_checkpoint(
     if format is not None and format not in FORMATS:
         raise CheckpointError(p, f"unknown format {format!r}.", f"Formats: {', '.join(FORMATS)}.")
     try:
-        opts = ImportOptions(num_segments, consensus, classes_file, drop_unknown, input_size)
+        opts = ImportOptions(num_segments, consensus, classes_file, drop_unknown, input_size, temporal, shift_div,
+                             shift_place)
     except ValueError as e:
         raise CheckpointError(p, str(e)) from None
     native, obj = _read(p)
@@ -138,7 +148,7 @@ def import_checkpoint(
         report = ImportReport("hfnet", str(p), loaded.config.backbone, loaded.config.width_mult,
                               mapped=len(loaded.model.state_dict()))
         given = {"num_segments": num_segments, "consensus": consensus, "classes_file": classes_file,
-                 "input_size": input_size}
+                 "input_size": input_size, "temporal": temporal, "shift_div": shift_div, "shift_place": shift_place}
         if any(v is not None for v in given.values()):
             report.warnings.append(f"ignored {sorted(k for k, v in given.items() if v is not None)}: an hfnet "
                                    "checkpoint records its own configuration.")

@@ -31,8 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consensus", choices=["avg", "trn"], help="consensus (default: from the file, else avg)")
     p.add_argument("--classes", metavar="FILE", help="class names, one per line, in classifier order")
     p.add_argument("--drop-unknown", action="store_true",
-                   help="drop modules hfnet does not implement (GSM, non-local) instead of failing; listed")
+                   help="drop modules hfnet does not implement (non-local blocks) instead of failing; listed")
     p.add_argument("--input-size", type=int, help="crop side the model expects (default 224)")
+    p.add_argument("--temporal", choices=["tsm", "gsm", "hf", "none"],
+                   help="the temporal operator the file was trained with, where its keys cannot show it "
+                        "(TSM on BN-Inception); 'none' loads it as a plain TSN (default: what the keys show)")
+    p.add_argument("--shift-div", type=int, help="TSM: 1/N of the channels move each way (TSM's default 8), "
+                                                 "when the file does not record it")
+    p.add_argument("--shift-place", choices=["blockres", "block"], help="TSM placement where the keys cannot show it")
     p.add_argument("--fp16", action="store_true", help="store weights in float16 (half the file size)")
     p.add_argument("--dry-run", action="store_true", help="import and report, write nothing")
     return p
@@ -46,7 +52,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = import_checkpoint(args.input, format=args.format, num_segments=args.num_segments,
                                    consensus=args.consensus, classes_file=args.classes,
-                                   drop_unknown=args.drop_unknown, input_size=args.input_size)
+                                   drop_unknown=args.drop_unknown, input_size=args.input_size,
+                                   temporal=args.temporal, shift_div=args.shift_div, shift_place=args.shift_place)
     except CheckpointError as e:
         print(f"hfnet convert: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """What every importer shares: options, the report, and the strict build-and-load step.
 
 An importer is a key-mapping function (never a model subclass): it reads a foreign state dict and returns a
-``Mapped`` - tensors under hfnet names (``base_model.*``, ``head.new_fc.*``), the backbone it found, and the
-facts the file records (segments, consensus, class names). ``build_model_from`` then builds the
+``Mapped`` - tensors under hfnet names (``base_model.*``, ``head.*``, ``gsm.*``), the backbone it found, the
+temporal operators its keys show (``importers/temporal_keys.py``) and the facts the file records
+(segments, consensus, class names). ``build_model_from`` then builds the
 ``VideoClassifier``, fixes the two known, harmless differences (Caffe's (1, C) BN tensors; BN
 ``num_batches_tracked`` counters older files lack) and loads strictly: every model key filled, every file
 key used, or a ``CheckpointError`` naming the leftovers by their names *in the file*.
@@ -36,10 +37,21 @@ class ImportOptions:
     classes_file: str | os.PathLike[str] | None = None
     drop_unknown: bool = False
     input_size: int | None = None
+    #: the temporal operator the file was trained with where its keys cannot show it ("tsm" on
+    #: BN-Inception), "none" to load it without one, None = what the keys show.
+    temporal: str | None = None
+    shift_div: int | None = None  # TSM: 1/shift_div of the channels move each way
+    shift_place: str | None = None  # TSM: "blockres" or "block" (only where the keys do not show it)
 
     def __post_init__(self) -> None:
         if self.num_segments is not None and int(self.num_segments) < 1:
             raise ValueError(f"num_segments must be >= 1, got {self.num_segments}")
+        if self.temporal is not None and self.temporal not in ("none", "tsm", "gsm", "hf"):
+            raise ValueError(f"unknown temporal operator {self.temporal!r}; choose tsm, gsm, hf or none")
+        if self.shift_div is not None and (isinstance(self.shift_div, bool) or not 2 <= int(self.shift_div) <= 1024):
+            raise ValueError(f"shift_div must be an integer in 2..1024, got {self.shift_div}")
+        if self.shift_place is not None and self.shift_place not in ("blockres", "block"):
+            raise ValueError(f"shift_place must be 'blockres' or 'block', got {self.shift_place!r}")
         if self.consensus is not None:
             c = CONSENSUS_NAMES.get(str(self.consensus).lower())
             if c is None:
@@ -115,6 +127,11 @@ class Mapped:
     image_classifier: bool = False
     #: backbone tensors that may carry a Caffe leading singleton dimension
     squeezable: bool = False
+    #: temporal operator entries (``ModelConfig.temporal``) and where each came from
+    temporal: list[dict[str, Any]] = field(default_factory=list)
+    temporal_source: str = ""
+    #: options of the consensus head (TRN: img_feature_dim, bottleneck), read from tensor shapes
+    consensus_args: dict[str, Any] = field(default_factory=dict)
 
     def put(self, new_key: str, file_key: str, tensor: Tensor) -> None:
         if new_key in self.state:
@@ -253,11 +270,13 @@ def describe_unknown(file_key: str) -> str:
     """What an unmatched key of the file probably is."""
     k = file_key
     if "gsm" in k.lower() or "conv3D" in k:
-        return "GSM module (gate-shift, Sudhakaran et al. 2020): not implemented in hfnet"
+        return "GSM module at a place this model does not have"
     if ".nl." in k or "non_local" in k:
         return "non-local block: not implemented in hfnet"
+    if re.search(r"(^|\.)consensus\.classifier", k):
+        return "single-scale TRN relation module: not implemented in hfnet (multi-scale TRN is)"
     if re.search(r"(^|\.)consensus\.", k) or "fc_fusion" in k:
-        return "TRN relation consensus of TRN-pytorch: not imported by hfnet"
+        return "TRN relation module that does not fit this model's head"
     return "not part of the hfnet model"
 
 
@@ -347,18 +366,22 @@ def build_model_from(mapped: Mapped, opts: ImportOptions, report: ImportReport,
             path, "has no classifier, so it is not a complete video model.",
             "Use it to initialise a backbone instead: `hfnet train --pretrained PATH` "
             "(importers.load_pretrained_backbone).")
-    num_classes = int(fc.shape[0])
-    source = f"shape of {mapped.origin['head.new_fc.weight']}"
+    classifier = "head.fc_fusion_scales.0.3.weight" if "head.fc_fusion_scales.0.3.weight" in mapped.state \
+        else "head.new_fc.weight"  # TRN: new_fc projects to the relation features; the MLPs classify
+    num_classes = int(mapped.state[classifier].shape[0])
+    source = f"shape of {mapped.origin[classifier]}"
     report.recovered["num_classes"] = {"value": num_classes, "source": source}
     num_segments = resolve_num_segments(mapped, opts, report, path)
     consensus = resolve_consensus(mapped, opts, report)
-    config = ModelConfig(
-        backbone=mapped.backbone, width_mult=mapped.width_mult, num_classes=num_classes,
-        num_segments=num_segments, input_size=int(opts.input_size or 224), consensus=consensus,
-        hf_placement="none", input_convention=mapped.input_convention.to_dict(),
-        name=f"imported from {report.format}",
-    )
+    if mapped.temporal:
+        report.recovered["temporal"] = {"value": mapped.temporal, "source": mapped.temporal_source}
     try:
+        config = ModelConfig(
+            backbone=mapped.backbone, width_mult=mapped.width_mult, num_classes=num_classes,
+            num_segments=num_segments, input_size=int(opts.input_size or 224), consensus=consensus,
+            consensus_args=mapped.consensus_args if consensus == "trn" else {}, temporal=mapped.temporal,
+            input_convention=mapped.input_convention.to_dict(), name=f"imported from {report.format}",
+        )
         model = VideoClassifier(config)
     except ValueError as e:
         raise CheckpointError(path, f"describes a model hfnet cannot build ({e}).") from None

@@ -12,7 +12,10 @@ torchvision names is the one mmaction2 itself documents for loading torchvision 
     cls_head.fc_cls.*                      -> head.new_fc.*
 
 TSN's and TSM's heads average frames (``AvgConsensus``) around a linear classifier, which is hfnet's TSN
-head. ``meta`` holds the config text (``config`` in mmaction2 0.x, ``cfg`` in 1.x): frames per clip come
+head. ResNetTSM's ``.net`` wrappers say which convolutions are shifted (hfnet runs TSM's shift there, with
+the config's ``shift_div``, mmaction2's default 8 if it names none). TRN recognisers
+(``cls_head.fc_cls`` = the 2048 -> 256 projection, ``cls_head.consensus.fc_fusion_scales.{i}``) load into
+hfnet's TRN head (``TRNHead`` in ``hfnet_core/heads.py``: the same relation MLPs and arithmetic). ``meta`` holds the config text (``config`` in mmaction2 0.x, ``cfg`` in 1.x): frames per clip come
 from ``num_segments=`` or the training pipeline's ``SampleFrames(num_clips=...)``, pixel normalisation from
 ``mean``/``std``, class names from ``meta["CLASSES"]`` or ``meta["dataset_meta"]["classes"]``.
 """
@@ -28,7 +31,7 @@ from ..checkpoint import CheckpointError
 from ..input_convention import InputConvention
 from .common import ImportOptions, ImportReport, Mapped
 from .torchvision_resnet import resnet_arch
-from .tsn_family import SHIFT_NOTE
+from .tsn_family import _trn_facts
 
 _RULES: tuple[tuple[str, str], ...] = (
     (r"^backbone\.conv1\.conv\.", "base_model.conv1."),
@@ -38,7 +41,9 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"^backbone\.(layer\d+\.\d+)\.(?:block\.)?downsample\.conv\.", r"base_model.\1.downsample.0."),
     (r"^backbone\.(layer\d+\.\d+)\.(?:block\.)?downsample\.bn\.", r"base_model.\1.downsample.1."),
     (r"^cls_head\.fc_cls\.", "head.new_fc."),
+    (r"^cls_head\.consensus\.(fc_fusion_scales\.\d+\.\d+\.)", r"head.\1"),
 )
+_SHIFTED = re.compile(r"^backbone\.(layer\d+\.\d+)\.conv1\.conv\.net\.")
 
 
 def detect(state: dict[str, Tensor]) -> bool:
@@ -132,11 +137,25 @@ def map_state(obj: Any, state: dict[str, Tensor], opts: ImportOptions, report: I
         "source": conv[1] if conv else "mmaction2 default (RGB, ImageNet mean/std); no config text in the file"}
     for k, v in renamed.items():
         mapped.put(v, k, state[k])
-    if any(".net." in k for k in state) or "ResNetTSM" in text:
-        report.not_implemented.append(SHIFT_NOTE)
-    if "TRNHead" in text:
-        raise CheckpointError(None, "is an mmaction2 TRN recogniser; hfnet imports mmaction2 TSN and TSM.")
-    if re.search(r"type\s*=\s*['\"](AvgConsensus|TSNHead|TSMHead)['\"]", text):
+    shifted = sorted({m.group(1) for k in state if (m := _SHIFTED.match(k))},
+                     key=lambda b: tuple(int(x) for x in b[len("layer"):].split(".")))
+    stray = [k for k in state if ".net." in k and not _SHIFTED.match(k)]
+    if stray:
+        raise CheckpointError(None, f"has TSM wrappers hfnet does not know at {stray[:3]} (only ResNetTSM's "
+                                    "'blockres' shift before each block's conv1 is supported).")
+    if shifted or "ResNetTSM" in text:
+        m = re.search(r"shift_div\s*=\s*(\d+)", text)
+        div, source = (int(m.group(1)), "config text: shift_div") if m else (8, "mmaction2 ResNetTSM default")
+        if opts.shift_div is not None:
+            div, source = int(opts.shift_div), "argument"
+        if not shifted:
+            raise CheckpointError(None, "is a ResNetTSM recogniser without shifted convolutions in its keys.")
+        mapped.temporal = [{"op": "tsm", "where": [f"{b}.conv1:in" for b in shifted], "args": {"shift_div": div}}]
+        mapped.temporal_source = f"keys: {len(shifted)} shifted conv1 (.net.); shift_div from {source}"
+    trn_scales = {int(m.group(1)) for k in renamed.values() if (m := re.match(r"head\.fc_fusion_scales\.(\d+)\.", k))}
+    if trn_scales:
+        _trn_facts(mapped, trn_scales)
+    elif re.search(r"type\s*=\s*['\"](AvgConsensus|TSNHead|TSMHead)['\"]", text):
         mapped.facts["consensus"] = ("avg", "config text: average consensus head")
     segs = num_segments_from_config(text)
     if segs:

@@ -1,4 +1,4 @@
-"""The HF module: hierarchical feature aggregation between adjacent frames (paper Sec. III, Eq. 1-7).
+"""HF, the paper's operator: hierarchical feature aggregation between adjacent frames (Sec. III, Eq. 1-7).
 
 For a block output F+ of T frames, a learned gate G-_t in [-1, 1] (one value per pixel, shared by all
 channels) moves G-_t * F+_{t+1} into frame t and takes the same amount out of frame t+1:
@@ -24,9 +24,18 @@ does not depend on which one runs.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..errors import ConfigError
+from . import register_operator
+from .base import Site, TemporalOperator
+
+#: MACs per gate pixel per input channel: a 2x3x3 kernel.
+GATE_TAPS = 2 * 3 * 3
 
 GATE_IMPLS = ("concat", "shift", "matmul")
 
@@ -111,8 +120,9 @@ def shift_right(g: Tensor) -> Tensor:
     return torch.cat([g.new_zeros(g[:, :1].shape), g[:, :-1]], dim=1)
 
 
-class HFModule(nn.Module):
-    """Hierarchical feature aggregation after one backbone block.
+@register_operator("hf")
+class HFModule(TemporalOperator):
+    """Hierarchical feature aggregation after one backbone block (site: the block's output).
 
     Args:
         channels: channels C of the block output.
@@ -125,7 +135,15 @@ class HFModule(nn.Module):
     starts exactly as the TSN it extends - the recipe of the authors' later GSM, which keeps a
     pretrained backbone's features intact at step 0 while gradients still reach the gate
     (dL/dW depends on F+, not on W).
+
+    Inspection maps: ``gate`` = G- (N, T, H, W) (and ``gate_out`` for the non-conservative ablation).
     """
+
+    default_side = "out"
+    map_meanings = {
+        "gate": "G-_t: what frame t takes from frame t+1 (> 0 averaging, < 0 differencing); 0 at the last frame",
+        "gate_out": "non-conservative ablation: what frame t+1 loses (independent of what frame t takes)",
+    }
 
     def __init__(self, channels: int, conservative: bool = True, impl: str = "matmul") -> None:
         super().__init__()
@@ -134,13 +152,46 @@ class HFModule(nn.Module):
         self.gate = GateConv(channels, impl)
         self.gate_out = None if conservative else GateConv(channels, impl)
 
-    def forward(self, x: Tensor, num_segments: int) -> tuple[Tensor, Tensor]:
-        """x: (N*T, C, H, W) -> (aggregated features (N*T, C, H, W), gate G- (N, T, H, W))."""
+    @classmethod
+    def from_args(cls, channels: int, args: Mapping[str, Any]) -> "HFModule":
+        unknown = set(args) - {"conservative", "impl"}
+        if unknown:
+            raise ConfigError(f"hf: unknown options {sorted(unknown)}; HF takes conservative (bool) and impl")
+        conservative = args.get("conservative", True)
+        impl = args.get("impl", "matmul")
+        if not isinstance(conservative, bool):
+            raise ConfigError(f"hf: conservative must be true or false, got {conservative!r}")
+        if impl not in GATE_IMPLS:
+            raise ConfigError(f"hf: unknown gate implementation {impl!r}; choose one of {GATE_IMPLS}")
+        return cls(channels, conservative, impl)
+
+    @classmethod
+    def presets(cls, backbone: Any, args: Mapping[str, Any]) -> dict[str, tuple[Site, ...]]:
+        """The backbone's block groups (BN-Inception: none, last1, last5, all; ResNet: + stages, last_stage)."""
+        return {name: tuple(Site(b, "out") for b in blocks) for name, blocks in backbone.placement_presets.items()}
+
+    def macs(self, input_shape: tuple[int, int, int, int]) -> int:
+        nt, c, h, w = input_shape
+        return (1 if self.conservative else 2) * GATE_TAPS * c * nt * h * w
+
+    def elementwise_ops(self, input_shape: tuple[int, int, int, int]) -> int:
+        """tanh per gate pixel + Eq. 7's product, difference and shifted sum per feature element."""
+        nt, c, h, w = input_shape
+        gates = 1 if self.conservative else 2
+        per_element = 3 if gates == 1 else 4  # non-conservative: a second product
+        return gates * nt * h * w + per_element * nt * h * w * c
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "conservative": self.conservative, "impl": self.gate.impl}
+
+    def forward(self, x: Tensor, num_segments: int, inspect: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """x: (N*T, C, H, W) -> (aggregated features (N*T, C, H, W), {"gate": G- (N, T, H, W)})."""
         nt, c, h, w = x.shape
         if nt % num_segments:
             raise ValueError(f"batch of {nt} frames is not a multiple of num_segments={num_segments}")
         g_in = self.gate(x, num_segments)
         g_out = g_in if self.gate_out is None else self.gate_out(x, num_segments)
+        maps = {"gate": g_in} if self.gate_out is None else {"gate": g_in, "gate_out": g_out}
         # F_t = (1 - G+_t) * F+_t + G-_t * F+_{t+1} (Eq. 7), written as two passes over the features: a
         # product, then an in-place multiply-add with the next frame. The flat (N*T) shift never carries
         # features across clips because G-_{T-1} = 0 for the last frame of every clip.
@@ -154,7 +205,7 @@ class HFModule(nn.Module):
             xv = x.permute(0, 2, 3, 1)
             out = xv * keep.reshape(nt, h, w, 1)
             out[:-1].addcmul_(g.reshape(nt, h, w, 1)[:-1], xv[1:])
-            return out.permute(0, 3, 1, 2), g_in
+            return out.permute(0, 3, 1, 2), maps
         out = x * keep.reshape(nt, 1, h, w)
         out[:-1].addcmul_(g.reshape(nt, 1, h, w)[:-1], x[1:])
-        return out, g_in
+        return out, maps
