@@ -151,7 +151,7 @@ def _span(times: np.ndarray, shown: str, duration: float, start: float | None, e
 def decode_clip(
     path: str | os.PathLike[str], name: str | None = None, *, start: float | None = None, end: float | None = None,
     start_frame: int | None = None, stop_frame: int | None = None, max_frames: int = MAX_DISPLAY_FRAMES,
-    max_side: int = MAX_DISPLAY_SIDE, fit: str = "span", time_limit: float | None = None,
+    max_side: int | None = MAX_DISPLAY_SIDE, fit: str = "span", time_limit: float | None = None,
 ) -> DecodedClip:
     """Decode a video file (or frame folder) for the explorer and say what was read and why; ``ClipError``
     when it is unusable (not a video, corrupt, truncated by evidence, a single frame).
@@ -200,7 +200,7 @@ def decode_clip(
                         "so they need a video with at least two frames.")
     if len(frames) < 2:
         raise ClipError(f"{shown}: the chosen span holds a single frame; choose a longer span.")
-    if max(info.width, info.height) > max_side:
+    if max_side is not None and max(info.width, info.height) > max_side:
         reasons.append(f"frames are downscaled from {info.width}×{info.height} to {frames.shape[2]}×"
                        f"{frames.shape[1]} px (at most {max_side} px on the longer side)")
     kept = times[idx]
