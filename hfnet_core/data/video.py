@@ -41,7 +41,7 @@ from hfnet_core.data.video_checks import (DEFAULT_TIME_LIMIT_S, FETCH_HINT, REEN
                                           bounded_fps, checked_path)
 from hfnet_core.data.video_decode import (MAX_PIXELS, MAX_RESOLUTION, check_size, decode_planned,
                                           decode_sequential, frame_rotation, open_video, output_size)
-from hfnet_core.data.video_index import PacketIndex, packet_index
+from hfnet_core.data.video_index import MAX_INDEXED_FRAMES, PacketIndex, packet_index
 
 __all__ = [
     "VideoDecodeError",
@@ -74,6 +74,8 @@ DEFAULT_MAX_FRAMES = 1000
 IMAGE_FOLDER_FPS = 12.0
 #: Codecs whose "keyframes" are not random-access points (frames are drawn over the previous ones).
 _NO_SEEK_CODECS = frozenset({"gif", "apng"})
+#: What PyAV/FFmpeg/numpy may raise on a hostile file besides FFmpegError; reported as a VideoDecodeError.
+_UNEXPECTED = (OSError, RuntimeError, MemoryError, ValueError, OverflowError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,15 @@ def apply_rotation(frames: np.ndarray, degrees_ccw: int) -> np.ndarray:
 
 
 def _list_images(folder: Path) -> list[Path]:
+    files: list[Path] = []
     try:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        for p in folder.iterdir():
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():  # is_file: regular files only, no FIFOs
+                files.append(p)
+                if len(files) > MAX_INDEXED_FRAMES:
+                    raise VideoDecodeError(folder, f"the folder holds more than {MAX_INDEXED_FRAMES:,} frames",
+                                           "Cut the clip into shorter ones")
+        files.sort()
     except OSError as e:
         raise VideoDecodeError(folder, f"the folder cannot be listed ({e.strerror or e})",
                                "Check the folder and its permissions") from e
@@ -341,14 +350,20 @@ def _decode_indices(p: Path, container: av.container.InputContainer, stream: av.
         if index.complete and stream.codec_context.name not in _NO_SEEK_CODECS:
             try:
                 result = decode_planned(p, container, stream, index, uniq, max_side, deadline)
+            except VideoDecodeError:
+                raise
             except av.error.FFmpegError:
                 result = None  # some demuxers cannot seek; decoding from the start still works
+            except _UNEXPECTED as e:
+                raise VideoDecodeError(p, f"decoding failed ({type(e).__name__}: {e})", REENCODE_HINT) from e
     finally:
         container.close()
     try:
         if result is None:
             result = decode_sequential(p, uniq, max_side, deadline)
-    except (av.error.FFmpegError, OSError, RuntimeError, MemoryError) as e:
+    except VideoDecodeError:
+        raise
+    except (av.error.FFmpegError, *_UNEXPECTED) as e:
         raise VideoDecodeError(p, f"decoding failed ({type(e).__name__}: {e})", REENCODE_HINT) from e
     got, (rot, _) = result
     missing = [int(i) for i in uniq if int(i) not in got]

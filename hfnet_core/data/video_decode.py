@@ -116,7 +116,8 @@ def frame_rotation(frame: av.VideoFrame, stream: av.video.stream.VideoStream) ->
     return rotation_from_tag(tag)
 
 
-def _stream_size(path: Path, stream: av.video.stream.VideoStream, max_side: int | None) -> tuple[int, int] | None:
+def _stream_size(stream: av.video.stream.VideoStream, max_side: int | None) -> tuple[int, int] | None:
+    """Output size from the stream's declared dimensions (so parallel decoders agree), None if unknown."""
     w, h = stream.codec_context.width, stream.codec_context.height
     return output_size(w, h, max_side) if w > 0 and h > 0 else None
 
@@ -277,16 +278,17 @@ def decode_planned(
     """Frames at ``ordinals`` (sorted unique) keyed by ordinal, plus (rotation, note); None if the file
     misbehaves. ``container`` is reused for the first decoder; others open their own."""
     jobs = plan_jobs(index, ordinals)
-    size = _stream_size(path, stream, max_side)
-    n = threads if threads is not None else decode_threads()
+    size = _stream_size(stream, max_side)
+    budget = threads if threads is not None else decode_threads()
+    n = budget
     work = sum(j.cost for j in jobs)
     w, h = stream.codec_context.width, stream.codec_context.height
     memory_cap = max(1, int(_PARALLEL_MEMORY // max(1, w * h * 3 // 2 * 17)))
     n = max(1, min(n, len(jobs), work // _MIN_FRAMES_PER_THREAD, memory_cap)) if size is not None else 1
     skip = stream.codec_context.name in SKIP_NONREF_CODECS
     parts = _assign(jobs, n)
-    if len(parts) > 1:
-        stream.thread_type = "NONE"  # the decoders share the cores; codec threads would only contend
+    if len(parts) > 1 or budget == 1:
+        stream.thread_type = "NONE"  # the decoders (or DataLoader workers) share the cores; codec threads contend
     cancel = threading.Event()
     workers: list[_Worker] = [_Worker(container, stream, size, max_side, deadline, skip, path, cancel)]
     errors: list[BaseException] = []
@@ -337,9 +339,11 @@ def decode_sequential(path: Path, wanted: np.ndarray, max_side: int | None,
                       deadline: Deadline) -> tuple[dict[int, np.ndarray], tuple[int, str | None]]:
     """Decode from the start, keeping frames whose output ordinal is in ``wanted`` (sorted unique)."""
     container, stream = open_video(path)
+    if decode_threads() == 1:
+        stream.thread_type = "NONE"
     got: dict[int, np.ndarray] = {}
     rotation: tuple[int, str | None] = (0, None)
-    size = _stream_size(path, stream, max_side)
+    size = _stream_size(stream, max_side)
     last = int(wanted[-1]) if len(wanted) else -1
     want = set(int(i) for i in wanted)
     i = -1
