@@ -612,3 +612,21 @@ def test_browser_mp4_keeps_variable_timestamps(tmp_path) -> None:
     with av.open(io.BytesIO(to_browser_mp4(path))) as c:
         got = [float(f.time) for f in c.decode(video=0)]
     assert np.allclose(got, pts / 15.0, atol=0.002)
+
+
+def test_a_fifo_under_a_data_root_never_hangs_a_dataset(tmp_path) -> None:
+    from hfnet_core.data.datasets import CsvVideoDataset, VideoFolderDataset
+
+    root = tmp_path / "data"
+    (root / "wave").mkdir(parents=True)
+    write_video(root / "wave" / "good.mp4", numbered_frames(), codec="libx264")
+    os.mkfifo(root / "wave" / "pipe.mp4")
+    folder_ds = VideoFolderDataset(root, 4)
+    assert [Path(s[0]).name for s in folder_ds.samples] == ["good.mp4"]  # listing skips what is not a file
+    (root / "list.csv").write_text("path,label\nwave/good.mp4,0\nwave/pipe.mp4,0\n")
+    csv_ds = CsvVideoDataset(root / "list.csv", 4)
+    out = _finishes(lambda: [csv_ds[i] for i in range(len(csv_ds))])
+    assert "error" not in out, out
+    good, piped = out["value"]
+    assert good is not None and piped is None
+    assert csv_ds.skipped and "named pipe" in csv_ds.skipped[0][1]
