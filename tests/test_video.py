@@ -608,6 +608,9 @@ def test_browser_mp4_keeps_variable_timestamps(tmp_path) -> None:
     with av.open(io.BytesIO(data)) as c:
         got = [float(f.time) for f in c.decode(video=0)]
     assert np.allclose(got, times, atol=0.002)
+    with av.open(io.BytesIO(to_browser_mp4(numbered_frames(n=6), timestamps=np.add(times, 40.0)))) as c:
+        got = [float(f.time) for f in c.decode(video=0)]
+    assert np.allclose(got, times, atol=0.002)  # a span from 40 s plays from 0
     path, pts = make_drop_frame_avi(tmp_path / "d.avi", slots=90, coded=20)
     with av.open(io.BytesIO(to_browser_mp4(path))) as c:
         got = [float(f.time) for f in c.decode(video=0)]

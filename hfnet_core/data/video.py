@@ -570,8 +570,8 @@ def to_browser_mp4(
     """H.264 yuv420p MP4 bytes that every browser plays (``st.video``), from frames or any readable video.
 
     Uploaded AVI/MS-MPEG4/Cinepak files do not play in browsers; this re-encodes them (upright, even sizes).
-    ``timestamps`` (seconds, one per frame) keep a variable-frame-rate clip's real timing; otherwise frames
-    play at ``fps``. From a path, a video longer than ``max_frames`` keeps every k-th frame (k whole), played
+    ``timestamps`` (seconds, one per frame, e.g. ``DecodedClip.timestamps``) keep a variable-frame-rate
+    clip's real timing, starting at 0; otherwise frames play at ``fps``. From a path, a video longer than ``max_frames`` keeps every k-th frame (k whole), played
     at fps / k, so it still runs at its real speed.
     """
     if isinstance(source, np.ndarray):
@@ -588,8 +588,10 @@ def to_browser_mp4(
             timestamps = frame_times(source)[idx]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    if timestamps is not None and len(timestamps) != len(frames):
-        raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
+    if timestamps is not None:
+        if len(timestamps) != len(frames):
+            raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
+        timestamps = np.asarray(timestamps, np.float64) - float(timestamps[0])  # a later span plays from 0
     buf = io.BytesIO()
     _encode(buf, "mp4", _even(np.asarray(frames, np.uint8)), float(fps), "libx264", timestamps, 0,
             {"crf": "23", "preset": "veryfast"})
