@@ -348,6 +348,8 @@ def test_several_decoders_share_one_read(tmp_path, monkeypatch) -> None:
     got = read_frames(path, idx, max_side=None)
     assert len(opened) == 2  # the read's own container plus two more decoders
     assert np.array_equal(got, reference_decode(path)[idx])
+    with pytest.raises(VideoDecodeError, match="time limit"):  # the cap reaches every decoder of the read
+        read_frames(path, idx, time_limit=1e-9)
     monkeypatch.setenv("HFNET_DECODE_THREADS", "1")
     opened.clear()
     assert np.array_equal(read_frames(path, idx, max_side=None), got) and not opened
