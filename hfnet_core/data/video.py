@@ -27,6 +27,7 @@ import fractions
 import io
 import math
 import os
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -218,9 +219,7 @@ def _exact_facts(index: PacketIndex, fps: float | None) -> tuple[float, float | 
     typical = float(np.median(gaps))
     tolerance = max(2.0 * float(index.time_base), 0.001 + 0.05 * typical)
     vfr = bool(np.any(np.abs(gaps - typical) > tolerance))
-    last = 1.0 / fps if fps and not vfr else typical
-    if fps and vfr:
-        last = min(1.0 / fps, typical)
+    last = min(1.0 / fps, typical) if fps else typical  # how long the last frame shows
     duration = float(times[-1]) + last
     return duration, n / duration, vfr, notes
 
@@ -238,8 +237,8 @@ def probe_video(path: str | os.PathLike[str], exact: bool = False, time_limit: f
     file that the evidence says was cut is refused.
     """
     deadline = Deadline(path, time_limit)
-    p, _ = checked_path(path, allow_dir=True)
-    if p.is_dir():
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         files = _list_images(p)
         first = _read_images([files[0]], DEFAULT_MAX_SIDE, deadline)[0]
         n = len(files)
@@ -289,8 +288,8 @@ def frame_times(path: str | os.PathLike[str], time_limit: float | None = None) -
     """Presentation time (seconds from the first frame) of every frame, in order - the real times, also for
     variable-frame-rate and drop-frame files. Image folders: ``i / 12``. Cached with the packet index."""
     deadline = Deadline(path, time_limit)
-    p, _ = checked_path(path, allow_dir=True)
-    if p.is_dir():
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         return np.arange(len(_list_images(p))) / IMAGE_FOLDER_FPS
     container, stream = open_video(p)
     with container:
@@ -397,8 +396,8 @@ def read_frames(
     ``time_limit`` (seconds) caps the whole read (default ``DEFAULT_TIME_LIMIT_S``).
     """
     deadline = Deadline(path, time_limit)
-    p, _ = checked_path(path, allow_dir=True)
-    if p.is_dir():
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         files = _list_images(p)
         return _read_folder(files, _resolve_indices(p, indices, len(files), max_frames), max_side, deadline)
     container, stream = open_video(p)
@@ -435,8 +434,8 @@ def _resolve_indices(path: Path, indices: Sequence[int] | np.ndarray | None, n: 
 def num_frames_of(path: str | os.PathLike[str], time_limit: float | None = None) -> int:
     """Exact frame count (coded frames of the video stream, or images in a folder), cached."""
     deadline = Deadline(path, time_limit)
-    p, _ = checked_path(path, allow_dir=True)
-    if p.is_dir():
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         return len(_list_images(p))
     container, stream = open_video(p)
     with container:
@@ -457,8 +456,8 @@ def read_clip(
     the sampled frames need. Every failure is a ``VideoDecodeError``.
     """
     deadline = Deadline(path, time_limit)
-    p, _ = checked_path(path, allow_dir=True)
-    if p.is_dir():
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         files = _list_images(p)
         return _read_folder(files, sample_indices(len(files), num_segments, mode, rng), max_side, deadline)
     container, stream = open_video(p)
