@@ -197,7 +197,8 @@ def test_decode_clip_spans(long_clip):
     assert np.array_equal(tail.frames[:5], decode_clip(long_clip, start_frame=780, stop_frame=785).frames)
     every = decode_clip(long_clip, fit="sample", max_frames=100)
     assert every.frame_step == 8 and len(every.frames) == 100 and every.playback_fps == pytest.approx(10 / 8)
-    assert any("every 8th frame" in r for r in every.reasons)
+    assert any("one frame in 8 of frames 0–794" in r for r in every.reasons)
+    assert "showing frames 0–794 (0.0–79.3 s), one frame in 8 at 1.25 fps" in every.summary()
     whole = decode_clip(long_clip, start_frame=0, stop_frame=50)
     assert whole.summary().endswith("showing frames 0–49 (0.0–5.0 s) at 10 fps, 96×72 px")
 

@@ -93,7 +93,8 @@ class DecodedClip:
     @property
     def span_seconds(self) -> tuple[float, float]:
         """(start, end) of the kept span in seconds; the end includes the last kept frame's duration."""
-        return float(self.timestamps[0]), float(self.timestamps[-1]) + self.frame_step / self.playback_fps
+        end = float(self.timestamps[-1]) + 1.0 / (self.playback_fps * self.frame_step)
+        return float(self.timestamps[0]), min(end, self.source.duration) if self.source.duration else end
 
     @property
     def is_whole_clip(self) -> bool:
@@ -109,7 +110,7 @@ class DecodedClip:
         if self.is_whole_clip and self.downscale == 1.0:
             return line
         a, b = self.span_seconds
-        step = f", every {self.frame_step}th frame" if self.frame_step > 1 else ""
+        step = f", one frame in {self.frame_step}" if self.frame_step > 1 else ""
         return (f"{line} — showing frames {self.start_frame}–{self.stop_frame - 1} ({a:.1f}–{b:.1f} s){step} "
                 f"at {self.playback_fps:.3g} fps, {self.size[0]}×{self.size[1]} px")
 
@@ -188,7 +189,7 @@ def decode_clip(
             b = a + max_frames
         elif b - a > max_frames:
             step = math.ceil((b - a) / max_frames)
-            reasons.append(f"every {step}th frame of frames {a}–{b - 1} is kept, to stay within {max_frames} frames")
+            reasons.append(f"one frame in {step} of frames {a}–{b - 1} is kept, to stay within {max_frames} frames")
         idx = np.arange(a, b, step)
         frames = read_frames(path, idx, max_side=max_side, time_limit=left())
     except VideoDecodeError as e:
