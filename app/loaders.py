@@ -24,17 +24,16 @@ import torch
 
 from app.model_facts import hf_blocks, model_kind
 from app.settings import data_root, file_stamp, max_upload_bytes, samples_dir
-from hfnet_core.analysis.clips import ClipError, decode_video, frames_hash, parse_synth_clip_id, resolve_clip, \
+from hfnet_core.analysis.clips import ClipError, decode_clip, frames_hash, parse_synth_clip_id, resolve_clip, \
     sampled_frames
 from hfnet_core.analysis.inference import ClipPrediction, run_clip
 from hfnet_core.checkpoint import LoadedCheckpoint, load_checkpoint
-from hfnet_core.data.video import VideoDecodeError, probe_video
 from hfnet_core.errors import BundleError, CheckpointError, HfnetError
 from hfnet_core.eval_bundle import EvalBundle
 
 __all__ = [
     "LoadedModel", "ClipInfo", "ClipChoice", "load_model", "load_bundle", "find_bundle", "attach_bundle",
-    "read_classes_file", "with_class_names", "sample_entries", "sample_clip", "synth_clip", "file_clip",
+    "read_classes_file", "with_class_names", "sample_entries", "sample_title", "sample_clip", "synth_clip", "file_clip",
     "upload_clip", "bundle_clip", "sampled", "sampled_input", "sampled_view", "predict",
 ]
 
@@ -189,26 +188,31 @@ def attach_bundle(slot: str, path: Path, ckpt: LoadedCheckpoint, names_source: s
 
 @dataclass(frozen=True)
 class ClipInfo:
-    """The clip as it is (source) and as the explorer read it (for display and for the models)."""
+    """The clip as it is (the file) and as the explorer read it (for display and for the models)."""
 
     width: int
     height: int
-    fps: float | None
+    fps: float | None  # the file's frame rate (the mean rate of a variable-frame-rate file)
     duration_s: float | None
-    num_frames: int
+    num_frames: int  # coded frames in the file
     read_frames: int
     read_width: int
     read_height: int
-    playback_fps: float
-    notes: tuple[str, ...] = ()  # why what was read differs from the source
+    playback_fps: float  # replays the kept frames at the file's real speed
+    notes: tuple[str, ...] = ()  # why what was read differs from the file; header claims not backed by evidence
+    span_s: tuple[float, float] | None = None  # the kept span in seconds, when it is not the whole file
+    variable_frame_rate: bool = False
 
     def source_words(self) -> str:
         dur = f" · {self.duration_s:.1f} s" if self.duration_s else ""
-        fps = f" · {self.fps:.3g} fps" if self.fps else ""
-        return f"{self.num_frames} frames · {self.width}×{self.height} px{fps}{dur}"
+        rate = ("" if not self.fps else f" · {self.fps:.3g} fps"
+                + (" on average (variable frame rate)" if self.variable_frame_rate else ""))
+        return f"{self.num_frames} frames · {self.width}×{self.height} px{rate}{dur}"
 
     def read_words(self) -> str:
-        return f"{self.read_frames} frames · {self.read_width}×{self.read_height} px · plays at {self.playback_fps:.3g} fps"
+        span = f" · {self.span_s[0]:.1f}–{self.span_s[1]:.1f} s of it" if self.span_s else ""
+        return (f"{self.read_frames} frames · {self.read_width}×{self.read_height} px · plays at "
+                f"{self.playback_fps:.3g} fps{span}")
 
 
 @dataclass(frozen=True)
@@ -238,31 +242,25 @@ def _synth_info(frames: np.ndarray, fps: float) -> ClipInfo:
 
 
 @st.cache_resource(show_spinner="Decoding the clip…", max_entries=32)
-def _decode_file_cached(path: str, stamp: tuple[int, int], shown: str) -> tuple[np.ndarray, ClipInfo]:
-    return _decode(Path(path), shown)
+def _decode_file_cached(path: str, stamp: tuple[int, int], shown: str, start_s: float | None
+                        ) -> tuple[np.ndarray, ClipInfo]:
+    return _decode(Path(path), shown, start_s)
 
 
-def _decode(path: Path, shown: str) -> tuple[np.ndarray, ClipInfo]:
-    """Frames + what the file holds. The one place that calls the video decoder."""
-    try:
-        source = probe_video(path)
-    except VideoDecodeError:
-        source = None  # decode_video below says what is wrong, in the user's words
-    frames, fps = decode_video(path, name=shown)
-    t, h, w, _ = frames.shape
-    notes = []
-    if source is not None and source.num_frames > t:
-        notes.append(f"{source.num_frames} frames sampled uniformly down to {t} (the explorer keeps at most "
-                     f"{t} frames of a clip)")
-    if source is not None and (source.width, source.height) != (w, h):
-        notes.append(f"scaled from {source.width}×{source.height} to {w}×{h} px for display; each model crops "
-                     "and resizes to its own input size")
-    if source is None:
-        info = ClipInfo(w, h, fps, t / fps, t, t, w, h, fps)
-    else:
-        info = ClipInfo(source.width, source.height, source.fps, source.duration, source.num_frames, t, w, h, fps,
-                        tuple(notes))
-    return _frozen(frames), info
+def _decode(path: Path, shown: str, start_s: float | None = None) -> tuple[np.ndarray, ClipInfo]:
+    """Frames + what the file holds and what was kept of it. The one place that calls the video decoder.
+
+    A span longer than the explorer keeps is shown from ``start_s`` at its real frame rate (never thinned
+    out): the user moves the start to see the rest.
+    """
+    clip = decode_clip(path, name=shown, start=start_s or None, fit="span")
+    src = clip.source
+    t, h, w, _ = clip.frames.shape
+    a, b = clip.span_seconds
+    info = ClipInfo(src.width, src.height, src.mean_fps if src.variable_frame_rate else (src.fps or src.mean_fps),
+                    src.duration, src.num_frames, t, w, h, float(clip.playback_fps), tuple(clip.reasons + clip.notes),
+                    None if clip.is_whole_clip else (a, b), bool(src.variable_frame_rate))
+    return _frozen(clip.frames), info
 
 
 def sample_entries() -> list[dict[str, Any]]:
@@ -287,7 +285,7 @@ def sample_title(entry: dict[str, Any]) -> str:
 
 def sample_clip(entry: dict[str, Any]) -> ClipChoice:
     path = samples_dir() / str(entry["file"])
-    frames, info = _decode_file_cached(str(path.resolve()), file_stamp(path), path.name)
+    frames, info = _decode_file_cached(str(path.resolve()), file_stamp(path), path.name, None)
     dataset = "synth" if str(entry.get("_dataset") or "").lower() in ("synthsomething", "synth") else entry.get("_dataset")
     return ClipChoice(sample_title(entry), frames, entry.get("label"), "sample", frames_hash(frames), info,
                       str(path), entry.get("clip_id"), dataset)
@@ -302,16 +300,18 @@ def synth_clip(clip_id: str, size: int = 112, num_frames: int = 8, metadata: dic
                       _synth_info(frames, SYNTH_PLAYBACK_FPS), clip_id, clip_id, "synth")
 
 
-def file_clip(path: Path) -> ClipChoice:
-    """A clip file under the data root (already through ``settings.clip_path``)."""
-    frames, info = _decode_file_cached(str(path), file_stamp(path), path.name)
+def file_clip(path: Path, start_s: float | None = None) -> ClipChoice:
+    """A clip file under the data root (already through ``settings.clip_path``), from ``start_s`` seconds."""
+    frames, info = _decode_file_cached(str(path), file_stamp(path), path.name, start_s)
     return ClipChoice(path.name, frames, None, "data_root", frames_hash(frames), info, str(path))
 
 
-def upload_clip(name: str, data: bytes) -> ClipChoice:
-    """Validate an uploaded file and decode it from a private temporary folder deleted right after.
+def upload_clip(name: str, data: bytes, start_s: float | None = None) -> ClipChoice:
+    """Validate an uploaded file and decode it (from ``start_s`` seconds) from a private temporary folder
+    deleted right after.
 
-    Raises ``ClipError``: over the upload limit, empty, or what the decoder finds wrong.
+    Raises ``ClipError``: over the upload limit, empty, or what the decoder finds wrong (the decoder applies
+    the same limits as the command line: resolution, a time cap, evidence of truncation).
     """
     limit = max_upload_bytes()
     if len(data) > limit:
@@ -323,7 +323,7 @@ def upload_clip(name: str, data: bytes) -> ClipChoice:
     with tempfile.TemporaryDirectory(prefix="hfnet_upload_") as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
-        frames, info = _decode(path, name)
+        frames, info = _decode(path, name, start_s)
     return ClipChoice(name, frames, None, "upload", frames_hash(frames), info)
 
 

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "model_B": None, "model_B_path": "", "model_B_classes": "", "model_B_frames": 8, "model_B_names_from": "",
     "clip_source": "sample", "sample": None, "root_file": "", "bundle_clip": None,
     "reverse": False, "layer": None, "pair": 0, "method": "gradcam", "gate_model": "A", "tour": 0,
+    "start": 0.0, "start_for": "",  # where a long file's shown span starts (seconds), and for which file
 }
 
 
@@ -133,6 +134,8 @@ def url_params() -> dict[str, str]:
             "bundle": (c["bundle_clip"] or {}).get("clip_id")}.get(src)
     if clip:
         out["clip"] = str(clip)
+    if float(c["start"] or 0) > 0 and src in ("root", "upload"):
+        out["t"] = f"{float(c['start']):g}"
     if c["reverse"]:
         out["rev"] = "1"
     if c["layer"]:
@@ -191,6 +194,11 @@ def restore_from_url() -> None:
             c["bundle_clip"] = {"clip_id": clip, "path": None}  # the path comes from the bundle, never the URL
     if c["clip_source"] == "bundle" and not c["bundle_clip"]:
         c["clip_source"] = "sample"
+    if q.get("t") and c["clip_source"] == "root":
+        try:
+            c["start"], c["start_for"] = max(0.0, float(q["t"])), f"root:{c['root_file'].strip()}"
+        except ValueError:
+            pass
     c["reverse"] = q.get("rev") in ("1", "true", "yes")
     if q.get("layer"):
         c["layer"] = q["layer"]

@@ -175,17 +175,39 @@ def _sample_ui() -> ClipChoice | None:
                       "synth")
 
 
+def _start_for(identity: str) -> float:
+    """The span start chosen for this file (seconds); 0 for a file seen for the first time."""
+    if S.choice("start_for") != identity:
+        S.set_choices(start=0.0, start_for=identity)
+    return float(S.choice("start") or 0.0)
+
+
+def _span_ui(clip: ClipChoice | None, can_move: bool = True) -> None:
+    """For a file longer than what the explorer keeps: where the shown span starts."""
+    info = clip.info if clip is not None else None
+    if info is None or not info.duration_s or (info.span_s is None and not S.choice("start")):
+        return
+    if not can_move:
+        st.sidebar.caption("Upload the file again to look at another span of it.")
+        return
+    st.sidebar.number_input("Show the clip from (seconds)", 0.0, float(info.duration_s), step=1.0, format="%.1f",
+                            help="A long file is shown from here, at its real frame rate, as far as the explorer "
+                                 "keeps frames; the models sample this span.",
+                            **S.bind("start", convert=float))
+
+
 def _upload_ui() -> ClipChoice | None:
     sb = st.sidebar
     up = sb.file_uploader("Video file (mp4, webm, avi, mov, mkv, gif)", key="w_upload",
                           help=f"At most {max_upload_bytes() // 2**20} MB. The file is decoded from a private "
                                "temporary folder and deleted right away.")
     kept = st.session_state.get(_UPLOAD)
-    if up is not None and (kept is None or kept[0] != up.file_id):
+    start = _start_for(f"upload:{up.file_id}") if up is not None else float(S.choice("start") or 0.0)
+    if up is not None and (kept is None or kept[0] != (up.file_id, start)):
         try:
-            kept = (up.file_id, upload_clip(up.name, up.getvalue()), None)
+            kept = ((up.file_id, start), upload_clip(up.name, up.getvalue(), start or None), None)
         except HfnetError as e:
-            kept = (up.file_id, None, str(e))
+            kept = ((up.file_id, start), None, str(e))
         st.session_state[_UPLOAD] = kept
     if kept is None:
         return None
@@ -197,6 +219,7 @@ def _upload_ui() -> ClipChoice | None:
             st.rerun()
     if kept[2]:
         raise _ShownError(kept[2])
+    _span_ui(kept[1], can_move=up is not None)
     return kept[1]
 
 
@@ -207,7 +230,10 @@ def _root_ui() -> ClipChoice | None:
     if not rel.strip():
         st.sidebar.caption(f"Data root: `{root}`")
         return None
-    return file_clip(clip_path(rel))
+    path = clip_path(rel)
+    clip = file_clip(path, _start_for(f"root:{rel.strip()}") or None)
+    _span_ui(clip)
+    return clip
 
 
 def _opened_ui(models: list[LoadedModel]) -> ClipChoice | None:

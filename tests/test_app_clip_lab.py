@@ -382,3 +382,31 @@ def test_shipped_samples():
     ref = generate_clip(e["class_index"], e["seed"], NUM_FRAMES, SIZE).astype(float)
     mse = float(((frames.astype(float) - ref) ** 2).mean())
     assert 10 * np.log10(255.0**2 / max(mse, 1e-9)) > 28  # H.264 of the very same clip
+
+
+def test_a_long_file_is_shown_at_its_real_rate_from_a_chosen_start(tmp_path, monkeypatch):
+    """A 40 s file: the explorer keeps 300 frames at the real 10 fps (0-30 s) and says so; the user moves the
+    start to see the rest, and the link keeps it."""
+    from hfnet_core.data.video import write_video
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    frames = np.random.default_rng(1).integers(0, 255, (400, 48, 64, 3), dtype=np.uint8)
+    write_video(root / "long.mp4", frames, fps=10)
+    monkeypatch.setenv("HFNET_DATA_ROOT", str(root))
+    at = new_app().run()
+    at.sidebar.radio(key="w_clip_source").set_value("root").run()
+    at.sidebar.text_input(key="w_root_file").set_value("long.mp4").run()
+    assert_ok(at)
+    md = " ".join(texts(at, "markdown"))
+    assert "The file: 400 frames · 64×48 px · 10 fps · 40.0 s" in md
+    assert "Read for display: 300 frames · 64×48 px · plays at 10 fps · 0.0–30.0 s of it" in md
+    assert any("at most 300 frames are kept at the real frame rate" in c for c in texts(at, "caption"))
+    at.sidebar.number_input(key="w_start").set_value(35.0).run()
+    assert_ok(at)
+    assert selection(at).clip.info.read_frames == 50 and "35.0–40.0 s of it" in " ".join(texts(at, "markdown"))
+    assert at.query_params["t"] == "35"
+    again = new_app()
+    again.query_params.update(dict(at.query_params))
+    again.run()
+    assert selection(again).clip.info.span_s == selection(at).clip.info.span_s

@@ -96,10 +96,11 @@ def _scope(preds: dict[str, ClipPrediction]) -> None:
             continue
         cfg = m.checkpoint.config
         info = clip.info
+        seen_s = (info.span_s[1] - info.span_s[0]) if info.span_s else info.duration_s  # what the models sample
         for note in scope_notes(input_size=int(cfg.input_size), num_segments=int(cfg.num_segments),
                                 class_names=m.class_names, trained_on=training_dataset(m.checkpoint.metadata),
                                 clip_dataset=clip.dataset, width=info.width, height=info.height,
-                                duration_s=info.duration_s, num_frames=info.num_frames, top_probs=p.top5_probs):
+                                duration_s=seen_s, num_frames=info.read_frames, top_probs=p.top5_probs):
             reasons.setdefault(note, []).append(m.slot)
     if reasons:
         lines = [f"- {note} ({' and '.join(slots)})" for note, slots in reasons.items()]
