@@ -34,6 +34,8 @@ def error_box(message: str, hint: str | None = None) -> None:
 
 
 def internal_error_text(exc: BaseException) -> str:
+    """The words for a bug (not an ``HfnetError``); the traceback goes to the server log."""
+    log.error("internal error", exc_info=exc)
     return (f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). This is a bug in "
             "hfnet, not a problem with your file; the rest of the explorer keeps working.")
 
@@ -43,7 +45,6 @@ def show_failure(what: str, exc: BaseException) -> None:
     if isinstance(exc, HfnetError):
         error_box(f"{what}: {exc}")
         return
-    log.exception("internal error: %s", what, exc_info=exc)
     error_box(f"{what}: {internal_error_text(exc)}")
     with st.expander("Details for a bug report"):
         st.code("".join(traceback.format_exception(exc)), language=None)

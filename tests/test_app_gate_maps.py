@@ -61,9 +61,13 @@ def test_default_page():
     assert len(locality["data"]) == 1 and len(locality["data"][0]["y"]) == N_BLOCKS
     summary = next(s for s in plotly_specs(at) if any(t.get("name") == "averaging (G > 0)" for t in s["data"]))
     assert [t["name"] for t in summary["data"]][:2] == ["averaging (G > 0)", "differencing (G < 0)"]
-    grid = [s for s in plotly_specs(at) if not s.get("frames")
-            and sum(t["type"] == "heatmap" for t in s["data"]) == N_BLOCKS * PAIRS]
-    assert len(grid) == 1 and sum(t["type"] == "image" for t in grid[0]["data"]) == N_BLOCKS * PAIRS
+    def grids():
+        return [s for s in plotly_specs(at) if not s.get("frames")
+                and sum(t["type"] == "heatmap" for t in s["data"]) == N_BLOCKS * PAIRS]
+
+    assert not grids()  # every map at once only on request
+    at.toggle(key="gate_grid_on").set_value(True).run()
+    assert len(grids()) == 1 and sum(t["type"] == "image" for t in grids()[0]["data"]) == N_BLOCKS * PAIRS
     assert at.query_params["layer"] == pred_layer
 
 

@@ -74,6 +74,12 @@ layer = st.pills("Layer", blocks, format_func=lambda b: short_block_name(b) + (f
 row = next(r for r in rows if r["block"] == layer)
 
 
+@st.cache_data(show_spinner="Drawing every map…", max_entries=16)
+def _grid(model_key: str, clip_hash: str, _gates: dict, _view: np.ndarray) -> dict:
+    """The all-layers grid (70 overlays on the demo models): built once per model and clip."""
+    return gate_grid_figure(_gates, _view, 0.75, True)
+
+
 @st.fragment
 def player() -> None:
     """Scrubber + play over the chosen layer; its controls rerun only this fragment (no new inference)."""
@@ -135,6 +141,8 @@ if pred_b is not None:
               for text, build, name in gate_files(sel, model, pred_b.gates, {"direction": "backwards"})]
 download_menu(files, "gate_values", label="Download the gate values")
 
-with st.expander(f"All layers × all {len(idx) - 1} frame pairs (forward)"):
-    st.caption("Early layers (3a, 3b) have fine maps; the last blocks are only a few cells wide.")
-    show_figure(gate_grid_figure(pred.gates, view, 0.75, True), "gate_grid", sel, {"model": model.label})
+st.subheader("All layers × all frame pairs")
+if st.toggle(f"Show all {len(blocks)} layers × {len(idx) - 1} frame pairs (forward)", key="gate_grid_on",
+             help="Every map at once, over grey frames. Early layers (3a, 3b) have fine maps; the last blocks are "
+                  "only a few cells wide."):
+    show_figure(_grid(model.key, clip.clip_hash, pred.gates, view), "gate_grid", sel, {"model": model.label})
