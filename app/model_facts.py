@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hfnet_core.analysis.gates import short_block_name
-
 __all__ = ["hf_blocks", "last_block", "operators", "hf_conservative", "temporal_summary", "matches_table_row",
            "model_kind", "hf_summary", "scale_words", "scale_vs_paper", "PAPER_SCALE"]
 
@@ -61,13 +59,10 @@ def model_kind(checkpoint: Any) -> str:
     return "+".join(op.upper() for op in ops) + f" ({head} head)"
 
 
-def hf_summary(checkpoint: Any, blocks_named: bool = False) -> str:
-    """"HF after 10 blocks" ("… (3a…5b)" with ``blocks_named``) or "no HF"."""
-    blocks = hf_blocks(checkpoint)
-    if not blocks:
-        return "no HF"
-    ends = short_block_name(blocks[0]) + ("" if len(blocks) == 1 else f"…{short_block_name(blocks[-1])}")
-    return f"HF after {len(blocks)} block{'s' if len(blocks) != 1 else ''}" + (f" ({ends})" if blocks_named else "")
+def hf_summary(checkpoint: Any) -> str:
+    """"HF after 10 blocks" or "no HF"."""
+    n = len(hf_blocks(checkpoint))
+    return f"HF after {n} block{'s' if n != 1 else ''}" if n else "no HF"
 
 
 def scale_words(checkpoint: Any) -> str:

@@ -73,8 +73,13 @@ def need_clip(sel: Any) -> Any:
     """The selection's clip, or a message saying why there is none, and the page stops."""
     if sel.clip is not None:
         return sel.clip
+    from app.selection import choice
+
     if sel.clip_error:
         error_box(f"This clip cannot be used. {sel.clip_error}", "Choose another file or a shipped sample in the sidebar.")
+    elif choice("clip_source") == "upload":
+        st.info("Upload a video in the sidebar (an upload is never part of a link: it stays on your computer).",
+                icon=":material/upload:")
     else:
         st.info("Choose a clip in the sidebar: a shipped sample, an upload, or a file under the data root.",
                 icon=":material/movie:")

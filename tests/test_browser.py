@@ -356,7 +356,8 @@ def test_concurrent_sessions(server):
             for page in pages:
                 page.set_default_timeout(60_000)
                 page.goto(server, wait_until="commit")  # all sessions start before any is waited for
-            for page in pages:
+            for page in pages:  # four first runs at once: on a busy 2-core machine that takes a while
+                page.locator(".hf-header").first.wait_for(timeout=180_000)
                 page.get_by_test_id("stSidebar").get_by_role("combobox", name="Sample").wait_for()
             for page, sample in zip(pages, samples):  # every choice is sent before any result is read
                 page.get_by_test_id("stSidebar").get_by_role("combobox", name="Sample").click()
