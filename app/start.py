@@ -99,18 +99,18 @@ def _tour_ui(sel: S.Selection, text_at: Any, button_at: Any) -> None:
                          width="stretch")
         return
     box = st.container(border=True)
-    text, nxt, end = box.columns([6, 1.6, 0.9], vertical_alignment="center")
+    text, buttons = box.columns([3, 2], vertical_alignment="center")
     text.markdown(_tour_text(step, sel, entry))
+    row = buttons.container(horizontal=True, horizontal_alignment="right")  # buttons wrap, never cut
     if step == 1:
-        nxt.button("Next: play it backwards →", key="tour_next", type="primary", width="stretch",
-                   on_click=_step, args=(2, "clip_lab"), kwargs={"reverse": True, "clip_source": "sample",
-                                                               "sample": str(entry["file"])})
+        row.button("Next: play it backwards →", key="tour_next", type="primary", on_click=_step,
+                   args=(2, "clip_lab"), kwargs={"reverse": True, "clip_source": "sample", "sample": str(entry["file"])})
     elif step == 2:
-        nxt.button("Next: gate maps →", key="tour_next", type="primary", width="stretch",
-                   on_click=_step, args=(3, "gate_maps"), kwargs={"reverse": True})
+        row.button("Next: gate maps →", key="tour_next", type="primary", on_click=_step, args=(3, "gate_maps"),
+                   kwargs={"reverse": True})
     else:
-        nxt.button("Back to Clip lab", key="tour_next", width="stretch", on_click=_step, args=(0, "clip_lab"))
-    end.button("End tour", key="tour_end", width="stretch", on_click=_step, args=(0,))
+        row.button("Back to Clip lab", key="tour_next", on_click=_step, args=(0, "clip_lab"))
+    row.button("End tour", key="tour_end", on_click=_step, args=(0,))
 
 
 def render_header(sel: S.Selection) -> None:

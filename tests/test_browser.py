@@ -189,12 +189,14 @@ def test_guided_tour(server):
             main.get_by_text("Tour 1/3").wait_for()
             _wait_idle(page)
             page.screenshot(path=str(ARTIFACTS / "browser_tour_1.png"))
+            problems = page.evaluate(_OVERFLOW_JS)
             main.get_by_role("button", name="Next: play it backwards →").click()
             main.get_by_text("Tour 2/3").wait_for()
             main.get_by_text("max |Δlogit|").first.wait_for()
             _wait_idle(page)
             assert "rev=1" in page.url
             page.screenshot(path=str(ARTIFACTS / "browser_tour_2.png"))
+            problems += page.evaluate(_OVERFLOW_JS)
             main.get_by_role("button", name="Next: gate maps →").click()
             main.get_by_text("Tour 3/3").wait_for()
             page.wait_for_url("**/gate_maps?**")
@@ -203,6 +205,8 @@ def test_guided_tour(server):
             assert page.locator(".js-plotly-plot .annotation-text", has_text="backwards").count() >= 1
             _no_exception(page)
             page.screenshot(path=str(ARTIFACTS / "browser_tour_3.png"))
+            problems += page.evaluate(_OVERFLOW_JS)
+            assert not problems, problems  # the tour's buttons and texts fit too
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "browser_failure_tour.png"), full_page=True)
             raise
