@@ -64,6 +64,17 @@ def make_demo_dir(d: Path, bundles: bool = True) -> Path:
     return d
 
 
+def copy_demo_dir(src: Path, dst: Path) -> Path:
+    """A writable copy of a fixture folder (copies, not symlinks: the app refuses links out of its roots)."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dst / f.name)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     return make_demo_dir(tmp_path_factory.mktemp("ckpt"))
@@ -110,6 +121,16 @@ def new_app(timeout: float = 180) -> "AppTest":  # noqa: F821
     at._run = types.MethodType(_run, at)
     at.switch_page = types.MethodType(switch_page, at)
     return at
+
+
+def selection(at):
+    """The run's resolved ``app.selection.Selection``."""
+    return at.session_state["_hf_selection"]
+
+
+def choices(at) -> dict:
+    """The session's stored choices (``app.selection.choices``)."""
+    return at.session_state["_hf_choices"]
 
 
 def texts(at, kind: str) -> list[str]:

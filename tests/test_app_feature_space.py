@@ -119,7 +119,9 @@ def test_open_in_clip_lab_from_the_full_app(analysis_env):
     at.run()
     at.button(key="fs_open_synth/test/000019").click().run()
     no_exceptions(at)
-    assert at.session_state["_hf_clip_request"]["clip_id"] == "synth/test/000019"
+    assert at.session_state["_hf_choices"]["bundle_clip"]["clip_id"] == "synth/test/000019"
+    assert at.session_state["_hf_choices"]["clip_source"] == "bundle"
+    assert at.session_state["_hf_selection"].clip.name == "synth/test/000019"  # opened in Clip lab
     assert not [p for p in at.get("plotly_chart") if "t-SNE" in p.proto.spec]  # we left the page
 
 

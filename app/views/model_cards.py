@@ -6,11 +6,16 @@ from typing import Any
 
 import streamlit as st
 
-from app.state import LoadedModel, get_models
-from app.ui import error_box, no_models_box, show_figure
+from app import selection as S
+from app.downloads import show_figure
+from app.loaders import LoadedModel
+from app.model_facts import hf_blocks, hf_conservative, last_block, matches_table_row, scale_vs_paper, \
+    temporal_summary
+from app.ui import guard, need_models, page_title
 from hfnet_core.analysis.gates import short_block_name
 
-st.title("Model cards")
+sel = S.current()
+page_title("Model cards")
 
 
 @st.cache_data(show_spinner="Counting parameters and FLOPs…", max_entries=16)
@@ -63,7 +68,7 @@ def _training_summary(training: dict[str, Any], label: str) -> None:
     if isinstance(history, list) and len(history) > 1 and all(isinstance(r, dict) for r in history):
         fig = _history_figure(history)
         if fig is not None:
-            show_figure(fig, f"training_{label}", f"train_{label}")
+            show_figure(fig, f"train_{label}", sel)
     with st.expander("Full training record"):
         st.json(training, expanded=False)
 
@@ -92,29 +97,30 @@ def _card(m: LoadedModel) -> None:
     ck = m.checkpoint
     cfg = ck.config
     st.subheader(m.label)
-    blocks = list(ck.model.hf_blocks)
+    blocks = hf_blocks(ck)
     arch = {
         "backbone": f"{cfg.backbone} (width ×{cfg.width_mult:g})",
+        "scale beside Table I": scale_vs_paper(m.checkpoint),
         "consensus": {"avg": "TSN average", "trn": "TRN multi-scale relation"}.get(cfg.consensus, cfg.consensus),
         "frames per clip": cfg.num_segments,
         "input": f"{cfg.input_size}×{cfg.input_size} px",
-        "classes": cfg.num_classes,
-        "temporal operators": "; ".join(
-            f"{e['op'].upper()} at {len(e['sites'])} sites" for e in ck.model.describe()["temporal"]) or "none (plain TSN)",
+        "classes": f"{len(ck.class_names)}" + ("" if m.names_source == "checkpoint"
+                                                else f" (names from {m.names_source})"),
+        "temporal operators": temporal_summary(ck),
         "HF placement": ("after " + ", ".join(short_block_name(b) for b in blocks)) if blocks else "no HF",
-        "HF kind": ("conservative (paper)" if ck.model.describe()["hf_conservative"]
-                    else "non-conservative (Table I ablation)") if blocks else "no HF",
+        "HF kind": {True: "conservative (paper)", False: "non-conservative (Table I ablation)"}.get(
+            hf_conservative(ck), "no HF"),
         "pixel convention": "{channel_order}, 0-{scale:g}, mean {mean}".format(**ck.model.input_convention.to_dict()),
         "registry name": cfg.name or "-",
     }
     st.table({"": list(arch), "value": [str(v) for v in arch.values()]})
-    if blocks and cfg.consensus == "avg" and blocks == [ck.model.base_model.block_names[-1]]:
+    if blocks and cfg.consensus == "avg" and blocks == [last_block(ck)]:
         st.warning("This model has HF only after the last block. With TSN's average consensus that cannot change "
                    "its predictions in eval mode (the gate only moves features between frames; the average "
                    "of the frames is unchanged).")
 
     st.markdown("**Cost**")
-    try:
+    with guard("Could not count this model's parameters and FLOPs"):
         c = _complexity(ck.sha256, ck.model)
         p, f = c["params"], c["flops"]
         over = f["hf_gate_macs"] / max(f["total"] - f["hf_gate_macs"], 1)
@@ -126,11 +132,6 @@ def _card(m: LoadedModel) -> None:
             "HF gate FLOPs": f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)",
         }
         st.table({"": list(cost), "value": list(cost.values())})
-    except ImportError:
-        st.info("Parameter and FLOP counts need `hfnet_core.complexity`, which is not installed here.")
-        st.write(f"Trainable parameters: {sum(q.numel() for q in ck.model.parameters()):,}")
-    except Exception as e:  # noqa: BLE001
-        error_box(f"Could not count this model's FLOPs ({type(e).__name__}: {e}).")
 
     training = ck.metadata.get("training") or {}
     st.markdown("**Training**")
@@ -153,27 +154,23 @@ def _card(m: LoadedModel) -> None:
                f"{ck.metadata.get('hfnet_version', '?')}")
 
 
-models = [m for m in get_models() if m is not None]
-if not models:
-    no_models_box()
-else:
-    cols = st.columns(len(models))
-    for col, m in zip(cols, models):
-        with col:
-            _card(m)
+models = need_models(sel)
+cols = st.columns(len(models))
+for col, m in zip(cols, models):
+    with col:
+        _card(m)
 
 st.divider()
 st.subheader("The paper's Table I beside our count")
 st.caption("Something-v1, BNInception, 16 frames, 224 px, 174 classes; accuracy is the paper's. Our params and "
-           "FLOPs are recomputed from the same architecture (docs/complexity.md explains the conventions).")
-try:
+           "FLOPs are recomputed from the same architecture (docs/complexity.md explains the conventions). "
+           "“Loaded here” names the loaded models of each row's architecture, with their real scale.")
+with guard("Could not recompute Table I"):
     rows = _table_one()
     table = []
     for r in rows:
-        mine = [m.label for m in models
-                if m.checkpoint.config.operators() in (["hf"], [])
-                and list(m.checkpoint.model.hf_blocks) == r["hf_blocks"]
-                and m.checkpoint.model.describe()["hf_conservative"] in (None, r["conservative"])]
+        mine = [f"{m.label} ({scale_vs_paper(m.checkpoint)})" for m in models
+                if matches_table_row(m.checkpoint, r)]
         table.append({
             "model": r["label"],
             "paper acc. %": r["paper_accuracy"],
@@ -181,14 +178,10 @@ try:
             "params (paper)": f"{r['paper_params_m']:.2f}M",
             "FLOPs (ours)": f"{r['flops_g']:.2f}G",
             "FLOPs (paper)": f"{r['paper_flops_g']:.2f}G",
-            "loaded here": ", ".join(mine) + (" (at demo scale)" if mine else ""),
+            "loaded here": ", ".join(mine),
             "notes": " ".join(r["notes"]),
         })
     st.dataframe(table, hide_index=True, width="stretch")
-except ImportError:
-    st.info("Table I needs `hfnet_core.complexity`, which is not installed here.")
-except Exception as e:  # noqa: BLE001
-    error_box(f"Could not recompute Table I ({type(e).__name__}: {e}).")
 st.info("Why “+1HF” barely helps a TSN: HF conserves the sum of features over frames, and global pooling, the "
         "classifier and TSN's average consensus are all linear - so an HF module after the *last* block cannot "
         "change TSN's logits at test time. Only HF modules before non-linear layers can. (See *How HF works*.)",
