@@ -18,6 +18,7 @@ import torch
 
 from hfnet_core.analysis.clips import ClipError
 from hfnet_core.errors import CheckpointError
+from hfnet_core.paths import PathError, resolve_inside
 
 __all__ = [
     "REPO_ROOT", "DEFAULT_A", "DEFAULT_B", "MODEL_SUFFIXES", "checkpoint_dir", "samples_dir", "data_root",
@@ -74,12 +75,12 @@ def file_stamp(path: Path) -> tuple[int, int]:
 
 
 def inside(path: Path, roots: list[Path]) -> Path | None:
-    """``path`` resolved (``..`` and symlinks followed) when it lies inside one of ``roots``, else None."""
-    target = path.expanduser().resolve()
-    for root in roots:
-        if target.is_relative_to(root.expanduser().resolve()):
-            return target
-    return None
+    """``path`` resolved (``..`` and symlinks followed) when it lies inside one of ``roots``, else None
+    (``hfnet_core.paths.resolve_inside``: the one path policy of the library, the CLI and the app)."""
+    try:
+        return resolve_inside(roots, path, kind="any")
+    except PathError:
+        return None
 
 
 def list_checkpoints() -> list[Path]:
@@ -92,24 +93,14 @@ def list_checkpoints() -> list[Path]:
 
 def user_file(typed: str, suffixes: tuple[str, ...], what: str = "file") -> Path:
     """A file the user typed: relative to the checkpoint folder; it must resolve inside that folder or the
-    data root and end in one of ``suffixes``. Raises ``CheckpointError`` saying which rule it breaks."""
-    if "\x00" in typed:
-        raise CheckpointError(typed.replace("\x00", "\\0"), "contains a NUL byte; that is not a file name.")
-    p = Path(typed.strip()).expanduser()
-    if not p.is_absolute():
-        p = checkpoint_dir() / p
+    data root (``hfnet_core.paths.resolve_inside``) and end in one of ``suffixes``. Raises ``PathError`` /
+    ``CheckpointError`` saying which rule it breaks."""
     roots = [checkpoint_dir()] + ([data_root()] if data_root() else [])
-    resolved = inside(p, roots)
-    if resolved is None:
-        where = "the checkpoint folder" + (" and the data root" if data_root() else "")
-        raise CheckpointError(p, f"is outside {where} (after following links).",
-                              f"Copy it into {checkpoint_dir()} (or set HFNET_CHECKPOINT_DIR).")
+    where = "the checkpoint folder" + (" or the data root" if data_root() else "")
+    resolved = resolve_inside(roots, typed.strip(), kind="file", what=where)
     if resolved.suffix.lower() not in suffixes:
-        raise CheckpointError(p, f"has an unexpected extension for a {what}; expected one of {', '.join(suffixes)}.")
-    if not resolved.exists():
-        raise CheckpointError(p, "no such file.", "Check the path.")
-    if not resolved.is_file():
-        raise CheckpointError(p, "is not a regular file.")
+        raise CheckpointError(resolved, f"has an unexpected extension for a {what}; expected one of "
+                                        f"{', '.join(suffixes)}.")
     return resolved
 
 
@@ -119,18 +110,8 @@ def model_path(typed: str) -> Path:
 
 
 def clip_path(relative: str) -> Path:
-    """A clip under the data root, by the same policy as ``model_path``. Raises ``ClipError``."""
+    """A clip under the data root, by the same policy as ``model_path``. Raises ``ClipError`` / ``PathError``."""
     root = data_root()
     if root is None:
         raise ClipError("clips open from a folder only under a data root; set HFNET_DATA_ROOT.")
-    if "\x00" in relative:
-        raise ClipError(f"{relative!r}: contains a NUL byte; that is not a file name.")
-    resolved = inside(root / Path(relative.strip()), [root])
-    if resolved is None:
-        raise ClipError(f"{relative}: outside the data root {root} (after following links); only files under "
-                        "it can be opened.")
-    if not resolved.exists():
-        raise ClipError(f"{relative}: no such file under the data root.")
-    if not resolved.is_file():
-        raise ClipError(f"{relative}: not a regular file (a folder, a pipe or a device); choose a video file.")
-    return resolved
+    return resolve_inside(root, relative.strip(), kind="file", what="the data root")

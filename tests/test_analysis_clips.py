@@ -132,12 +132,14 @@ def test_real_clip_inside_root_only(tmp_path, good_mp4):
     (root / "sub" / "a.mp4").write_bytes(good_mp4.read_bytes())
     frames, label = resolve_clip("x/1", "sub/a.mp4", {}, data_root=root)
     assert frames.shape[0] == 16 and label is None
-    with pytest.raises(ClipError, match="outside the data root"):
+    from hfnet_core.paths import PathError  # the one path policy of library, CLI and app
+
+    with pytest.raises(PathError, match="outside the data root"):
         resolve_clip("x/2", str(good_mp4), {}, data_root=root)
-    with pytest.raises(ClipError, match="outside the data root"):
+    with pytest.raises(PathError, match="outside the data root"):
         safe_join(root, "../../etc/passwd")
     (root / "link.mp4").symlink_to(good_mp4)
-    with pytest.raises(ClipError, match="outside the data root"):
+    with pytest.raises(PathError, match="outside the data root"):
         safe_join(root, "link.mp4")
 
 

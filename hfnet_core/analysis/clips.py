@@ -369,9 +369,8 @@ def resolve_clip(clip_id: str, path: str | None, bundle_metadata: dict[str, Any]
 
 
 def safe_join(root: str | os.PathLike[str], relative: str | os.PathLike[str]) -> Path:
-    """``root / relative`` resolved, refusing anything that ends up outside ``root`` (``..``, symlinks)."""
-    base = Path(root).expanduser().resolve()
-    target = (base / Path(relative).expanduser()).resolve()
-    if not target.is_relative_to(base):
-        raise ClipError(f"{relative}: outside the data root {base}; only files under it can be opened.")
-    return target
+    """``root / relative`` resolved, refusing anything that ends up outside ``root`` (``..``, symlinks):
+    the one path policy (``hfnet_core.paths.resolve_inside``)."""
+    from hfnet_core.paths import resolve_inside
+
+    return resolve_inside(root, relative, kind="any", what="the data root")
