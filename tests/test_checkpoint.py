@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import hfnet_core.checkpoint as ckpt
+import hfnet_core.native_checkpoint as ckpt
 from hfnet_core.atomic import WriteError
 from hfnet_core.checkpoint import (
     CheckpointError,

@@ -10,7 +10,7 @@ without running code from it (``safe_load``), and builds a strictly loaded ``Vid
 
 Formats and how they are recognised (keys after removing DataParallel's ``module.``):
 
-    hfnet               safetensors file with hfnet metadata (passed to ``load_checkpoint`` unchanged)
+    hfnet               safetensors file with hfnet metadata (passed to ``load_native_checkpoint`` unchanged)
     mmaction2           every key under backbone. / cls_head. (/ neck. / data_preprocessor.)
     gsm                 TSN layout (base_model.*) with gsm_<conv> / conv3D modules -> hfnet's GSM operator
     tsm                 TSN layout with TemporalShift wrappers (.net.) -> TSM's shift at those sites
@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, load_state_dict_strict, read_metadata
+from ..errors import CheckpointError
+from ..native_checkpoint import LoadedCheckpoint, load_native_checkpoint, load_state_dict_strict, read_metadata
 from . import caffe_bninception, mmaction, torchvision_resnet, tsn_family
 from .common import ImportOptions, ImportReport, Mapped, build_model_from, check_and_fit, scalar_fields, state_dict_of
 from ..model import ModelConfig
@@ -147,7 +148,7 @@ def import_checkpoint(
     if native or format == "hfnet":
         if not native:
             raise CheckpointError(p, "is not an hfnet checkpoint.", "Drop `--format hfnet` to detect the format.")
-        loaded = load_checkpoint(p)
+        loaded = load_native_checkpoint(p)
         report = ImportReport("hfnet", str(p), loaded.config.backbone, loaded.config.width_mult,
                               mapped=len(loaded.model.state_dict()))
         given = {"num_segments": num_segments, "consensus": consensus, "classes_file": classes_file,

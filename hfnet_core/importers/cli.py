@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ..checkpoint import save_checkpoint
+from ..native_checkpoint import save_checkpoint
 from ..errors import HfnetError
 from . import FORMATS, import_checkpoint
 

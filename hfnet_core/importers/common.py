@@ -21,7 +21,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, LoadedCheckpoint, file_sha256, load_state_dict_strict
+from ..errors import CheckpointError
+from ..native_checkpoint import LoadedCheckpoint, file_sha256, load_state_dict_strict
 from ..errors import ConfigError, HfnetError
 from ..input_convention import InputConvention
 from ..limits import checked_meta_model

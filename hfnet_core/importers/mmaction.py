@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..input_convention import InputConvention
 from .common import ImportOptions, ImportReport, Mapped
 from .torchvision_resnet import resnet_arch

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..input_convention import InputConvention
 from .caffe_bninception import STEM_KEY
 from .common import (CONSENSUS_NAMES, ImportOptions, ImportReport, Mapped, namespace_fields, strip_prefix)
