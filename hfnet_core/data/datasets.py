@@ -290,6 +290,9 @@ def open_dataset(name: str, root: str | os.PathLike[str], split: str, list_file:
       folder of HMDB51 split files, the official split ``split_index`` is applied (train for "train",
       test otherwise). Class order: ``class_names``, else ``<root>/category.txt``, else sorted folders.
     * ``csv``: ``list_file`` or ``<root>/<split>.csv``.
+    * ``epic-kitchens``: ``list_file`` or ``<root>/EPIC_train_action_labels.csv`` (train) /
+      ``EPIC_val_action_labels.csv``; frames ``<root>/<P01>/<P01_01>/frame_0000000001.jpg``; the
+      ``train_annotations`` keyword names the training CSV (action classes, many-shot counts).
 
     Mode is TSN ``train`` sampling when ``train`` else ``eval`` (segment centres).
     """
@@ -312,8 +315,13 @@ def open_dataset(name: str, root: str | os.PathLike[str], split: str, list_file:
         if list_file is not None and Path(list_file).is_dir():
             include = hmdb51_split(list_file, split_index, "train" if split == "train" else "test")
         return VideoFolderDataset(folder, class_names=names, include=include, **common)
+    if name in ("epic-kitchens", "epic", "epic-kitchens-55"):
+        from .epic import open_epic
+
+        return open_epic(base, split, list_file, **common)
     if name == "csv":
         table = Path(list_file) if list_file else base / f"{split}.csv"
         names = list(class_names) if class_names is not None else (_read_names(categories) if categories else None)
         return CsvVideoDataset(table, class_names=names, **common)
-    raise ValueError(f"unknown dataset {name!r}: use 'something-v1', 'video-folder' or 'csv' (or 'synth' in train)")
+    raise ValueError(f"unknown dataset {name!r}: use 'something-v1', 'video-folder', 'csv' or 'epic-kitchens' "
+                     "(or 'synth' in train)")

@@ -5,17 +5,19 @@ without running code from it (``safe_load``), and builds a strictly loaded ``Vid
 
     import_checkpoint(path, ...)        -> LoadedCheckpoint (a complete video model, eval mode)
     load_pretrained_backbone(model, p)  -> ImportReport (fills model.base_model only; classifier dropped)
-    detect_format(path_or_state)        -> "hfnet" | "caffe_bninception" | "tsn" | "tsm" | "gsm"
+    detect_format(path_or_state)        -> "hfnet" | "caffe_bninception" | "tsn" | "tsm" | "gsm" | "eco"
                                            | "mmaction2" | "torchvision_resnet"
 
 Formats and how they are recognised (keys after removing DataParallel's ``module.``):
 
     hfnet               safetensors file with hfnet metadata (passed to ``load_checkpoint`` unchanged)
     mmaction2           every key under backbone. / cls_head. (/ neck. / data_preprocessor.)
+    eco                 TSN layout with ECO-Lite's 3D part (base_model.res3a_2.weight ...) -> eco_lite backbone
     gsm                 TSN layout (base_model.*) with gsm_<conv> / conv3D modules -> hfnet's GSM operator
     tsm                 TSN layout with TemporalShift wrappers (.net.) -> TSM's shift at those sites
                         (or non-local blocks, .nl., which hfnet does not implement)
-    tsn                 TSN layout (base_model.* + new_fc.*; + consensus.fc_fusion_scales.* for TRN);
+    tsn                 TSN layout (base_model.* + new_fc.*; + consensus.fc_fusion_scales.* for TRN;
+                        EPIC-Kitchens: fc_verb.* / fc_noun.* -> the multi-task head);
                         TSM on BN-Inception looks like this too: pass temporal="tsm"
     caffe_bninception   conv1_7x7_s2.weight at the top level (ImageNet BN-Inception; fc or last_linear)
     torchvision_resnet  conv1.weight, bn1.*, layer1.0.conv1.weight at the top level (fc optional)
@@ -31,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, load_state_dict_strict, read_metadata
-from . import caffe_bninception, mmaction, torchvision_resnet, tsn_family
+from . import caffe_bninception, eco, mmaction, torchvision_resnet, tsn_family
 from .common import ImportOptions, ImportReport, Mapped, build_model_from, check_and_fit, scalar_fields, state_dict_of
 from .safe_load import looks_like_safetensors, read_pickled, read_safetensors
 
@@ -45,6 +47,7 @@ FORMATS: dict[str, tuple[Mapper | None, str]] = {
     "tsn": (lambda o, s, opt, r: tsn_family.map_state(o, s, opt, r, "tsn"), "TSN-pytorch training checkpoint"),
     "tsm": (lambda o, s, opt, r: tsn_family.map_state(o, s, opt, r, "tsm"), "TSM training checkpoint"),
     "gsm": (lambda o, s, opt, r: tsn_family.map_state(o, s, opt, r, "gsm"), "GSM training checkpoint"),
+    "eco": (eco.map_state, "ECO-pytorch ECO-Lite training checkpoint"),
     "mmaction2": (mmaction.map_state, "mmaction2 TSN/TSM recogniser (ResNet)"),
     "torchvision_resnet": (torchvision_resnet.map_state, "torchvision / timm ResNet-18/34/50/101 state dict"),
 }
@@ -54,6 +57,8 @@ def _detect_state(state: Mapping[str, Tensor]) -> str | None:
     state = dict(state)
     if mmaction.detect(state):
         return "mmaction2"
+    if eco.detect(state):
+        return "eco"
     v = tsn_family.variant(state)
     if v is not None:
         return v
