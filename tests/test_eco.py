@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,3 +207,29 @@ def test_eco_pytorch_checkpoint_round_trip(tmp_path):
     torch.save({"state_dict": sd}, tmp_path / "broken.pth")
     with pytest.raises(CheckpointError, match="res4a_down.bias"):
         import_checkpoint(tmp_path / "broken.pth", num_segments=8)
+
+
+def test_registered_trainable_and_counted(tmp_path):
+    from hfnet_core.complexity import model_rows
+    from hfnet_core.config import TrainConfig
+    from hfnet_core.model import available_models
+    from hfnet_core.train import train
+
+    names = set(available_models())
+    assert {"eco_lite", "hf_eco_lite", "eco_lite_demo", "hf_eco_lite_demo", "gru_bninception",
+            "hf_gru_bninception", "gru_bninception_demo", "hf_gru_bninception_demo", "epic_tsn_bninception",
+            "epic_tsn_resnet50", "epic_tsm_resnet50", "mt_tsn_bninception", "mt_hf_tsn_bninception",
+            "mt_tsn_bninception_demo", "mt_hf_tsn_bninception_demo"} <= names
+    cfg = TrainConfig()
+    cfg.model.name, cfg.model.input_size, cfg.model.num_segments = "hf_eco_lite_demo", 32, 4
+    cfg.data.synth_train_per_class = cfg.data.synth_val_per_class = 1
+    cfg.data.num_workers, cfg.data.augment = 0, False
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.max_steps_per_epoch = 1, 8, 1
+    cfg.train.out_dir, cfg.train.progress = str(tmp_path / "run"), False
+    result = train(cfg)
+    assert np.isfinite(result.history[0]["train_loss"])
+    rows = {r["label"]: r for r in model_rows()}
+    assert rows["ECOLite"]["params_trainable"] == 37_387_918 - 513 * (174 - 51)  # a 51-way new_fc (512 -> 51)
+    # HF after 3a (256 channels) and 3b (320): 2 x 3 x 3 x C weights + 1 bias each
+    assert rows["HF-ECOLite"]["params_temporal"] == (18 * 256 + 1) + (18 * 320 + 1)
+    assert "not verified" in rows["ECOLite"]["note"]

@@ -277,3 +277,24 @@ def test_epic_tsn_checkpoint_loads_into_the_multitask_head(tmp_path):
     epic_checkpoint(model, tmp_path / "flow.pth.tar", modality="Flow")
     with pytest.raises(CheckpointError, match="Flow"):
         import_checkpoint(tmp_path / "flow.pth.tar")
+
+
+def test_run_clip_gives_verb_noun_and_action_top5():
+    from types import SimpleNamespace
+
+    from hfnet_core.analysis.inference import run_clip
+
+    torch.manual_seed(0)
+    spec = synth_task_spec()
+    model = build_model("mt_hf_tsn_bninception_demo", num_classes=spec.num_outputs, num_segments=2, input_size=32,
+                        consensus_args=spec.consensus_args()).eval()
+    ckpt = SimpleNamespace(model=model, config=model.config, class_names=spec.class_names())
+    pred = run_clip(ckpt, torch.randn(2, 3, 32, 32) * 50)
+    assert set(pred.tasks) == {"verb", "noun", "action"}
+    verb, noun, action = pred.tasks["verb"], pred.tasks["noun"], pred.tasks["action"]
+    assert len(verb.names) == len(noun.names) == len(action.names) == 5
+    assert sum(verb.probs) <= 1 + 1e-6 and pred.logits.shape == (spec.num_outputs,)
+    # the top action is (top verb, top noun), with probability p(verb) * p(noun)
+    assert action.indices[0] == verb.indices[0] * 6 + noun.indices[0]
+    assert action.probs[0] == pytest.approx(verb.probs[0] * noun.probs[0])
+    assert action.names[0] == f"{verb.names[0]} {noun.names[0]}" and pred.top5_names == action.names
