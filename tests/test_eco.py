@@ -233,3 +233,21 @@ def test_registered_trainable_and_counted(tmp_path):
     # HF after 3a (256 channels) and 3b (320): 2 x 3 x 3 x C weights + 1 bias each
     assert rows["HF-ECOLite"]["params_temporal"] == (18 * 256 + 1) + (18 * 320 + 1)
     assert "not verified" in rows["ECOLite"]["note"]
+
+
+def test_2d_part_initialised_from_an_imagenet_bninception(tmp_path):
+    from hfnet_core.importers import load_pretrained_backbone
+
+    bni = randomised(BNInception(0.25))
+    sd = {k: v for k, v in bni.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd["fc.weight"], sd["fc.bias"] = torch.randn(1000, bni.out_channels), torch.randn(1000)
+    torch.save(sd, tmp_path / "bn_inception.pth")
+    model = build_model("eco_lite_demo", num_classes=3)
+    before = model.base_model.res4a_down.weight.detach().clone()
+    report = load_pretrained_backbone(model, tmp_path / "bn_inception.pth")
+    torch.testing.assert_close(model.base_model.inception_3b_pool_proj.weight, bni.inception_3b_pool_proj.weight)
+    torch.testing.assert_close(model.base_model.inception_3c_double_3x3_1_bn.running_var,
+                               bni.inception_3c_double_3x3_1_bn.running_var)
+    torch.testing.assert_close(model.base_model.res4a_down.weight, before)
+    assert "inception_4a_1x1.weight" in report.dropped and "fc.weight" in report.dropped
+    assert any(f.startswith("res5b_bn.weight") for f in report.filled)

@@ -200,6 +200,8 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
             mapped = mapper(obj, state_dict_of(obj, p), ImportOptions(), report)
         want = getattr(model, "config", None)
         want_bb = want.backbone if want is not None else mapped.backbone
+        if want_bb == "eco_lite" and mapped.backbone == "bninception":
+            return _eco_2d_from_bninception(base, mapped, report, p, float(want.width_mult) if want else 1.0)
         if mapped.backbone != want_bb:
             raise CheckpointError(p, f"holds a {mapped.backbone} backbone; this model's backbone is {want_bb}.")
         if want is not None and abs(float(want.width_mult) - mapped.width_mult) > 1e-6:
@@ -223,6 +225,34 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
         return report
     except CheckpointError as e:
         raise _with_path(e, p) from None
+
+
+def _eco_2d_from_bninception(base: torch.nn.Module, mapped: Mapped, report: ImportReport, path: Path,
+                             width_mult: float) -> ImportReport:
+    """ECO-Lite's 2D part from a BN-Inception file (how ECO is initialised): every 2D tensor must come from
+    the file; the file's later layers and classifier are dropped (listed); the 3D part keeps its
+    initialisation (listed under ``filled``)."""
+    if abs(mapped.width_mult - width_mult) > 1e-6:
+        raise CheckpointError(path, f"holds a BN-Inception of width {mapped.width_mult:g}; this ECO-Lite's "
+                                    f"width_mult is {width_mult:g}.")
+    own = base.state_dict()
+    two_d = Mapped({}, {}, "eco_lite", mapped.width_mult, mapped.input_convention, squeezable=mapped.squeezable)
+    for k, v in mapped.state.items():
+        rel = k[len("base_model."):] if k.startswith("base_model.") else None
+        if rel is not None and rel in own:
+            two_d.put(rel, mapped.origin[k], v)
+        else:
+            report.dropped[mapped.origin[k]] = "not part of ECO-Lite's 2D part (later BN-Inception layers / classifier)"
+    three_d = {k: own[k] for k in own if k.startswith("res")}
+    for k, v in three_d.items():
+        two_d.put(k, f"(ECO-Lite's own {k})", v)
+    report.backbone, report.width_mult = "eco_lite", mapped.width_mult
+    state = check_and_fit(base, two_d, False, report, path)
+    load_state_dict_strict(base, state, path)
+    report.filled += [f"{k} (3D part: not in an image model; keeps its initialisation)" for k in three_d]
+    report.mapped -= len(three_d)
+    report.renamed -= len(three_d)
+    return report
 
 
 __all__ = ["FORMATS", "ImportReport", "import_checkpoint", "detect_format", "load_pretrained_backbone"]
