@@ -224,11 +224,15 @@ def state_is_resume(resume: bool, out_dir: Path) -> bool:
 
 
 def _config_differences(a: dict[str, Any], b: dict[str, Any], sections: Sequence[str]) -> list[str]:
+    """``section.key`` entries that differ between a saved config ``a`` and this one ``b``. A key the saved
+    config lacks (it predates the field) counts as the field's default, so older runs still resume."""
+    defaults = TrainConfig().to_dict()
     diffs = []
     for s in sections:
         for k in sorted(set(a.get(s, {})) | set(b.get(s, {}))):
-            if a.get(s, {}).get(k) != b.get(s, {}).get(k):
-                diffs.append(f"{s}.{k}: saved {a.get(s, {}).get(k)!r}, now {b.get(s, {}).get(k)!r}")
+            saved = a.get(s, {}).get(k, defaults.get(s, {}).get(k))
+            if saved != b.get(s, {}).get(k):
+                diffs.append(f"{s}.{k}: saved {saved!r}, now {b.get(s, {}).get(k)!r}")
     return diffs
 
 

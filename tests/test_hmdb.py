@@ -80,3 +80,15 @@ def test_cli_reports_each_split_and_the_mean(hmdb, tmp_path, capsys):
     assert rc == 0 and "split 3: top-1" in out and "mean over splits [1, 2, 3]" in out and "not the protocol" in out
     saved = json.loads((tmp_path / "one.splits.json").read_text())
     assert saved["same_checkpoint"] and len(saved["splits"]) == 3
+
+
+def test_runs_saved_before_the_new_data_fields_still_resume():
+    from hfnet_core.config import TrainConfig
+    from hfnet_core.train import _config_differences
+
+    now = TrainConfig().to_dict()
+    saved = TrainConfig().to_dict()
+    del saved["data"]["split_index"], saved["data"]["synth_view"]  # a run from before these fields
+    assert _config_differences(saved, now, ("model", "data", "optim")) == []
+    now["data"]["split_index"] = 2
+    assert _config_differences(saved, now, ("data",)) == ["data.split_index: saved 1, now 2"]
