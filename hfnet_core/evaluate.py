@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hfnet eval", description="Evaluate checkpoints on one split: metrics "
                                 "table + JSON, and an eval bundle (.npz) per checkpoint for the app.")
     p.add_argument("checkpoints", nargs="+", help="hfnet .safetensors checkpoints (or importable foreign files)")
-    p.add_argument("--dataset", default="synth", help="synth, something-v1, video-folder or csv (default synth)")
+    p.add_argument("--dataset", default="synth", help="synth, something-v1, video-folder, csv or epic-kitchens (default synth)")
     p.add_argument("--root", default="", help="dataset folder (not for synth)")
     p.add_argument("--split", default="test", help="split name (default test)")
     p.add_argument("--list", dest="list_file", default="", help="annotation file of the split, if not the default")

@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--model", help="shortcut for --set model.name=...")
-    p.add_argument("--dataset", help="shortcut for --set data.dataset=... (synth, something-v1, video-folder, csv)")
+    p.add_argument("--dataset", help="shortcut for --set data.dataset=... (synth, something-v1, video-folder, csv, epic-kitchens)")
     p.add_argument("--root", help="shortcut for --set data.root=...")
     p.add_argument("--out", help="shortcut for --set train.out_dir=...")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=...")
