@@ -139,19 +139,11 @@ def multitask_metrics(logits: np.ndarray, labels: np.ndarray, spec: TaskSpec,
     ``top1`` / ``top5`` (the action's, for one-number summaries), ``num_clips``, ``many_shot`` (how the
     many-shot classes were decided) and, with ``reversed_pairs``, the verbs' within-pair accuracies.
     """
-    from .metrics_epic import MANY_SHOT_THRESHOLD, epic_metrics, many_shot
+    from .metrics_epic import MANY_SHOT_THRESHOLD, epic_metrics, many_shot_from_counts
 
     parts = spec.split(np.asarray(logits, np.float64))
     verbs, nouns = spec.decode(labels)
-    shots = None
-    if train_counts:
-        tv = [v for v, c in train_counts["verb"].items() for _ in range(c)]
-        tn = [n for n, c in train_counts["noun"].items() for _ in range(c)]
-        # the many-shot actions need the training pairs: rebuild them from the action counts
-        ta = [a for a, c in train_counts["action"].items() for _ in range(c)]
-        shots = many_shot(tv, tn, spec.num_nouns)
-        seen = np.unique(np.asarray(ta, np.int64))
-        shots["action"] = seen[np.isin(seen // spec.num_nouns, shots["verb"]) & np.isin(seen % spec.num_nouns, shots["noun"])]
+    shots = many_shot_from_counts(train_counts, spec.num_nouns) if train_counts else None
     m = epic_metrics(parts["verb"], parts["noun"], verbs, nouns, shots)
     out: dict[str, Any] = {
         "num_clips": m["num_clips"], "top1": m["top1"]["action"], "top5": m["top5"]["action"], "epic": m,

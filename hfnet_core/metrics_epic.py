@@ -71,10 +71,19 @@ def many_shot(train_verbs: Sequence[int], train_nouns: Sequence[int], num_nouns:
               threshold: int = MANY_SHOT_THRESHOLD) -> dict[str, np.ndarray]:
     """Many-shot verb, noun and action ids from the training labels (module docstring)."""
     tv, tn = np.asarray(train_verbs, np.int64), np.asarray(train_nouns, np.int64)
-    verbs, vc = np.unique(tv, return_counts=True)
-    nouns, nc = np.unique(tn, return_counts=True)
-    mv, mn = verbs[vc > threshold], nouns[nc > threshold]
-    seen = np.unique(tv * num_nouns + tn)
+    count = lambda x: dict(zip(*(a.tolist() for a in np.unique(x, return_counts=True))))  # noqa: E731
+    return many_shot_from_counts({"verb": count(tv), "noun": count(tn), "action": count(tv * num_nouns + tn)},
+                                 num_nouns, threshold)
+
+
+def many_shot_from_counts(train_counts: Mapping[str, Mapping[int, int]], num_nouns: int,
+                          threshold: int = MANY_SHOT_THRESHOLD) -> dict[str, np.ndarray]:
+    """``many_shot`` from training counts per verb, noun and action id (``TaskSpec.train_counts``)."""
+    def above(task: str) -> np.ndarray:
+        return np.array(sorted(k for k, c in train_counts[task].items() if c > threshold), np.int64)
+
+    mv, mn = above("verb"), above("noun")
+    seen = np.array(sorted(k for k, c in train_counts["action"].items() if c > 0), np.int64)
     ma = seen[np.isin(seen // num_nouns, mv) & np.isin(seen % num_nouns, mn)]
     return {"verb": mv, "noun": mn, "action": ma}
 

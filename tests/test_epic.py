@@ -81,6 +81,14 @@ def test_many_shot_definition():
     # pairs seen in training: (0,0)=0, (0,1)=1, (1,1)=3, (2,0)=4, (2,1)=5; verb 1 (one instance) is not
     # many-shot, so (1,1) is not a many-shot action
     assert ms["action"].tolist() == [0, 1, 4, 5]
+    # the same from a spec's training counts (what evaluation uses)
+    from hfnet_core.metrics_epic import many_shot_from_counts
+    from hfnet_core.multitask import spec_from_training_labels
+
+    spec = spec_from_training_labels(["a", "b", "c"], ["x", "y"], verbs, nouns)
+    assert spec.actions == (0, 1, 3, 4, 5)
+    from_counts = many_shot_from_counts(spec.train_counts, 2, threshold=2)
+    assert all(from_counts[k].tolist() == ms[k].tolist() for k in ms)
 
 
 def test_table_three_layout():
