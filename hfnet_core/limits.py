@@ -23,7 +23,6 @@ import json
 import math
 import numbers
 import os
-import sys
 import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping

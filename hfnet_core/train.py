@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -53,6 +54,7 @@ from .data.loading import build_dataset, train_loader
 from .device import pick_device, to_channels_last
 from .errors import CheckpointError, HfnetError
 from .model import ModelConfig, VideoClassifier, get_config
+from .multitask import TaskSpec, is_multitask
 from .paths import check_path_text, regular_file_problem
 
 STATE_FILE = "last_state.pt"
@@ -105,11 +107,27 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 # Model, optimizer, schedule
 
 
-def build_model_from_config(cfg: TrainConfig, num_classes: int | None = None) -> tuple[ModelConfig, VideoClassifier]:
+def build_model_from_config(cfg: TrainConfig, num_classes: int | None = None,
+                            task_spec: TaskSpec | None = None) -> tuple[ModelConfig, VideoClassifier]:
+    """The model to train. With a multi-task dataset (``task_spec``: verb / noun labels) the model must be
+    multi-task; its verb / noun sizes come from the data and, where its config asks for an action head
+    (``action_bias``), so do the action classes (the training pairs)."""
     overrides = cfg.model.overrides()
     if num_classes is not None and "num_classes" not in overrides:
         overrides["num_classes"] = num_classes
     mcfg = get_config(cfg.model.name, **overrides)
+    if task_spec is not None or is_multitask(mcfg):
+        if task_spec is None:
+            raise ConfigError(f"{cfg.model.name} is a multi-task (verb / noun) model, but the {cfg.data.dataset} "
+                              "data has one label per clip; use verb / noun data (epic-kitchens, or "
+                              "data.synth_view = \"verb_noun\")")
+        if not is_multitask(mcfg):
+            raise ConfigError(f"the {cfg.data.dataset} data has verb / noun labels, but {cfg.model.name} is not a "
+                              "multi-task model (e.g. mt_hf_tsn_bninception, epic_tsn_bninception)")
+        with_actions = bool(mcfg.consensus_args.get("action_bias", True))
+        spec = dataclasses.replace(task_spec, actions=task_spec.actions if with_actions else (),
+                                   action_bias=with_actions)
+        mcfg = mcfg.replace(num_classes=spec.num_outputs, consensus_args=spec.consensus_args())
     return mcfg, VideoClassifier(mcfg)
 
 
@@ -259,11 +277,15 @@ def state_is_resume(resume: bool, out_dir: Path) -> bool:
 
 
 def _config_differences(a: dict[str, Any], b: dict[str, Any], sections: Sequence[str]) -> list[str]:
+    """``section.key`` entries that differ between a saved config ``a`` and this one ``b``. A key the saved
+    config lacks (it predates the field) counts as the field's default, so older runs still resume."""
+    defaults = TrainConfig().to_dict()
     diffs = []
     for s in sections:
         for k in sorted(set(a.get(s, {})) | set(b.get(s, {}))):
-            if a.get(s, {}).get(k) != b.get(s, {}).get(k):
-                diffs.append(f"{s}.{k}: saved {a.get(s, {}).get(k)!r}, now {b.get(s, {}).get(k)!r}")
+            saved = a.get(s, {}).get(k, defaults.get(s, {}).get(k))
+            if saved != b.get(s, {}).get(k):
+                diffs.append(f"{s}.{k}: saved {saved!r}, now {b.get(s, {}).get(k)!r}")
     return diffs
 
 
@@ -377,8 +399,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     seed_everything(epoch_seed(t.seed, -1, 0))  # identical initial weights on every process
     pre = resolve_model_config(cfg)
     val_ds = build_dataset(cfg.data, cfg.data.val_split, pre, train=False)
-    class_names = list(getattr(val_ds, "class_names"))
-    mcfg, model = build_model_from_config(cfg, len(class_names))
+    data_spec = getattr(val_ds, "task_spec", None)
+    mcfg, model = build_model_from_config(cfg, len(getattr(val_ds, "class_names")), data_spec)
+    spec = TaskSpec.from_model(mcfg, data_spec.class_names() if data_spec is not None else None)
+    class_names = spec.class_names() if spec is not None else list(getattr(val_ds, "class_names"))
     if mcfg.num_classes != len(class_names):
         raise ConfigError(f"model.num_classes={mcfg.num_classes} but the dataset has {len(class_names)} classes")
     if cfg.model.pretrained and state is None:
@@ -455,7 +479,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             y = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 logits = net(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = spec.loss(logits, y) if spec is not None else F.cross_entropy(logits.float(), y)
             if batch.get("dummy"):
                 loss = loss * 0.0
             optimizer.zero_grad(set_to_none=True)
@@ -469,10 +493,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             if not batch.get("dummy"):
                 with torch.no_grad():
                     lg = logits.detach().float()
-                    top5 = lg.topk(min(5, lg.shape[1]), dim=1).indices
                     n = y.numel()
-                    sums += torch.tensor([loss.item() * n, (top5[:, 0] == y).sum().item(),
-                                          (top5 == y[:, None]).any(1).sum().item(), n], dtype=torch.float64)
+                    if spec is not None:  # top-1 / top-5 of the action (p(verb) * p(noun))
+                        top = spec.action_topk(lg, 5)
+                    else:
+                        top = lg.topk(min(5, lg.shape[1]), dim=1).indices
+                    sums += torch.tensor([loss.item() * n, (top[:, 0] == y).sum().item(),
+                                          (top == y[:, None]).any(1).sum().item(), n], dtype=torch.float64)
             if show_bars:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             elif t.progress and (step + 1) % max(steps // 4, 1) == 0 and step + 1 < steps:
@@ -520,8 +547,15 @@ def validate(model: VideoClassifier, dataset: Dataset, device: torch.device, bat
     res = run_inference(model, dataset, device, batch_size=batch_size, amp=amp, num_workers=num_workers,
                         progress=progress)
     logits, labels = torch.from_numpy(res.logits), torch.from_numpy(res.labels)
+    keep = labels >= 0
+    logits, labels = logits[keep], labels[keep]
     if not len(labels):
         return {"val_loss": float("nan"), "val_top1": float("nan"), "val_top5": float("nan"),
+                "val_skipped": len(res.skipped)}
+    spec = TaskSpec.from_model(model.config)
+    if spec is not None:  # multi-task: the loss of all tasks, action top-1 / top-5 (verb x noun)
+        loss_n, top1, top5 = spec.log_metrics(logits, labels)
+        return {"val_loss": loss_n / len(labels), "val_top1": top1 / len(labels), "val_top5": top5 / len(labels),
                 "val_skipped": len(res.skipped)}
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
     return {
@@ -605,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--model", help="shortcut for --set model.name=...")
-    p.add_argument("--dataset", help="shortcut for --set data.dataset=... (synth, something-v1, video-folder, csv)")
+    p.add_argument("--dataset", help="shortcut for --set data.dataset=... (synth, something-v1, video-folder, csv, epic-kitchens)")
     p.add_argument("--root", help="shortcut for --set data.root=...")
     p.add_argument("--out", help="shortcut for --set train.out_dir=...")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=...")

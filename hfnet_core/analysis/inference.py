@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ClipPrediction", "OperatorMaps", "run_clip", "same_classes"]
+from ..multitask import TaskSpec
+
+__all__ = ["ClipPrediction", "OperatorMaps", "TaskTop", "run_clip", "same_classes"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,15 @@ class OperatorMaps:
 
 
 @dataclass(frozen=True)
+class TaskTop:
+    """One task's top-k for a multi-task model (verb, noun or action)."""
+
+    indices: list[int]  # verb / noun class indices; action ids (verb * num_nouns + noun)
+    names: list[str]
+    probs: list[float]  # softmax of the task's scores; action: p(verb) * p(noun), as the challenge ranks them
+
+
+@dataclass(frozen=True)
 class ClipPrediction:
     class_names: list[str]
     logits: np.ndarray  # (K,) float32
@@ -37,9 +48,12 @@ class ClipPrediction:
     top5_probs: list[float]
     gates: dict[str, np.ndarray]  # block name -> G- (T, H, W) in [-1, 1]; G-_{T-1} = 0; {} without HF
     pooled_features: np.ndarray  # (D,)
-    frame_features: np.ndarray  # (T, D)
+    frame_features: np.ndarray  # (T', D): T per-frame vectors, 1 clip vector for ECO-Lite
     #: every operator's maps, "<op>.<module>" -> OperatorMaps, in network order (HF's are also in ``gates``)
     operator_maps: dict[str, OperatorMaps] = field(default_factory=dict)
+    #: multi-task models (hfnet_core/multitask.py): "verb", "noun", "action" -> TaskTop; {} otherwise.
+    #: For them ``top5_*`` repeat the action's top-5 and ``probs`` is not a distribution over one task.
+    tasks: dict[str, TaskTop] = field(default_factory=dict)
 
     @property
     def top1(self) -> str:
@@ -71,6 +85,12 @@ def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:
         logits_np, probs_np = logits.cpu().numpy(), probs.cpu().numpy()
     names = list(checkpoint.class_names)
     idx = [int(i) for i in top.indices.cpu()]
+    spec = TaskSpec.from_model(getattr(checkpoint, "config", None) or model.config, names)
+    tasks = task_tops(spec, logits_np, k) if spec is not None else {}
+    if tasks:
+        action = tasks["action"]
+        return ClipPrediction(names, logits_np, probs_np, action.indices, action.names, action.probs, gates, pooled,
+                              frames, ops, tasks)
     return ClipPrediction(
         class_names=names,
         logits=logits_np,
@@ -88,3 +108,21 @@ def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:
 def same_classes(a: Any, b: Any) -> bool:
     """Whether two checkpoints (or predictions) share one class list, in order."""
     return list(a.class_names) == list(b.class_names)
+
+
+def task_tops(spec: TaskSpec, logits: np.ndarray, k: int = 5) -> dict[str, TaskTop]:
+    """Top-``k`` verbs, nouns and actions of one multi-task output (the challenge's action ranking)."""
+    parts = spec.split(np.asarray(logits, np.float64))
+    out: dict[str, TaskTop] = {}
+    probs: dict[str, np.ndarray] = {}
+    for task, names in (("verb", spec.verb_names), ("noun", spec.noun_names)):
+        z = parts[task] - parts[task].max()
+        p = np.exp(z) / np.exp(z).sum()
+        probs[task] = p
+        order = np.argsort(-p, kind="stable")[:k]
+        out[task] = TaskTop([int(i) for i in order], [names[i] for i in order], [float(p[i]) for i in order])
+    joint = (probs["verb"][:, None] * probs["noun"][None, :]).ravel()
+    order = np.argsort(-joint, kind="stable")[:k]
+    out["action"] = TaskTop([int(a) for a in order], [spec.action_name(int(a)) for a in order],
+                            [float(joint[a]) for a in order])
+    return out
