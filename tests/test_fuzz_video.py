@@ -3,7 +3,8 @@
 A corpus of small real files is made with PyAV (H.264 in MP4 with the index first and last, MKV, MPEG-4
 and MJPEG in AVI, VP9 in WebM, GIF, remuxes of the same streams into other containers, and a drop-frame
 AVI). Hypothesis mutates them - truncations at any offset (zero length included), bit flips, overwritten
-header bytes, inserted/deleted/duplicated byte ranges, huge claimed frame sizes - and each mutant goes
+header bytes, extreme values written into the frame index (MP4 moov, AVI idx1, Matroska Cues),
+inserted/deleted/duplicated byte ranges, huge claimed frame sizes - and each mutant goes
 through everything that reads user files: ``probe_video`` (header and exact), ``read_clip``,
 ``decode_clip``/``decode_video`` (the app's upload path) and a dataset read (``ClipDataset.__getitem__``).
 Each must return a well-formed result or raise ``VideoDecodeError``/``ClipError`` (the dataset: skip and
@@ -136,7 +137,18 @@ def patch_dims(data: bytearray, w: int, h: int) -> bytearray:
     return out
 
 
-OPS = ("truncate", "flip", "header", "insert", "delete", "duplicate", "dims")
+OPS = ("truncate", "flip", "header", "index", "insert", "delete", "duplicate", "dims")
+#: Where containers keep their frame index (sample sizes, offsets, timestamps): MP4 moov, AVI idx1, Matroska Cues.
+INDEX_TAGS = (b"moov", b"idx1", b"\x1c\x53\xbb\x6b")
+
+
+def index_region(data: bytes) -> tuple[int, int]:
+    """(start, end) of the container's index in ``data``, or the whole file when none is found."""
+    for tag in INDEX_TAGS:
+        at = data.rfind(tag)
+        if at >= 0:
+            return at, len(data)
+    return 0, len(data)
 
 
 def mutate(draw, data: bytes) -> tuple[bytes, list[str]]:
@@ -155,6 +167,13 @@ def mutate(draw, data: bytes) -> tuple[bytes, list[str]]:
             at = draw(st.integers(0, min(n, 512) - 1))
             blob = draw(st.binary(min_size=1, max_size=16))
             out[at : at + len(blob)] = blob
+        elif op == "index" and n:  # sizes, offsets and timestamps the demuxer will believe
+            lo, hi = index_region(bytes(out))
+            for _ in range(draw(st.integers(1, 8))):
+                at = draw(st.integers(lo, max(lo, hi - 1)))
+                blob = draw(st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff",
+                                             b"\x80\x00\x00\x01"]))
+                out[at : at + 4] = blob
         elif op == "insert":
             at = draw(st.integers(0, n))
             out[at:at] = draw(st.binary(min_size=1, max_size=64)) * draw(st.integers(1, 64))
