@@ -96,7 +96,8 @@ def test_backward_alignment_and_matrix():
     assert labels == ["tsm.s1", "tsm.s2"] and m.shape == (2, T)
     np.testing.assert_allclose(m[1], 2 * a.mean(axis=(1, 2)))
     assert om.frame_matrix(ops, "nothing")[0] == []
-    assert om.map_names(_ops("gsm", {"x": {"gate_backward": a, "gate_forward": a}})) == ["gate_backward", "gate_forward"]
+    two = _ops("gsm", {"x": {"gate_backward": a, "gate_forward": a}})
+    assert om.map_names(two) == ["gate_backward", "gate_forward"]
     assert om.frame_maps(a[None]).shape == a.shape
     with pytest.raises(ValueError):
         om.frame_maps(np.stack([a, a]))

@@ -75,8 +75,8 @@ def test_gsm_shows_both_gates_of_a_place():
     assert "subtracts" in said and "between a convolution and its BatchNorm" in said
     locality = titled_spec(at, "How local is each gate")
     assert [t["name"] for t in locality["data"]] == ["backward shift", "forward shift"]
-    np.testing.assert_allclose(plotly_array(locality["data"][1]["y"]),
-                               [r["locality"] if np.isfinite(r["locality"]) else 0 for r in rows[GSM_PLACES:]], rtol=1e-5)
+    forward_locality = [r["locality"] if np.isfinite(r["locality"]) else 0 for r in rows[GSM_PLACES:]]
+    np.testing.assert_allclose(plotly_array(locality["data"][1]["y"]), forward_locality, rtol=1e-5)
     means = [t for t in titled_spec(at, "Mean gate per place")["data"] if t.get("name") == "mean g, backward shift"]
     np.testing.assert_allclose(plotly_array(means[0]["y"]), [r["mean"] for r in rows[:GSM_PLACES]], rtol=1e-5)
     matrix = titled_spec(at, "mean gate per place and frame")

@@ -169,9 +169,10 @@ def _card(m: LoadedModel) -> None:
             cost["HF gate FLOPs"] = f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)"
         if {label.split(".", 1)[0] for label in f["temporal_sites"]} - {"hf"}:  # GSM, TSM, or several kinds
             ops_cost = sum(f["temporal_sites"].values())
-            cost["all temporal operators: parameters"] = f"{p['temporal']:,} ({p['temporal'] / max(p['trainable'], 1):.2%})"
-            cost["all temporal operators: FLOPs"] = (f"{_fmt_count(ops_cost)} (+{ops_cost / max(f['total'] - ops_cost, 1):.2%}"
-                                                     " over the same model without them)")
+            share = p["temporal"] / max(p["trainable"], 1)
+            cost["all temporal operators: parameters"] = f"{p['temporal']:,} ({share:.2%})"
+            over = ops_cost / max(f["total"] - ops_cost, 1)
+            cost["all temporal operators: FLOPs"] = f"{_fmt_count(ops_cost)} (+{over:.2%} over the same model without them)"
         st.table({"": list(cost), "value": list(cost.values())})
 
     training = ck.metadata.get("training") or {}
