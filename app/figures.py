@@ -134,8 +134,28 @@ def overlay_images(frames: np.ndarray, maps: np.ndarray, opacity: float, smooth:
     return gate_overlay(frames, maps, opacity=opacity)
 
 
+@dataclass(frozen=True)
+class MapScale:
+    """How a player's maps are coloured and named: HF's gate G (``GATE_SCALE``), or another operator's map
+    (``app/operator_figures.py``). Values in [zmin, zmax]; the overlay colours |value| / ``span`` (blue for
+    > 0, red for < 0, as ``gates.gate_overlay``), so a [0, 0.5] map reaches full colour at 0.5."""
+
+    symbol: str
+    zmin: float
+    zmax: float
+    colorscale: list[list[Any]]
+    colorbar: dict[str, Any]
+
+    @property
+    def span(self) -> float:
+        return max(abs(self.zmin), abs(self.zmax)) or 1.0
+
+
+GATE_SCALE = MapScale("G", -1.0, 1.0, GATE_COLORSCALE, GATE_COLORBAR)
+
+
 def _panel_traces(src: str | None, g: np.ndarray, size: int, showscale: bool, label: str,
-                  axis: str = "") -> list[dict[str, Any]]:
+                  axis: str = "", scale: MapScale = GATE_SCALE) -> list[dict[str, Any]]:
     """One panel: the overlaid frame (an image) and the gate map as a see-through heatmap that carries the
     values for hover and the colour bar. Plain trace dicts (no Plotly validation): a 10 x 7 grid builds in
     milliseconds, not a second."""
@@ -146,12 +166,12 @@ def _panel_traces(src: str | None, g: np.ndarray, size: int, showscale: bool, la
         traces.append({"type": "image", "source": src, "hoverinfo": "skip", **ax})
     heat: dict[str, Any] = {
         "type": "heatmap", "z": np.round(g, 3).tolist(), "x0": 0.5 * size / w - 0.5, "dx": size / w,
-        "y0": 0.5 * size / h - 0.5, "dy": size / h, "zmin": -1, "zmax": 1, "colorscale": GATE_COLORSCALE,
-        "opacity": 0.001 if src is not None else 1.0, "zsmooth": False, "showscale": showscale,
-        "hovertemplate": label + "<br>G = %{z:.2f}<extra></extra>", **ax,
+        "y0": 0.5 * size / h - 0.5, "dy": size / h, "zmin": scale.zmin, "zmax": scale.zmax,
+        "colorscale": scale.colorscale, "opacity": 0.001 if src is not None else 1.0, "zsmooth": False,
+        "showscale": showscale, "hovertemplate": label + f"<br>{scale.symbol} = %{{z:.2f}}<extra></extra>", **ax,
     }
     if showscale:
-        heat["colorbar"] = GATE_COLORBAR
+        heat["colorbar"] = scale.colorbar
     traces.append(heat)
     return traces
 
@@ -188,10 +208,11 @@ class GatePanel:
     maps: np.ndarray
 
 
-def _panel_sources(p: GatePanel, opacity: float, smooth: bool) -> list[str | None]:
+def _panel_sources(p: GatePanel, opacity: float, smooth: bool, scale: MapScale = GATE_SCALE) -> list[str | None]:
     if p.frames is None:
         return [None] * len(p.maps)
-    return [frame_uri(f) for f in overlay_images(p.frames, p.maps, opacity, smooth)]
+    maps = p.maps if scale.span == 1.0 else np.asarray(p.maps, np.float32) / scale.span
+    return [frame_uri(f) for f in overlay_images(p.frames, maps, opacity, smooth)]
 
 
 def _size_of(panels: Sequence[GatePanel]) -> int:
@@ -234,11 +255,13 @@ def gate_grid_figure(gates: dict[str, Any], frames: np.ndarray | None, opacity: 
 
 def gate_player_figure(panels: Sequence[GatePanel], opacity: float = 0.75, smooth: bool = True,
                        pair_labels: Sequence[str] | None = None, start: int = 0, per_row: int = 5,
-                       panel_px: int = 210, frame_ms: int = 700) -> dict[str, Any]:
+                       panel_px: int = 210, frame_ms: int = 700, scale: MapScale = GATE_SCALE,
+                       step_prefix: str = "frame pair ", hover_prefix: str = "frames ") -> dict[str, Any]:
     """Panels side by side, all on the same frame pair, with a scrubber (slider) and a large ▶ / ❚❚.
 
     The slider and the animation run in the browser (Plotly animation frames): scrubbing or playing never
-    reruns the Streamlit script. ``start``: the pair shown first (the selection's frame pair).
+    reruns the Streamlit script. ``start``: the pair shown first (the selection's frame pair). ``scale``,
+    ``step_prefix`` and ``hover_prefix`` ("frame ") let the same player show another operator's per-frame maps.
     """
     panels = list(panels)
     pairs = min((len(p.maps) for p in panels), default=0)
@@ -251,13 +274,13 @@ def gate_player_figure(panels: Sequence[GatePanel], opacity: float = 0.75, smoot
     plot_px = panel_px * nrows
     top = 1.0 - title_px / plot_px
     layout, cells = _grid_axes(nrows, ncols, size, 0.02, (title_px + 6) / plot_px, top)
-    srcs = [_panel_sources(p, opacity, smooth) for p in panels]
+    srcs = [_panel_sources(p, opacity, smooth, scale) for p in panels]
 
     def traces_at(t: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for i, p in enumerate(panels):
-            out += _panel_traces(srcs[i][t], p.maps[t], size, i == 0, f"{p.title}, frames {labels[t]}",
-                                 "" if i == 0 else str(i + 1))
+            out += _panel_traces(srcs[i][t], p.maps[t], size, i == 0, f"{p.title}, {hover_prefix}{labels[t]}",
+                                 "" if i == 0 else str(i + 1), scale)
         return out
 
     ann = [{"text": p.title, "x": (cells[i][0] + cells[i][1]) / 2, "y": cells[i][3], "xref": "paper",
@@ -271,7 +294,7 @@ def gate_player_figure(panels: Sequence[GatePanel], opacity: float = 0.75, smoot
         steps = [{"method": "animate", "label": labels[t],
                   "args": [[str(t)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
                                       "transition": {"duration": 0}}]} for t in range(pairs)]
-        layout["sliders"] = [{"active": start, "steps": steps, "currentvalue": {"prefix": "frame pair ",
+        layout["sliders"] = [{"active": start, "steps": steps, "currentvalue": {"prefix": step_prefix,
                                                                                "font": {"size": 14}},
                               # the rail starts right of the ▶ / ❚❚ buttons (in pixels, so at any width)
                               "pad": {"t": 12, "l": 120}, "y": 0, "yanchor": "top", "x": 0, "len": 1,

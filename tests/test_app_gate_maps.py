@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _app_fixtures import app_env, assert_ok, choices, demo_dir, new_app, plotly_specs, selection, texts  # noqa: F401
+from _app_fixtures import (app_env, assert_ok, choices, demo_dir, new_app, player_spec, plotly_array,  # noqa: F401
+                           plotly_specs, selection, texts, titled_spec)
 
 pytestmark = pytest.mark.usefixtures("app_env")
 N_BLOCKS, PAIRS = 10, 7  # BNInception has 10 HF layers (3a..5b); 8 frames -> 7 pairs
@@ -21,28 +22,10 @@ def _gate_page(**query):
     return at
 
 
-def _player(at) -> dict:
-    return next(s for s in plotly_specs(at) if s.get("frames") and s["layout"].get("sliders"))
-
-
-def _array(v) -> np.ndarray:
-    """A Plotly array from a figure spec: a list, or plotly's typed-array encoding {dtype, bdata, shape}."""
-    if isinstance(v, dict) and "bdata" in v:
-        import base64
-
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
-    return np.asarray(v, dtype=float)
-
-
-def _titled(at, text: str) -> dict:
-    return next(s for s in plotly_specs(at) if text in str((s["layout"].get("title") or {}).get("text", "")))
-
-
 def test_default_page():
     at = _gate_page()
     assert any(t.startswith("Gate maps") for t in (m.lstrip("# ") for m in texts(at, "markdown")))
-    player = _player(at)
+    player = player_spec(at)
     assert len(player["frames"]) == PAIRS
     images = [t for t in player["data"] if t["type"] == "image"]
     heat = [t for t in player["data"] if t["type"] == "heatmap"]
@@ -57,7 +40,7 @@ def test_default_page():
     assert pred_layer == most_local_layer(predict(sel.a, sel.clip).gates)  # the default: the most local layer
     pills = at.button_group[0]
     assert pills.value == pred_layer and len(pills.options) == N_BLOCKS
-    locality = _titled(at, "How local")
+    locality = titled_spec(at, "How local")
     assert len(locality["data"]) == 1 and len(locality["data"][0]["y"]) == N_BLOCKS
     summary = next(s for s in plotly_specs(at) if any(t.get("name") == "averaging (G > 0)" for t in s["data"]))
     assert [t["name"] for t in summary["data"]][:2] == ["averaging (G > 0)", "differencing (G < 0)"]
@@ -79,7 +62,7 @@ def test_overlay_is_grey_under_the_gates():
     from PIL import Image
 
     at = _gate_page()
-    player = _player(at)
+    player = player_spec(at)
     img = next(t for t in player["data"] if t["type"] == "image")
     heat = np.asarray(next(t for t in player["data"] if t["type"] == "heatmap")["z"], dtype=float)
     rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(img["source"].split(",", 1)[1]))).convert("RGB"),
@@ -102,13 +85,13 @@ def test_layer_pair_and_controls():
     at.button_group[0].set_value("inception_3b").run()
     assert_ok(at)
     assert choices(at)["layer"] == "inception_3b" and at.query_params["layer"] == "inception_3b"
-    assert "layer 3b" in _player(at)["layout"]["annotations"][0]["text"]
+    assert "layer 3b" in player_spec(at)["layout"]["annotations"][0]["text"]
     at.select_slider(key="w_pair").set_value(4).run()
     assert_ok(at)
-    assert _player(at)["layout"]["sliders"][0]["active"] == 4 and at.query_params["pair"] == "4"
-    before = _player(at)["data"][0]["source"]
+    assert player_spec(at)["layout"]["sliders"][0]["active"] == 4 and at.query_params["pair"] == "4"
+    before = player_spec(at)["data"][0]["source"]
     at.slider(key="gate_opacity").set_value(0.3).run()
-    assert _player(at)["data"][0]["source"] != before
+    assert player_spec(at)["data"][0]["source"] != before
     at.toggle(key="gate_smooth").set_value(False).run()
     assert_ok(at)
 
@@ -116,7 +99,7 @@ def test_layer_pair_and_controls():
 def test_layer_and_pair_from_the_url():
     at = _gate_page(layer="4a", pair="2")  # a short block name in a link works too
     assert choices(at)["layer"] == "inception_4a" and at.button_group[0].value == "inception_4a"
-    assert _player(at)["layout"]["sliders"][0]["active"] == 2
+    assert player_spec(at)["layout"]["sliders"][0]["active"] == 2
 
 
 def test_backwards_side_by_side():
@@ -124,14 +107,14 @@ def test_backwards_side_by_side():
     and a difference matrix compares forward and backwards on the same pairs."""
     at = _gate_page(rev="1")
     assert at.toggle(key="w_reverse").value is True
-    player = _player(at)
+    player = player_spec(at)
     titles = [a["text"] for a in player["layout"]["annotations"]]
     assert any(t.endswith("· forward") for t in titles) and any(t.endswith("· backwards") for t in titles)
     assert sum(t["type"] == "image" for t in player["data"]) == 2
     assert player["layout"]["sliders"][0]["steps"][0]["label"] == "0↔1"
-    diff = _titled(at, "Forward − backwards")
-    assert _array(diff["data"][0]["z"]).shape == (N_BLOCKS, PAIRS)
-    assert len(_titled(at, "How local")["data"]) == 2  # forward and backwards locality
+    diff = titled_spec(at, "Forward − backwards")
+    assert plotly_array(diff["data"][0]["z"]).shape == (N_BLOCKS, PAIRS)
+    assert len(titled_spec(at, "How local")["data"]) == 2  # forward and backwards locality
     assert any("backwards:" in m for m in texts(at, "markdown"))
 
 
@@ -172,7 +155,7 @@ def test_fixed_layers_are_flagged():
         assert at.button_group[0].options[0] == "3a ⚑ fixed +1"
         warn = [w for w in texts(at, "warning") if "Not a local choice" in w]
         assert warn and "layer 3a" in warn[0] and "fixed one-frame transfer" in warn[0]
-        ticks = _titled(at, "How local")["data"][0]["x"]
+        ticks = titled_spec(at, "How local")["data"][0]["x"]
         assert ticks[0] == "3a ⚑"
     finally:
         mp.undo()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from _app_fixtures import demo_dir  # noqa: F401
+from _app_fixtures import demo_dir, operator_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -287,6 +287,18 @@ _OVERFLOW_JS = """
 """
 
 
+def _fits(page, shot: str, width: int, tall: int) -> None:
+    """Nothing cut or outside its container, in the window and in a ``tall`` one showing the whole page;
+    screenshots of both (``<shot>.png``, ``<shot>_full.png``)."""
+    page.screenshot(path=str(ARTIFACTS / f"{shot}.png"))
+    problems = page.evaluate(_OVERFLOW_JS)
+    page.set_viewport_size({"width": width, "height": tall})
+    _wait_idle(page)
+    problems += page.evaluate(_OVERFLOW_JS)
+    page.screenshot(path=str(ARTIFACTS / f"{shot}_full.png"))
+    assert not problems, problems
+
+
 @pytest.mark.parametrize("width,height", [(1440, 900), (1280, 800), (800, 1000)])
 def test_any_screen(server, width, height):
     """Clip lab and Gate maps (both directions) at three window sizes: key results above the fold at
@@ -317,16 +329,30 @@ def test_any_screen(server, width, height):
             main.get_by_role("heading", name="Layer by layer").wait_for()
             page.wait_for_function("document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot').length >= 3")
             _wait_idle(page)
-            page.screenshot(path=str(ARTIFACTS / f"screen_{width}x{height}_gate_maps.png"))
-            problems = page.evaluate(_OVERFLOW_JS)
-            page.set_viewport_size({"width": width, "height": 3200})
-            _wait_idle(page)
-            problems += page.evaluate(_OVERFLOW_JS)
-            page.screenshot(path=str(ARTIFACTS / f"screen_{width}x{height}_gate_maps_full.png"))
-            assert not problems, problems
+            _fits(page, f"screen_{width}x{height}_gate_maps", width, 3200)
             _no_exception(page)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / f"screen_{width}x{height}_failure.png"), full_page=True)
+            raise
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (800, 1000)])
+def test_gate_maps_of_a_gsm_model(operator_dir, width, height):  # noqa: F811
+    """Gate maps of a GSM model, both directions: the two gates' player (four panels), the per-place
+    summary and the matrices render, with nothing cut or outside its container."""
+    with _streamlit(operator_dir, f"streamlit_gsm_{width}.log") as url, _browser(width, height) as page:
+        try:
+            _open(page, url + "/gate_maps?a=gsm_demo.safetensors&b=none&rev=1")
+            main = page.get_by_test_id("stMain")
+            main.get_by_role("heading", name="Place by place").wait_for()
+            page.wait_for_function("document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot').length >= 4")
+            _wait_idle(page)
+            main.get_by_text("backward shift · backwards").first.wait_for()  # a panel title of the player
+            assert main.get_by_text("Overlay strength").count() == 1
+            _fits(page, f"screen_{width}x{height}_gate_maps_gsm", width, 3400)
+            _no_exception(page)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"screen_{width}x{height}_gsm_failure.png"), full_page=True)
             raise
 
 

@@ -1,4 +1,5 @@
-"""Model cards: what each loaded checkpoint is, what it costs beside the paper's Table I, how it was trained."""
+"""Model cards: what each loaded checkpoint is - its temporal operators (HF, GSM, TSM), where they sit and what
+they cost -, what it costs beside the paper's Table I and beside the operators' own papers, how it was trained."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import streamlit as st
 from app import selection as S
 from app.downloads import show_figure
 from app.loaders import LoadedModel
-from app.model_facts import hf_blocks, hf_conservative, last_block, matches_table_row, scale_vs_paper, \
-    temporal_summary
+from app.model_facts import hf_blocks, hf_conservative, last_block, matches_operator_row, matches_table_row, \
+    mixing_words, operator_rows, scale_vs_paper, temporal_summary
 from app.ui import guard, need_models, page_title
 from hfnet_core.analysis.gates import short_block_name
 
@@ -30,6 +31,13 @@ def _table_one() -> list[dict[str, Any]]:
     from hfnet_core.complexity import table_one
 
     return table_one()
+
+
+@st.cache_data(show_spinner="Counting TSN, HF, GSM and TSM beside their papers…")
+def _operator_table() -> list[dict[str, Any]]:
+    from hfnet_core.complexity import operator_table
+
+    return operator_table()
 
 
 def _fmt_count(n: float, unit: str = "") -> str:
@@ -93,6 +101,29 @@ def _history_figure(history: list[dict[str, Any]]) -> Any:
     return fig
 
 
+def _operators_table(m: LoadedModel, complexity: dict[str, Any] | None) -> None:
+    """Each temporal operator of the model: kind, sites, where, options, parameters, its share of the FLOPs."""
+    st.markdown("**Temporal operators**")
+    rows = operator_rows(m.checkpoint, complexity["flops"] if complexity else None)
+    if not rows:
+        st.caption(f"None: each frame goes through the backbone on its own; frames first meet in "
+                   f"{mixing_words(m.checkpoint)}.")
+        return
+    trainable = complexity["params"]["trainable"] if complexity else 0
+    fields = ("sites", "where", "options", "parameters", "FLOPs")
+    table: dict[str, list[str]] = {"": list(fields)}
+    for r in rows:  # one column per operator kind: the card stays narrow enough for two side by side
+        params = "0 (parameter-free)" if not r["params"] else (
+            f"{r['params']:,}" + (f" ({r['params'] / trainable:.2%} of the trainable)" if trainable else ""))
+        if "flops" not in r:
+            flops = "not counted"
+        else:
+            flops = "0 (it moves data: no multiply-adds)" if not r["flops"] else \
+                f"{_fmt_count(r['flops'])} ({r['flops_share']:.2%} of the clip)"
+        table[r["name"]] = [str(r["sites"]), r["where"], r["options"], params, flops]
+    st.table(table)
+
+
 def _card(m: LoadedModel) -> None:
     ck = m.checkpoint
     cfg = ck.config
@@ -119,18 +150,29 @@ def _card(m: LoadedModel) -> None:
                    "its predictions in eval mode (the gate only moves features between frames; the average "
                    "of the frames is unchanged).")
 
-    st.markdown("**Cost**")
+    c = None
     with guard("Could not count this model's parameters and FLOPs"):
         c = _complexity(ck.sha256, ck.model)
+    _operators_table(m, c)
+
+    st.markdown("**Cost**")
+    if c is not None:
         p, f = c["params"], c["flops"]
-        over = f["hf_gate_macs"] / max(f["total"] - f["hf_gate_macs"], 1)
         cost = {
             "parameters (paper convention)": f"{p['paper']:,}",
             "trainable parameters": f"{p['trainable']:,}",
-            "HF gate parameters": f"{p['hf']:,} ({p['hf'] / max(p['trainable'], 1):.2%})",
             f"FLOPs per clip ({f['num_frames']} frames, {f['size']} px)": _fmt_count(f["total"]),
-            "HF gate FLOPs": f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)",
         }
+        if blocks:
+            over = f["hf_gate_macs"] / max(f["total"] - f["hf_gate_macs"], 1)
+            cost["HF gate parameters"] = f"{p['hf']:,} ({p['hf'] / max(p['trainable'], 1):.2%})"
+            cost["HF gate FLOPs"] = f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)"
+        if {label.split(".", 1)[0] for label in f["temporal_sites"]} - {"hf"}:  # GSM, TSM, or several kinds
+            ops_cost = sum(f["temporal_sites"].values())
+            share = p["temporal"] / max(p["trainable"], 1)
+            cost["all temporal operators: parameters"] = f"{p['temporal']:,} ({share:.2%})"
+            over = ops_cost / max(f["total"] - ops_cost, 1)
+            cost["all temporal operators: FLOPs"] = f"{_fmt_count(ops_cost)} (+{over:.2%} over the same model without them)"
         st.table({"": list(cost), "value": list(cost.values())})
 
     training = ck.metadata.get("training") or {}
@@ -186,3 +228,29 @@ st.info("Why “+1HF” barely helps a TSN: HF conserves the sum of features ove
         "classifier and TSN's average consensus are all linear - so an HF module after the *last* block cannot "
         "change TSN's logits at test time. Only HF modules before non-linear layers can. (See *How HF works*.)",
         icon=":material/lightbulb:")
+
+st.subheader("The temporal operators beside their papers")
+st.caption("Each operator's model at its paper's setting (BN-Inception or ResNet-50, 224 px, 174 classes, the frames "
+           "shown), counted by hfnet beside the parameters and FLOPs its paper or model zoo prints. Params are "
+           "counted the way the source counts them (trainable, or the state dict with BN statistics). FLOPs: the HF "
+           "paper's convention (multiply-adds + BN, ReLU and pooling elements). TSM moves data: no multiply-adds, no "
+           "parameters. “Loaded here” names the loaded models of each row's architecture, with their real scale.")
+with guard("Could not count the temporal operators' models"):
+    table = []
+    for r in _operator_table():
+        mine = [f"{m.label} ({scale_vs_paper(m.checkpoint)})" for m in models if matches_operator_row(m.checkpoint, r)]
+        ours_p = r["params_trainable"] if r["params_kind"] == "trainable" else r["params"]
+        table.append({
+            "model": r["label"],
+            "frames": r["frames"],
+            "operators": ", ".join(f"{o.upper()} ×{n}" for o, n in r["operators"].items()) or "none",
+            "params (ours)": f"{ours_p / 1e6:.2f}M",
+            "params (published)": "-" if r["published_params_m"] is None else f"{r['published_params_m']:.2f}M",
+            "FLOPs (ours)": f"{r['flops'] / 1e9:.2f}G",
+            "FLOPs (published)": "-" if r["published_flops_g"] is None else f"{r['published_flops_g']:.2f}G",
+            "same digits": {True: "✓", False: "✗ differ", None: "nothing published"}[r["match"]],
+            "loaded here": ", ".join(mine),
+            "params counted as": r["params_kind"] if r["params_kind"] != "-" else "state dict",
+            "source": r["source"],
+        })
+    st.dataframe(table, hide_index=True, width="stretch")

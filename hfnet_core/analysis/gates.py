@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "NEUTRAL_EPS", "SATURATION", "INACTIVE_MEAN_ABS", "FIXED_TOLERANCE", "LOCAL_MIN", "BEHAVIOURS",
-    "short_block_name", "pair_gates", "summarise_gates", "gate_locality", "most_local_layer", "gate_matrix",
-    "upsample_gate", "gate_colours", "gate_overlay", "AVERAGING_RGB", "DIFFERENCING_RGB",
+    "short_block_name", "pair_gates", "summarise_gates", "gate_locality", "locality_row", "most_local_layer",
+    "gate_matrix", "upsample_gate", "gate_colours", "gate_overlay", "AVERAGING_RGB", "DIFFERENCING_RGB",
 ]
 
 #: |G| below this counts as neither averaging nor differencing.
@@ -127,18 +127,21 @@ def gate_locality(gates: Mapping[str, Any]) -> list[dict[str, Any]]:
       ``"local"`` otherwise. ``BEHAVIOURS`` maps each value to a sentence.
     * ``fixed``: True for ``fixed_averaging`` / ``fixed_differencing`` (the flag the issue asks for).
     """
-    rows = []
-    for block, g in gates.items():
-        p = _pairs_of(g)
-        row = _summary_row(block, p)
-        spatial = float(p.reshape(p.shape[0], -1).std(axis=1).mean())
-        single = p.shape[1] * p.shape[2] == 1
-        locality = float("nan") if single or row["mean_abs"] == 0.0 else spatial / row["mean_abs"]
-        row.update(locality=locality, spatial_std=spatial, saturation=float((np.abs(p) > SATURATION).mean()))
-        row["behaviour"] = _behaviour(row["mean"], row["mean_abs"], locality)
-        row["fixed"] = row["behaviour"] in ("fixed_averaging", "fixed_differencing")
-        rows.append(row)
-    return rows
+    return [locality_row(block, _pairs_of(g)) for block, g in gates.items()]
+
+
+def locality_row(name: str, maps: np.ndarray) -> dict[str, Any]:
+    """``gate_locality``'s row for maps in [-1, 1] that ALL count, (P, H, W): what it computes on HF's T-1
+    pair maps, and on operators whose every frame's map is meaningful (GSM's gates: ``operator_maps``)."""
+    p = np.asarray(maps, np.float32)
+    row = _summary_row(name, p)
+    spatial = float(p.reshape(p.shape[0], -1).std(axis=1).mean())
+    single = p.shape[1] * p.shape[2] == 1
+    locality = float("nan") if single or row["mean_abs"] == 0.0 else spatial / row["mean_abs"]
+    row.update(locality=locality, spatial_std=spatial, saturation=float((np.abs(p) > SATURATION).mean()))
+    row["behaviour"] = _behaviour(row["mean"], row["mean_abs"], locality)
+    row["fixed"] = row["behaviour"] in ("fixed_averaging", "fixed_differencing")
+    return row
 
 
 def _behaviour(mean: float, mean_abs: float, locality: float) -> str:
