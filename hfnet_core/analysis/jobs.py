@@ -175,6 +175,8 @@ class _Job:
     cached: bool = False
     cancel_requested: bool = False
     cancel_time: float | None = None
+    first_report: tuple[float, float] | None = None  # (time, fraction) of the first report above 0
+    last_report: float | None = None
 
 
 def _target_name(fn: Callable[..., Any] | str) -> str:
@@ -522,8 +524,15 @@ class JobPool:
 
     @staticmethod
     def _remaining(job: _Job, now: float) -> float | None:
+        """Remaining seconds: from the rate between the first and the latest progress report (so a
+        job's set-up time - loading a model - does not inflate it), else from the elapsed time, else
+        from the submitter's hint."""
         elapsed = now - (job.started or now)
-        if job.fraction >= 0.02 and elapsed > 0.05:
+        first, last = job.first_report, job.last_report
+        if first is not None and last is not None and job.fraction > first[1] and last - first[0] > 0.02:
+            rate = (job.fraction - first[1]) / (last - first[0])
+            return max(0.0, (1.0 - job.fraction) / rate - (now - last))
+        if job.fraction > 0 and elapsed > 0.05:
             return elapsed * (1.0 - job.fraction) / job.fraction
         if job.eta_hint_s is not None:
             return max(0.0, job.eta_hint_s - elapsed)
@@ -581,6 +590,10 @@ class JobPool:
     def _report(self, job: _Job) -> Callable[[float, str], None]:
         def report(fraction: float, message: str) -> None:
             with self._lock:
+                now = time.monotonic()
+                if fraction > 0 and job.first_report is None:
+                    job.first_report = (now, fraction)
+                job.last_report = now
                 job.fraction, job.message = fraction, message if not job.cancel_requested else "cancelling…"
         return report
 

@@ -51,6 +51,7 @@ __all__ = [
     "ProjectionSpec",
     "bundle_sha256",
     "cache_dir",
+    "cache_root",
     "load_set",
     "save_set",
     "set_path",
@@ -170,14 +171,18 @@ class ProjectionSet:
 
 # --- keys and files ------------------------------------------------------------------------------------
 
-def cache_dir() -> Path:
-    """Fallback folder for projection sets of bundles that live in read-only folders."""
+def cache_root() -> Path:
+    """hfnet's per-user cache folder: ``$HFNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/hfnet``, else
+    ``~/.cache/hfnet``."""
     env = os.environ.get("HFNET_CACHE_DIR")
     if env:
-        base = Path(env)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hfnet"
-    return base / "projections"
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hfnet"
+
+
+def cache_dir() -> Path:
+    """Fallback folder for projection sets of bundles that live in read-only folders."""
+    return cache_root() / "projections"
 
 
 _sha_memo: dict[tuple[str, int, int], str] = {}
