@@ -290,6 +290,27 @@ def test_tsne_placement_matches_opentsne_transform():
     assert np.linalg.norm(ours - theirs, axis=1).max() < 0.01 * np.ptp(y, axis=0).max()
 
 
+def test_grid_repulsion_of_large_maps_matches_the_exact_sum():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 40, (60, 2))
+    ref_map = centres[rng.integers(0, 60, 6000)] + rng.normal(0, 2.5, (6000, 2))
+    grid, exact = pl._Repulsion(ref_map), pl._Repulsion(ref_map, exact_below=10**9)
+    assert not grid.exact and exact.exact
+    for y in (ref_map[5] + 0.3, np.zeros(2), ref_map[100] + 5.0, np.array([500.0, -500.0])):
+        (zg, fg), (ze, fe) = grid.sums(y), exact.sums(y)
+        assert abs(zg - ze) < 1e-2 * ze and np.linalg.norm(fg - fe) < 1e-2 * np.linalg.norm(fe)
+    reduced = rng.normal(size=(6000, 8))
+    new = reduced[7:8] + 0.01
+    fast = pl.place_tsne(reduced, ref_map, new)
+    pl_exact = pl._Repulsion
+    try:
+        pl._Repulsion = lambda m: pl_exact(m, exact_below=10**9)
+        slow = pl.place_tsne(reduced, ref_map, new)
+    finally:
+        pl._Repulsion = pl_exact
+    assert np.linalg.norm(fast - slow) < 1e-3 * np.ptp(ref_map, axis=0).max()
+
+
 def test_place_finds_the_clip_itself_and_its_neighbours(pair):
     pa, pb = pair
     a, b = EvalBundle.load(pa), EvalBundle.load(pb)

@@ -367,7 +367,7 @@ def class_centroids(coords: np.ndarray, labels: np.ndarray, num_classes: int) ->
 # --- the whole set --------------------------------------------------------------------------------------
 
 #: Share of the run each stage takes at 25k clips (measured; used for the progress fraction).
-_WEIGHTS = {"pca": 0.05, "knn": 0.12, "tsne": 0.55, "umap": 0.22, "silhouette": 0.06}
+_WEIGHTS = {"reduce": 0.05, "knn": 0.12, "tsne": 0.55, "umap": 0.22, "pca": 0.0, "silhouette": 0.06}
 
 
 def compute_set(features: np.ndarray, labels: np.ndarray, num_classes: int, spec: ProjectionSpec | None = None,
@@ -390,8 +390,8 @@ def compute_set(features: np.ndarray, labels: np.ndarray, num_classes: int, spec
     m = x.shape[0]
     rows = np.arange(m, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     todo = [mm for mm in methods if existing is None or not existing.has(mm)]
-    stages = ([] if existing else ["pca", "knn", "silhouette"]) + todo
-    weight = {s: _WEIGHTS.get(s, 0.01) for s in stages}
+    stages = ([] if existing else ["reduce", "knn", "silhouette"]) + todo
+    weight = {s: _WEIGHTS[s] for s in stages}
     total_w = sum(weight.values()) or 1.0
     done_w = [0.0]
 
@@ -418,9 +418,9 @@ def compute_set(features: np.ndarray, labels: np.ndarray, num_classes: int, spec
             knn_idx, knn_dist = exact_knn(ps.reduced, _knn_needed(spec, m), cancel=cancel)
     else:
         _check(cancel)
-        stage("pca")(0.0, "PCA")
+        stage("reduce")(0.0, "PCA")
         reduced, mean, comps, explained = reduce_pca(x, spec.pca_dims)
-        finish("pca")
+        finish("reduce")
         knn_idx, knn_dist = exact_knn(reduced, _knn_needed(spec, m), progress=stage("knn"), cancel=cancel)
         finish("knn")
         counts = np.bincount(y[y >= 0], minlength=num_classes).astype(np.int64)

@@ -12,8 +12,9 @@ algorithms and defaults:
   in the PCA space get Gaussian affinities of perplexity 5 (binary search on squared distances, as
   openTSNE does); the point starts at the median of their map positions and is optimised for 250
   iterations against the fixed reference map: learning rate 0.1, exaggeration 1.5, momentum 0.8,
-  gradient norm clipped at 0.25, openTSNE's gains. The repulsive term is computed *exactly* against
-  every reference point (openTSNE interpolates it), which is cheap for a few new points.
+  gradient norm clipped at 0.25, openTSNE's gains. The repulsive term is exact below 4,000 reference
+  points; above, points within a few cells of a 96 x 96 grid are summed exactly and farther cells as
+  point masses at their centroids (openTSNE itself interpolates it on a grid).
 * **UMAP** (umap-learn ``transform``): the ``n_neighbors`` nearest reference points, smooth-kNN
   membership strengths (``local_connectivity`` 1 -> 0 as in ``transform``), initialisation at their
   strength-weighted mean, then 100 epochs of UMAP's attractive / negative-sampling updates (rate 0.25
@@ -105,25 +106,92 @@ def place_tsne(reference: np.ndarray, embedding: np.ndarray, new: np.ndarray, pe
     y = np.median(y_ref[idx], axis=1)
     centre = (y_ref.max(axis=0) + y_ref.min(axis=0)) / 2
     radius = 1.25 * float(np.abs(y_ref - centre).max()) if m else 1.0
-    update = np.zeros_like(y)
-    gains = np.ones_like(y)
-    for _ in range(int(n_iter)):
-        diff = y[:, None, :] - y_ref[None, :, :]  # (n, M, 2)
-        q = 1.0 / (1.0 + np.einsum("nmk,nmk->nm", diff, diff))
-        negative = np.einsum("nm,nmk->nk", q * q, diff) / q.sum(axis=1, keepdims=True)
-        near = np.take_along_axis(diff, idx[:, :, None], axis=1)  # (n, k, 2)
-        q_near = np.take_along_axis(q, idx, axis=1)
-        positive = np.einsum("nk,nkd->nd", p * q_near, near)
-        grad = positive - negative
-        norm = np.linalg.norm(grad, axis=1, keepdims=True)
-        grad = np.where(norm > max_grad_norm, grad * (max_grad_norm / (norm + 1e-6)), grad)
+    repulsion = _Repulsion(y_ref)
+    for i in range(y.shape[0]):  # each new point is optimised on its own (as openTSNE does)
+        y[i] = _tsne_descent(y[i], repulsion, y_ref[idx[i]], p[i], int(n_iter), learning_rate, momentum,
+                             max_grad_norm, centre, radius)
+    return y.astype(np.float32)
+
+
+class _Repulsion:
+    """t-SNE's repulsive sums over a fixed 2-D reference map, for one moving point.
+
+    Reference points within ``near`` grid cells of the point are summed exactly; farther cells enter as
+    their point count at their centroid (a one-level Barnes-Hut: the error is second order in cell size
+    over distance, and far points weigh ~1/distance^2). Exact when the map has few points.
+    """
+
+    def __init__(self, ref: np.ndarray, cells: int = 96, near: int = 3, exact_below: int = 4000) -> None:
+        self.ref = np.asarray(ref, dtype=np.float64)
+        self.exact = len(self.ref) < exact_below
+        if self.exact:
+            return
+        lo, hi = self.ref.min(axis=0), self.ref.max(axis=0)
+        self.lo, self.size = lo, max(float((hi - lo).max()) / cells, 1e-9)
+        self.cells, self.near = cells, near
+        ij = np.clip(((self.ref - lo) / self.size).astype(np.int64), 0, cells - 1)
+        cell = ij[:, 0] * cells + ij[:, 1]
+        order = np.argsort(cell, kind="stable")
+        self.sorted = self.ref[order]
+        counts = np.bincount(cell, minlength=cells * cells)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        sums = np.stack([np.bincount(cell, weights=self.ref[:, a], minlength=cells * cells) for a in (0, 1)], 1)
+        self.occupied = np.flatnonzero(counts)
+        self.count = counts[self.occupied].astype(np.float64)
+        self.centroid = sums[self.occupied] / self.count[:, None]
+        self.occ_i, self.occ_j = self.occupied // cells, self.occupied % cells
+
+    def sums(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """(sum_j q_j, sum_j q_j^2 (y - y_j)) with q_j = 1 / (1 + |y - y_j|^2)."""
+        if self.exact:
+            return self._exact(y, self.ref, None)
+        ci, cj = np.clip(((y - self.lo) / self.size).astype(np.int64), 0, self.cells - 1)
+        far = (np.abs(self.occ_i - ci) > self.near) | (np.abs(self.occ_j - cj) > self.near)
+        z, f = self._exact(y, self.centroid[far], self.count[far])
+        rows = [self.sorted[self.starts[i * self.cells + j0]:self.starts[i * self.cells + j1 + 1]]
+                for i in range(max(0, ci - self.near), min(self.cells, ci + self.near + 1))
+                for j0, j1 in [(max(0, cj - self.near), min(self.cells - 1, cj + self.near))]]
+        if rows:
+            z2, f2 = self._exact(y, np.concatenate(rows), None)
+            z, f = z + z2, f + f2
+        return z, f
+
+    @staticmethod
+    def _exact(y: np.ndarray, pts: np.ndarray, weight: np.ndarray | None) -> tuple[float, np.ndarray]:
+        dx, dy = y[0] - pts[:, 0], y[1] - pts[:, 1]
+        q = 1.0 / (1.0 + dx * dx + dy * dy)
+        if weight is not None:
+            q2 = weight * q * q
+            q = weight * q
+        else:
+            q2 = q * q
+        return float(q.sum()), np.array([q2 @ dx, q2 @ dy])
+
+
+def _tsne_descent(y: np.ndarray, repulsion: _Repulsion, near_xy: np.ndarray, p: np.ndarray, n_iter: int,
+                  learning_rate: float, momentum: float, max_grad_norm: float, centre: np.ndarray,
+                  radius: float) -> np.ndarray:
+    """openTSNE's gradient descent (gains, momentum, gradient clipping) for one point against the fixed
+    reference map."""
+    y = y.astype(np.float64).copy()
+    update = np.zeros(2)
+    gains = np.ones(2)
+    for _ in range(n_iter):
+        z, rep = repulsion.sums(y)
+        d = y - near_xy
+        pq = p / (1.0 + (d * d).sum(axis=1))
+        grad = pq @ d - rep / z
+        coeff = max_grad_norm / (float(np.hypot(grad[0], grad[1])) + 1e-6)
+        if coeff < 1.0:
+            grad *= coeff
         flipped = np.sign(update) != np.sign(grad)
         gains = np.where(flipped, gains + 0.2, gains * 0.8 + 0.01)
         update = momentum * update - learning_rate * gains * grad
         y = y + update
-        off = np.linalg.norm(y - centre, axis=1, keepdims=True)
-        y = np.where(off > radius, centre + (y - centre) * (radius / off), y)  # stay on the map
-    return y.astype(np.float32)
+        off = float(np.hypot(*(y - centre)))
+        if off > radius:  # stay on the map
+            y = centre + (y - centre) * (radius / off)
+    return y
 
 
 # --- UMAP -----------------------------------------------------------------------------------------------
