@@ -243,57 +243,48 @@ def umap_map(reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray,
         "implementation": "umap-learn"}
 
 
-def _umap_child(conn: Any, reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray,
-                spec_dict: dict[str, Any]) -> None:
-    """Child-process entry: UMAP while the parent runs t-SNE; sends ("ok", coords, info) or ("error", text)."""
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    try:
-        coords, info = umap_map(reduced, knn_idx, knn_dist, ProjectionSpec.from_dict(spec_dict))
-        conn.send(("ok", coords, info))
-    except BaseException as e:  # noqa: BLE001 - reported to the parent
-        from hfnet_core.errors import describe
-
-        conn.send(("error", describe(e)))
-    finally:
-        conn.close()
+def _umap_job(ctx: Any, reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray,
+              spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Job body for ``_UmapInChild`` (runs in a worker process of ``hfnet_core.analysis.jobs``)."""
+    return umap_map(reduced, knn_idx, knn_dist, ProjectionSpec.from_dict(spec))
 
 
 class _UmapInChild:
-    """UMAP in a spawned process: start, then ``result()`` (or ``stop()`` on cancel)."""
+    """UMAP in a worker process (a private one-slot ``JobPool``), started now, collected by ``result``.
+
+    The worker is a plain ``python -m hfnet_core.analysis.jobs`` process, so this works from any
+    caller - also one whose ``__main__`` must not be re-imported (a Streamlit page, a notebook).
+    """
 
     def __init__(self, reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, spec: ProjectionSpec):
-        import multiprocessing as mp
+        from hfnet_core.analysis.jobs import JobPool
 
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_umap_child, name="hfnet-umap", daemon=False,
-                                args=(child, np.ascontiguousarray(reduced), np.ascontiguousarray(knn_idx),
-                                      np.ascontiguousarray(knn_dist), spec.to_dict()))
-        self.proc.start()
-        child.close()
+        self.pool = JobPool(workers=1, mode="process", name="hfnet-umap", nice=0, torch_threads=1,
+                            kill_after_s=0.5, idle_s=5.0)
+        self.key = self.pool.submit("umap", _umap_job, {
+            "reduced": np.ascontiguousarray(reduced), "knn_idx": np.ascontiguousarray(knn_idx),
+            "knn_dist": np.ascontiguousarray(knn_dist), "spec": spec.to_dict()}).key
 
     def result(self, cancel: Cancel | None, tick: Callable[[], None]) -> tuple[np.ndarray, dict[str, Any]]:
         try:
-            while not self.conn.poll(0.25):
+            while True:
+                st = self.pool.wait(self.key, timeout=0.25)
+                if st.finished:
+                    break
                 if cancel is not None and cancel():
-                    self.stop()
+                    self.pool.cancel(self.key)
+                    self.pool.wait(self.key, timeout=10)
                     raise JobCancelled("cancelled")
-                if not self.proc.is_alive() and not self.conn.poll(0):
-                    raise RuntimeError(f"the UMAP process died (exit code {self.proc.exitcode})")
                 tick()
-            msg = self.conn.recv()
-        except EOFError as e:
-            raise RuntimeError(f"the UMAP process died (exit code {self.proc.exitcode})") from e
         finally:
-            self.proc.join(5)
-        if msg[0] != "ok":
-            raise RuntimeError(f"UMAP failed: {msg[1]}")
-        return msg[1], msg[2]
+            self.pool.shutdown(timeout=10)
+        if st.state != "done":
+            raise RuntimeError(f"UMAP failed: {st.error or st.state}")
+        return st.result
 
     def stop(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(5)
+        self.pool.cancel(self.key)
+        self.pool.shutdown(timeout=10)
 
 
 # --- 6. silhouette --------------------------------------------------------------------------------------

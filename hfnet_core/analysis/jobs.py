@@ -34,6 +34,9 @@ only stops it when no other owner is left.
 ETA: from the measured rate once a job has reported some progress, else from the ``eta_hint_s`` the
 submitter gave; a queued job's ETA adds the remaining time of the jobs ahead of it.
 
+Memory: a finished job keeps its result (not its arguments) until it is one of more than
+``keep_finished`` (32) finished jobs; results cached on disk can always be read again from there.
+
 Nothing here imports streamlit or torch.
 """
 
@@ -368,7 +371,7 @@ class JobPool:
 
     def __init__(self, workers: int | None = None, mode: str | None = None, name: str = "hfnet-jobs",
                  nice: int = 10, torch_threads: int | None = None, idle_s: float = 300.0,
-                 kill_after_s: float = 10.0, keep_finished: int = 64) -> None:
+                 kill_after_s: float = 10.0, keep_finished: int = 32) -> None:
         self.workers = max(1, int(workers if workers is not None else (os.environ.get("HFNET_JOB_WORKERS") or 1)))
         self.mode = (mode or os.environ.get("HFNET_JOB_MODE") or "process").lower()
         if self.mode not in ("process", "thread"):
@@ -579,6 +582,7 @@ class JobPool:
                 job.message = f"done (not cached on disk: {e})"
         with self._lock:
             job.state, job.result, job.error, job.ended = state, result, error, time.monotonic()
+            job.kwargs = {}  # the inputs (a clip: ~5 MB at full size) are not needed any more
             if state == "done":
                 job.fraction = 1.0
                 if not job.message.startswith("done"):

@@ -224,7 +224,7 @@ def start_projection(bundle_path: str | os.PathLike[str], spec: ProjectionSpec |
     spec = spec or ProjectionSpec()
     pool = pool or shared_pool()
     key = projection_job_key(bundle_path, spec, clip_ids)
-    ps = store.load_set(bundle_path, spec, clip_ids)
+    ps = store.shared_set(bundle_path, spec, clip_ids)
     if ps is not None and all(ps.has(m) for m in methods):
         status = pool.status(key)
         return status if status.state == "done" else JobStatus(key, "done", 1.0, "stored", cached=True,
@@ -249,7 +249,7 @@ def projection_job_status(bundle_path: str | os.PathLike[str], spec: ProjectionS
     pool = pool or shared_pool()
     key = projection_job_key(bundle_path, spec, clip_ids)
     status = pool.status(key)
-    if status.state == "missing" and store.load_set(bundle_path, spec, clip_ids) is not None:
+    if status.state == "missing" and store.shared_set(bundle_path, spec, clip_ids) is not None:
         return JobStatus(key, "done", 1.0, "stored", cached=True)
     return status
 
