@@ -176,3 +176,15 @@ def test_worker_process_mode_runs_niced_single_threaded_and_cancels():
             pool.submit("lambda", lambda ctx: 1)
     finally:
         pool.shutdown()
+
+
+def test_an_idle_worker_process_exits_and_the_next_job_gets_a_new_one():
+    pool = JobPool(workers=1, mode="process", idle_s=0.5)
+    try:
+        first = pool.wait(pool.submit("a", h.worker_facts).key, 60)
+        assert first.state == "done", first.error
+        time.sleep(2.0)  # the worker leaves after 0.5 s without work, returning its memory
+        second = pool.wait(pool.submit("b", h.worker_facts).key, 60)
+        assert second.state == "done" and second.result["pid"] != first.result["pid"]
+    finally:
+        pool.shutdown()

@@ -566,7 +566,10 @@ class JobPool:
                 if self.mode == "thread":
                     outcome = self._run_in_thread(job)
                 else:
-                    if child is None or not child.alive():
+                    if child is not None and not child.alive():  # it left after idling (or died)
+                        child.stop()
+                        child = None
+                    if child is None:
                         child = _ChildProcess(self)
                     outcome, child = self._run_in_child(job, child)
                 self._finish(job, *outcome)
