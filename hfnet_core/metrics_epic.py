@@ -161,8 +161,10 @@ _COLUMNS = (("top1", "Top-1"), ("top5", "Top-5"), ("precision", "Precision"), ("
 
 
 def table_three_row(metrics: Mapping[str, Any]) -> list[float]:
-    """The 12 numbers of a Table III row (top-1, top-5, precision, recall; each V/N/A), in %."""
-    return [100.0 * float(metrics[key][task]) for key, _ in _COLUMNS for task in TASKS]
+    """The 12 numbers of a Table III row (top-1, top-5, precision, recall; each V/N/A), in %; an undefined
+    value (``null`` in a metrics JSON) is NaN."""
+    return [100.0 * float("nan" if metrics[key][task] is None else metrics[key][task])
+            for key, _ in _COLUMNS for task in TASKS]
 
 
 def format_table_three(rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:

@@ -79,7 +79,7 @@ def test_no_import_cycles():
     for v in graph:
         if v not in index:
             visit(v)
-    assert cycles == []
+    assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
 def test_the_library_never_imports_the_app():
