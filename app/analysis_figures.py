@@ -7,13 +7,13 @@ benchmark (``benchmarks/bench_feature_space.py``) can time exactly what a page d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import plotly.colors as pc
 import plotly.graph_objects as go
 
-from hfnet_core.analysis.comparison import softmax
+from hfnet_core.analysis.comparison import ConfusionView, softmax
 from hfnet_core.eval_bundle import EvalBundle
 
 __all__ = [
@@ -23,9 +23,11 @@ __all__ = [
     "class_colours",
     "confusion_figure",
     "feature_points",
+    "heat_colourscale",
     "most_improved_figure",
     "projection_figure",
     "selected_clip_ids",
+    "unique_labels",
 ]
 
 
@@ -191,14 +193,36 @@ def most_improved_figure(rows: list[dict], name_a: str, name_b: str, highlight: 
     return fig
 
 
+def unique_labels(names: Sequence[str], n: int = 40) -> list[str]:
+    """Class names shortened to ``n`` characters and kept distinct: Plotly merges equal category labels,
+    and two long Something-Something names often share their first 40 characters."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        label = _short(str(name), n)
+        if label in seen:
+            label = f"{_short(str(name), n - 6)} #{i}"
+        seen.add(label)
+        out.append(label)
+    return out
+
+
 def accuracy_figure(class_names: list[str], acc_a: np.ndarray, acc_b: np.ndarray, name_a: str,
-                    name_b: str, counts: np.ndarray | None = None, sort_by_gain: bool = False) -> go.Figure:
-    """Grouped bars: per-class accuracy of A and B (classes without clips are left out)."""
-    idx = np.flatnonzero(~(np.isnan(acc_a) & np.isnan(acc_b)))
+                    name_b: str, counts: np.ndarray | None = None, sort_by_gain: bool = False,
+                    classes: Sequence[int] | None = None) -> go.Figure:
+    """Grouped bars: per-class accuracy of A and B (classes without clips are left out; ``classes``:
+    only those)."""
+    keep = ~(np.isnan(acc_a) & np.isnan(acc_b))
+    if classes is not None:
+        chosen = np.zeros(len(class_names), bool)
+        chosen[[int(c) for c in classes]] = True
+        keep &= chosen
+    idx = np.flatnonzero(keep)
     if sort_by_gain:
         gain = np.nan_to_num(acc_a[idx]) - np.nan_to_num(acc_b[idx])
         idx = idx[np.argsort(-gain, kind="stable")]
-    names = [_short(class_names[i], 32) for i in idx]
+    labels = unique_labels(class_names, 32)
+    names = [labels[i] for i in idx]
     extra = [f"<br>{int(counts[i])} clips" if counts is not None else "" for i in idx]
     fig = go.Figure()
     for acc, name, colour in ((acc_a, name_a, "#1f77b4"), (acc_b, name_b, "#ff7f0e")):
@@ -207,35 +231,69 @@ def accuracy_figure(class_names: list[str], acc_a: np.ndarray, acc_b: np.ndarray
             hovertext=[f"{class_names[i]}<br>{name}: {100 * acc[i]:.1f} %{e}" for i, e in zip(idx, extra)],
             hoverinfo="text",
         ))
-    fig.update_layout(barmode="group", title="Per-class accuracy", yaxis_title="accuracy (%)",
-                      yaxis_range=[0, 100], height=460, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis=dict(tickangle=-40, automargin=True))
+    fig.update_layout(barmode="group", title=f"Per-class accuracy: {name_a} and {name_b}",
+                      yaxis_title="accuracy (%)", yaxis_range=[0, 100], height=460,
+                      margin=dict(l=10, r=10, t=50, b=10), xaxis=dict(tickangle=-40, automargin=True))
     return fig
 
 
-def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str, normalized: bool) -> go.Figure:
-    """Heatmap, rows = true class, columns = predicted class."""
-    names = [_short(c, 28) for c in class_names]
-    z = np.asarray(matrix, dtype=np.float64)
-    text = [[f"{v:.2f}" if normalized else f"{int(v)}" for v in row] for row in z]
+#: Up to this many classes a confusion heatmap names every row and column; beyond, Plotly thins the
+#: labels (zoom in to see them all) and a cell's hover names both classes.
+ALL_LABELS_UP_TO = 40
+
+
+def confusion_figure(view: ConfusionView, counts: np.ndarray, title: str, hide_diagonal: bool = False
+                     ) -> go.Figure:
+    """Heatmap of a ``comparison.confusion_view`` (rows = true class, columns = predicted class).
+
+    ``counts`` (R, C) are the clip counts behind the view (the hover says both); ``hide_diagonal`` blanks
+    the correct predictions so the confusions get the whole colour scale. Axes are categorical with
+    distinct labels, so box-zoom works and shows every label once few enough rows are in view."""
+    rows = unique_labels(view.row_labels)
+    cols = [rows[list(view.rows).index(c)] if c >= 0 else "(other classes)" for c in view.cols]
+    z = np.asarray(view.matrix, dtype=np.float64).copy()
+    if hide_diagonal:
+        for i, c in enumerate(view.rows):
+            j = np.flatnonzero(view.cols == c)
+            if j.size:
+                z[i, j[0]] = np.nan
+    share = "%{z:.1%} of the true class" if view.normalized else "%{z:.0f} clips"
     fig = go.Figure(go.Heatmap(
-        z=z, x=names, y=names, colorscale="Blues", zmin=0, zmax=1 if normalized else None,
-        text=text if len(names) <= 20 else None, texttemplate="%{text}" if len(names) <= 20 else None,
-        hovertemplate="true: %{y}<br>predicted: %{x}<br>%{z}<extra></extra>",
-        colorbar=dict(title="share" if normalized else "clips"),
+        z=z, x=cols, y=rows, customdata=np.asarray(counts, dtype=np.int64), colorscale="Blues", zmin=0,
+        zmax=1 if view.normalized and not hide_diagonal else None, hoverongaps=False,
+        hovertemplate="true: %{y}<br>predicted: %{x}<br>" + share
+                      + ("<br>%{customdata} clips" if view.normalized else "") + "<extra></extra>",
+        colorbar=dict(title="share of the<br>true class" if view.normalized else "clips"),
     ))
-    side = max(420, min(900, 26 * len(names) + 200))
-    fig.update_layout(title=title, height=side, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis=dict(title="predicted", tickangle=-45, automargin=True),
-                      yaxis=dict(title="true", autorange="reversed", automargin=True))
+    n = max(len(rows), len(cols))
+    every = n <= ALL_LABELS_UP_TO
+    font = 11 if every else 8
+    axis = dict(automargin=True, tickfont=dict(size=font), type="category")
+    if every:
+        fig.update_xaxes(tickmode="array", tickvals=cols, ticktext=cols)
+        fig.update_yaxes(tickmode="array", tickvals=rows, ticktext=rows)
+    fig.update_layout(title=title, height=int(max(480, min(1300, (22 if every else 6) * n + 260))),
+                      margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(title="predicted", tickangle=-50, **axis),
+                      yaxis=dict(title="true", autorange="reversed", **axis))
     return fig
 
 
 # --- Attributions -----------------------------------------------------------------------------------
 
+def heat_colourscale(n: int = 11) -> list[list[Any]]:
+    """The attribution overlay's colour ramp (``attributions.heat_colours``) as a Plotly colour scale."""
+    from hfnet_core.analysis.attributions import heat_colours
+
+    rgb = heat_colours(np.linspace(0.0, 1.0, n)[:, None])[:, 0]
+    return [[i / (n - 1), f"rgb({int(r)},{int(g)},{int(b)})"] for i, (r, g, b) in enumerate(np.rint(rgb))]
+
+
 def attribution_figure(images: np.ndarray, title: str, frame_labels: Sequence[str] | None = None,
-                       cols: int = 4) -> go.Figure:
-    """Grid of uint8 RGB frames (T, H, W, 3) (frames with the attribution map blended in)."""
+                       cols: int = 4, scale_title: str = "attribution<br>(1 = the clip's<br>strongest)"
+                       ) -> go.Figure:
+    """Grid of uint8 RGB frames (T, H, W, 3) (frames with the attribution map blended in), with a colour
+    bar of the map's ramp: an image trace has no colour scale, so an empty scatter carries it."""
     t = images.shape[0]
     cols = max(1, min(cols, t))
     rows = (t + cols - 1) // cols
@@ -246,6 +304,12 @@ def attribution_figure(images: np.ndarray, title: str, frame_labels: Sequence[st
                         vertical_spacing=0.12 / rows)
     for i in range(t):
         fig.add_trace(go.Image(z=images[i], hoverinfo="skip"), row=i // cols + 1, col=i % cols + 1)
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip", name="colour scale",
+        marker=dict(color=[0.0], cmin=0.0, cmax=1.0, colorscale=heat_colourscale(), showscale=True,
+                    colorbar=dict(title=dict(text=scale_title, font=dict(size=11)), thickness=12, len=0.9,
+                                  tickvals=[0, 0.5, 1], x=1.0, xpad=4)),
+    ), row=1, col=1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     h, w = images.shape[1:3]

@@ -1,7 +1,10 @@
 """Class comparison: where model A beats model B, class by class (the paper's Fig. 3a), down to the clips.
 
-Reads both eval bundles, matches clips by id and draws: the most-improved classes ("true label (A) /
-predicted label (B)"), the clips behind a chosen bar, per-class accuracy and both confusion matrices.
+Reads both eval bundles, matches clips by id and draws, at any number of classes (Something's 174):
+the most-improved classes with a top-N slider and a class search, the clips behind a chosen bar, what A
+fixes and breaks over *all* clips, the most confused class pairs of each model and the pairs that changed
+most, per-class accuracy, and one full-width confusion heatmap that can be clustered (confused classes
+side by side), cut to chosen classes and zoomed. Every caption names the loaded models.
 """
 
 from __future__ import annotations
@@ -10,26 +13,36 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.analysis_figures import accuracy_figure, confusion_figure, most_improved_figure
 from app import selection as S
+from app.analysis_figures import ALL_LABELS_UP_TO, accuracy_figure, confusion_figure, most_improved_figure
 from app.downloads import download_figure
 from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis.comparison import (
     ClassListMismatch,
     align,
     check_same_classes,
+    cluster_order,
+    compare_confused_pairs,
+    confused_pairs,
     confusion,
+    confusion_view,
+    find_classes,
+    fixes_breaks,
     flipped_clips,
     most_improved,
     per_class_accuracy,
+    same_model_warning,
     take,
 )
 
 MAX_BUTTONS = 24
+ORDERS = {"cluster": "clustered (confused classes side by side)", "index": "class index",
+          "accuracy": "worst recognised first"}
 
 
 def _clips(n: int) -> str:
     return f"{n} clip" + ("" if n == 1 else "s")
+
 
 sel = S.current()
 a, b = sel.a, sel.b
@@ -59,23 +72,45 @@ if al.n_matched == 0:
     error_box("The two eval bundles share no clip id, so no clip can be compared.",
               "Evaluate both models on the same split (`hfnet eval --split test`).")
     st.stop()
-st.caption(al.describe() + ".")
+same = same_model_warning(ba, bb, a.label, b.label)
+if same:
+    st.warning(same, icon=":material/content_copy:")
+    st.stop()
+st.caption(al.describe().replace(" in A,", f" in {a.label},").replace(" in B)", f" in {b.label})") + ".")
 sa, sb = take(ba, al.rows_a), take(bb, al.rows_b)  # the matched clips only, in the same order
+sa.labels = sb.labels = al.labels  # a clip whose label differs between the bundles counts for neither
 names = list(ba.class_names)
+k = len(names)
+
+# --- what A fixes and breaks, over every clip ------------------------------------------------------
+fb = fixes_breaks(ba, bb)
+m1, m2, m3 = st.columns(3)
+m1.metric(f"Clips {a.label} fixes", f"{fb.fixed}", help=f"{a.label} right, {b.label} wrong, over all {fb.n} "
+          "matched clips with a label.")
+m2.metric(f"Clips {a.label} breaks", f"{fb.broken}", help=f"{b.label} right, {a.label} wrong, over all {fb.n} "
+          "matched clips with a label - every class counts, also those where A fixes nothing.")
+m3.metric(f"Net gain of {a.label} over {b.label}", f"{fb.net:+d}",
+          help=f"Both right: {fb.both_right}, both wrong: {fb.both_wrong}.")
 
 # --- Fig. 3a ----------------------------------------------------------------------------------------
 st.subheader("Most improved classes")
-c1, c2 = st.columns([1, 3])
-top_k = int(c1.slider("Classes shown", 3, min(50, max(3, len(names))), min(10, len(names)), key="cc_top_k"))
-all_improved = most_improved(ba, bb, top_k=len(names))
+c1, c2 = st.columns([1, 2])
+top_k = int(c1.slider("Classes shown", 1, min(50, max(1, k)), min(10, k), key="cc_top_k"))
+query = c2.text_input("Find classes", key="cc_search", placeholder="words of a class name, e.g. 'left right'",
+                      help="Classes whose name contains every word (any order, any case). The ranking, the "
+                           "tables and the accuracy chart below keep only those classes.").strip()
+found = find_classes(names, query) if query else None
+if found is not None:
+    if found:
+        st.caption(f"{len(found)} of {k} classes match '{query}'.")
+    else:
+        st.warning(f"No class name contains every word of '{query}'.")
+all_improved = most_improved(ba, bb, top_k=None, search=query or None)
 rows = all_improved[:top_k]
-n_fixed = sum(r["n_improved"] for r in all_improved)
-n_broken = sum(r["n_worsened"] for r in all_improved)
-c2.metric(f"Clips {a.label} fixes / breaks (relative to {b.label})", f"{n_fixed} / {n_broken}",
-          help="Fixes: A right, B wrong. Breaks: B right, A wrong. Over all matched clips.")
 
 if not rows:
-    st.info(f"{a.label} gets no clip right that {b.label} gets wrong.")
+    st.info(f"{a.label} gets no clip right that {b.label} gets wrong"
+            + (f" among the classes matching '{query}'." if query else "."))
     chosen = None
 else:
     options = [r["class_index"] for r in all_improved]
@@ -91,7 +126,9 @@ else:
 
     fig = most_improved_figure(rows, a.label, b.label, highlight=st.session_state["cc_class"])
     st.plotly_chart(fig, key="cc_bars", on_select=_on_bar_click, selection_mode="points")
-    download_figure(fig, "cc_bars", sel)
+    download_figure(fig, "cc_bars", sel, {"top": top_k, **({"search": query} if query else {})})
+    if len(all_improved) > top_k:
+        st.caption(f"The top {top_k} of {len(all_improved)} classes where {a.label} fixes at least one clip.")
 
     # --- drill-down ---------------------------------------------------------------------------------
     by_index = {r["class_index"]: r for r in all_improved}
@@ -116,23 +153,88 @@ else:
         if bcols[n % 3].button(f"Open {f['clip_id']} in Clip lab", key=f"cc_open_{f['clip_id']}"):
             S.open_clip(f["clip_id"], f["path"] or None)
 
+# --- most confused pairs ----------------------------------------------------------------------------
+st.subheader("Most confused class pairs")
+n_pairs = int(st.slider("Pairs listed", 5, 50, 15, step=5, key="cc_pairs_n"))
+st.caption("A pair is (true class → what the model predicts instead), counted on the matched clips"
+           + (f", among pairs that involve a class matching '{query}'." if query else "."))
+
+
+def _pairs_table(pairs: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"true class": p["true_name"], "predicted as": p["predicted_name"], "clips": p["count"],
+                          "share of the class": f"{100 * p['share']:.1f} %"} for p in pairs],
+                        columns=["true class", "predicted as", "clips", "share of the class"])
+
+
+pcols = st.columns(2)
+for col, m, bundle in zip(pcols, (a, b), (sa, sb)):
+    with col:
+        st.markdown(f"**{m.label}** ({m.kind})")
+        st.dataframe(_pairs_table(confused_pairs(bundle, n_pairs, found)), hide_index=True, width="stretch")
+changed = sorted(compare_confused_pairs(sa, sb, None, found),
+                 key=lambda r: (-abs(r["change"]), r["true"], r["predicted"]))[:n_pairs]
+st.markdown(f"**Pairs that changed most between {a.label} and {b.label}** (negative: {a.label} confuses the "
+            "pair less)")
+st.dataframe(pd.DataFrame([{"true class": r["true_name"], "predicted as": r["predicted_name"],
+                            f"{a.label}": r["count_a"], f"{b.label}": r["count_b"], "change": r["change"],
+                            "clips of the class": r["support"]} for r in changed if r["change"]],
+                          columns=["true class", "predicted as", a.label, b.label, "change", "clips of the class"]),
+             hide_index=True, width="stretch")
+
 # --- per-class accuracy -----------------------------------------------------------------------------
 st.subheader("Per-class accuracy")
-sort_gain = st.checkbox("Sort by A's gain over B", key="cc_sort_gain", value=False)
+sort_gain = st.checkbox(f"Sort by {a.label}'s gain over {b.label}", key="cc_sort_gain", value=False)
 acc_a, acc_b = per_class_accuracy(sa), per_class_accuracy(sb)
-counts = np.bincount(al.labels[al.labels >= 0], minlength=len(names))
+counts = np.bincount(al.labels[al.labels >= 0], minlength=k)
 st.caption(f"On the {al.n_matched} matched clips: {a.label} {100 * sa.accuracy:.1f} %, "
-           f"{b.label} {100 * sb.accuracy:.1f} %.")
-fig = accuracy_figure(names, acc_a, acc_b, a.label, b.label, counts, sort_by_gain=sort_gain)
+           f"{b.label} {100 * sb.accuracy:.1f} %" + (f"; showing the classes matching '{query}'." if found else "."))
+fig = accuracy_figure(names, acc_a, acc_b, a.label, b.label, counts, sort_by_gain=sort_gain,
+                      classes=found or None)
 st.plotly_chart(fig, key="cc_accuracy")
 download_figure(fig, "cc_accuracy", sel)
 
-# --- confusion matrices -----------------------------------------------------------------------------
-st.subheader("Confusion matrices")
-normalize = st.checkbox("Normalise rows (share of each true class)", key="cc_normalize", value=True)
-cols = st.columns(2)
-for col, m, bundle in zip(cols, (a, b), (sa, sb)):
-    with col:
-        fig = confusion_figure(confusion(bundle, normalize), names, f"{m.label}", normalize)
-        st.plotly_chart(fig, key=f"cc_confusion_{m.slot}")
-        download_figure(fig, f"cc_confusion_{m.slot}", sel, {"normalised": normalize})
+# --- confusion heatmap --------------------------------------------------------------------------------
+st.subheader("Confusion matrix")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _cluster(key: tuple[str, ...], _counts: np.ndarray) -> np.ndarray:
+    """One class order for both models (clustered on A's and B's confusions together), so switching
+    the model keeps every class where it was."""
+    return cluster_order(_counts)
+
+
+h1, h2, h3 = st.columns([1.2, 1.4, 1.4])
+shown = h1.radio("Model", [a.slot, b.slot], format_func=lambda s: (a if s == a.slot else b).label,
+                 key="cc_heat_model", horizontal=True)
+order_name = h2.selectbox("Order", list(ORDERS), format_func=ORDERS.get, key="cc_order")
+normalize = h3.checkbox("Row shares (of each true class)", key="cc_normalize", value=True)
+hide_diag = h3.checkbox("Hide the diagonal (correct clips)", key="cc_hide_diag", value=False,
+                        help="The confusions then get the whole colour scale.")
+picked = st.multiselect("Only these classes (empty: all)", list(range(k)), format_func=lambda c: names[c],
+                        key="cc_heat_classes", placeholder="Type to find classes…",
+                        help="Rows and columns of the chosen classes, plus an 'other classes' column for the "
+                             "rest of each row.")
+if found:
+    st.button(f"Show the {len(found)} classes matching '{query}'", key="cc_heat_from_search",
+              on_click=lambda: st.session_state.update(cc_heat_classes=list(found)))
+m = a if shown == a.slot else b
+bundle = sa if m is a else sb
+if order_name == "cluster":
+    order = _cluster((a.key, b.key, str(a.bundle_path), str(b.bundle_path), str(al.n_matched)),
+                     confusion(sa) + confusion(sb))
+else:
+    order = order_name
+counts_view = confusion_view(bundle, normalize=False, order=order, classes=picked or None)
+view = confusion_view(bundle, normalize=True, order=order, classes=picked or None) if normalize else counts_view
+n_shown = len(view.rows)
+fig = confusion_figure(view, counts_view.matrix, f"Confusion of {m.label} ({m.kind}), {n_shown} of {k} classes, "
+                       f"{ORDERS[order_name]}", hide_diagonal=hide_diag)
+st.plotly_chart(fig, key=f"cc_confusion_{m.slot}")
+download_figure(fig, f"cc_confusion_{m.slot}", sel, {"normalised": normalize, "order": order_name,
+                                                     "classes": n_shown})
+st.caption(("Every class is named on the axes. " if n_shown <= ALL_LABELS_UP_TO else
+            f"{n_shown} classes: the axes name some of them - drag a box to zoom in (double-click to zoom "
+            f"out) and every label in view appears; a cell's hover names both classes. ")
+           + f"Rows: true class; columns: what {m.label} predicts. The order is the same for {a.label} and "
+             f"{b.label}, so switching the model keeps every class in place.")
