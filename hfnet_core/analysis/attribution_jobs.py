@@ -65,35 +65,39 @@ _models: OrderedDict[str, Any] = OrderedDict()
 _models_lock = threading.Lock()
 
 
-def _model(checkpoint_path: str, sha256: str) -> Any:
-    """The checkpoint's model, loaded once per worker (two kept), refused if the file changed."""
+def _model(checkpoint_path: str, sha256: str, import_options: dict[str, Any] | None = None) -> Any:
+    """The checkpoint's model, loaded once per worker (two kept), refused if the file changed.
+    ``import_options`` are what a foreign file needs and does not record (``num_segments``...)."""
     from hfnet_core.checkpoint import load_checkpoint
     from hfnet_core.errors import CheckpointError
 
+    options = dict(import_options or {})
+    key = sha256 + (json.dumps(options, sort_keys=True) if options else "")
     with _models_lock:
-        if sha256 in _models:
-            _models.move_to_end(sha256)
-            return _models[sha256]
-    loaded = load_checkpoint(checkpoint_path)
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+    loaded = load_checkpoint(checkpoint_path, **options)
     if loaded.sha256 != sha256:
         raise CheckpointError(checkpoint_path, "changed on disk since the page loaded it (sha256 differs)",
                               "Reload the page to use the new file.")
     with _models_lock:
-        _models[sha256] = loaded.model
+        _models[key] = loaded.model
         while len(_models) > 2:
             _models.popitem(last=False)
     return loaded.model
 
 
 def attribution_job(ctx: JobContext, checkpoint_path: str, checkpoint_sha256: str, x: np.ndarray, method: str,
-                    target: int, steps: int = 16, layer: str | None = None) -> dict[str, Any]:
+                    target: int, steps: int = 16, layer: str | None = None,
+                    import_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Job body: load the model, compute the map with progress and cancellation; plain arrays out."""
     import torch
 
     from hfnet_core.analysis import attributions as attr
 
     ctx.progress(0.0, "loading the model")
-    model = _model(checkpoint_path, checkpoint_sha256)
+    model = _model(checkpoint_path, checkpoint_sha256, import_options)
     clip = torch.as_tensor(np.asarray(x, dtype=np.float32))
     ctx.check()
     t0 = time.perf_counter()
@@ -121,10 +125,13 @@ def attribution_job(ctx: JobContext, checkpoint_path: str, checkpoint_sha256: st
 
 def start_attribution(checkpoint_path: str | Path, checkpoint_sha256: str, x: Any, method: str, target: int,
                       steps: int = 16, layer: str | None = None, owner: Any = None, pool: JobPool | None = None,
-                      clip: str | None = None, retry: bool = False) -> JobStatus:
+                      clip: str | None = None, retry: bool = False,
+                      import_options: dict[str, Any] | None = None) -> JobStatus:
     """Submit (or find, or read from disk) the map of ``x`` (1, T, 3, H, W) by this checkpoint; returns
     the job status. ``clip`` is the clip's hash if the caller has one (default ``clip_hash(x)``); pass
-    a session id as ``owner`` and ``pool.cancel(status.key, owner)`` when the session moves on."""
+    a session id as ``owner`` and ``pool.cancel(status.key, owner)`` when the session moves on.
+    ``import_options``: how the page imported a foreign (non-hfnet) checkpoint, so the worker builds
+    the same model."""
     key = attribution_key(checkpoint_sha256, clip or clip_hash(x), method, target, steps, layer)
     arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
     what = {"integrated_gradients": f"Integrated Gradients ({steps} steps)", "saliency": "Saliency",
@@ -132,6 +139,7 @@ def start_attribution(checkpoint_path: str | Path, checkpoint_sha256: str, x: An
     return (pool or shared_pool()).submit(
         f"attribution|{key}", attribution_job,
         {"checkpoint_path": str(checkpoint_path), "checkpoint_sha256": checkpoint_sha256, "x": arr,
-         "method": method, "target": int(target), "steps": int(steps), "layer": layer},
+         "method": method, "target": int(target), "steps": int(steps), "layer": layer,
+         "import_options": dict(import_options or {})},
         description=f"{what} of class {int(target)} by {Path(checkpoint_path).name}",
         cache=NpzResultCache(cache_path(key)), owner=owner, retry=retry)
