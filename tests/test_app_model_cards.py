@@ -54,3 +54,30 @@ def test_scale_words_follow_the_config():
     assert scale_vs_paper(ckpt(1.0, 224, 16, 174)) == "at the paper's scale"
     assert scale_vs_paper(ckpt(1.0, 224, 8, 174)) == "width ×1, 224 px, 8 frames, 174 classes"
     assert scale_vs_paper(ckpt(0.25, 112, 8, 16)) == "width ×0.25, 112 px, 8 frames, 16 classes"
+
+
+def test_a_full_width_model_is_described_by_its_real_scale(tmp_path, monkeypatch):
+    """Issue 9: a width-1.0 BN-Inception with Something's 174 classes is never "(at demo scale)": the card
+    names its real width, input size and frames."""
+    import torch
+
+    from hfnet_core.checkpoint import save_checkpoint
+    from hfnet_core.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("hf_tsn_bninception", width_mult=1.0, input_size=96, num_segments=4, num_classes=174).eval()
+    d = tmp_path / "full"
+    d.mkdir()
+    save_checkpoint(d / "hf_tsn_full.safetensors", model, [f"Something-v1 class {i}" for i in range(174)])
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
+    at = new_app()
+    at.query_params["b"] = "none"
+    at.run()
+    at.switch_page("views/model_cards.py").run()
+    assert_ok(at)
+    flat = " ".join(str(t.value.to_dict()) for t in at.table)
+    assert "width ×1, 96 px, 4 frames, 174 classes" in flat
+    assert "bninception (width ×1)" in flat and "96×96 px" in flat
+    everything = " ".join(texts(at, "markdown") + texts(at, "caption") + [flat]
+                          + [" ".join(map(str, df.value.to_numpy().ravel())) for df in at.dataframe])
+    assert "demo scale" not in everything
