@@ -288,12 +288,22 @@ def test_clip_lab_runs_gsm_and_tsm():
     assert "max |Δlogit|" in md + " ".join(texts(at, "caption"))
 
 
-def test_grad_cam_at_operator_outputs():
+def test_grad_cam_at_operator_outputs(monkeypatch, tmp_path):
+    from hfnet_core.analysis import jobs
+
+    pool = jobs.JobPool(workers=1, mode="thread")  # the page's background jobs, in this process
+    monkeypatch.setenv("HFNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(jobs, "_shared", pool)
     at = _page("attributions", "gsm_demo", "tsm_demo")
     la, lb = at.selectbox(key="at_layer_A"), at.selectbox(key="at_layer_B")
     assert "gsm.inception_3b_1x1" in la.options and "tsm.inception_4a" in lb.options
     la.set_value("gsm.inception_3b_1x1")
     lb.set_value("tsm.inception_4a").run()
+    at.button(key="at_run").click().run()  # maps are computed on request only
+    for s in pool.statuses():
+        pool.wait(s.key, 120)
+    at.run()
+    pool.shutdown()
     assert_ok(at)
     titles = [str((s["layout"].get("title") or {}).get("text", "")) for s in plotly_specs(at)]
     assert any("A · gsm_demo: Grad-CAM at gsm.inception_3b_1x1" in t for t in titles)
