@@ -157,6 +157,7 @@ pool, me = bg.pool(), bg.owner()
 current = [r.key for r in requests]
 bg.release(PAGE, keep=current)  # another clip / method / target: this session's old jobs stop
 own: set[str] = st.session_state.setdefault(_OWN, set())
+own &= set(current)  # a map left and come back to is a cached one
 
 
 def _submit(r: Request, retry: bool = False) -> JobStatus:
