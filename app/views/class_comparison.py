@@ -9,6 +9,8 @@ side by side), cut to chosen classes and zoomed. Every caption names the loaded 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -22,7 +24,6 @@ from hfnet_core.analysis.comparison import (
     align,
     check_same_classes,
     cluster_order,
-    compare_confused_pairs,
     confused_pairs,
     confusion,
     confusion_view,
@@ -32,8 +33,8 @@ from hfnet_core.analysis.comparison import (
     most_improved,
     per_class_accuracy,
     same_model_warning,
-    take,
 )
+from hfnet_core.eval_bundle import EvalBundle
 
 MAX_BUTTONS = 24
 ORDERS = {"cluster": "clustered (confused classes side by side)", "index": "class index",
@@ -62,28 +63,68 @@ if missing:
                        "`<checkpoint stem>.test.npz`). Make one with `hfnet eval`.")
     st.stop()
 ba, bb = a.bundle, b.bundle
+
+
+def _stamp(path: str | None) -> tuple[int, int]:
+    """The bundle file's (mtime, size): a rewritten file is matched again."""
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        info = None
+    return (info.st_mtime_ns, info.st_size) if info else (0, 0)
+
+
+def _lean(bundle: EvalBundle, rows: np.ndarray, labels: np.ndarray) -> EvalBundle:
+    """The matched rows of a bundle without its features (this page never reads them; at 25k clips x
+    1024 dims a copy would cost 100 MB per run)."""
+    return EvalBundle([bundle.clip_ids[i] for i in rows], [bundle.paths[i] for i in rows], labels,
+                      bundle.logits[rows], np.zeros((len(rows), 0), np.float32), list(bundle.class_names),
+                      dict(bundle.metadata))
+
+
+@st.cache_resource(show_spinner="Matching the two eval bundles…", max_entries=4)
+def _matched(key: tuple, _ba: EvalBundle, _bb: EvalBundle) -> dict:
+    """Everything about the pair that no widget changes, once per pair of bundle files (shared read-only
+    by every session): the alignment, the matched clips, both confusion matrices, fixes / breaks, and
+    whether A and B are one model. A clip whose label differs between the bundles counts for neither."""
+    al = align(_ba, _bb)
+    sa, sb = _lean(_ba, al.rows_a, al.labels), _lean(_bb, al.rows_b, al.labels)
+    return {"al": al, "sa": sa, "sb": sb, "ca": confusion(sa), "cb": confusion(sb),
+            "fb": fixes_breaks(_ba, _bb) if al.n_matched else None,
+            "same": same_model_warning(_ba, _bb, key[0], key[3]) if al.n_matched else None}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _improved(key: tuple, query: str, _sa: EvalBundle, _sb: EvalBundle) -> list[dict]:
+    return most_improved(_sa, _sb, top_k=None, search=query or None)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _flipped(key: tuple, class_index: int, _sa: EvalBundle, _sb: EvalBundle) -> list[dict]:
+    return flipped_clips(_sa, _sb, class_index)
+
+
 try:
     check_same_classes(ba, bb, a.label, b.label)
 except ClassListMismatch as e:
     error_box(str(e), "Pick two models trained on the same dataset in the sidebar.")
     st.stop()
-al = align(ba, bb)
+key = (a.label, str(a.bundle_path), _stamp(a.bundle_path), b.label, str(b.bundle_path), _stamp(b.bundle_path))
+match = _matched(key, ba, bb)
+al, sa, sb = match["al"], match["sa"], match["sb"]  # sa / sb: the matched clips only, in the same order
 if al.n_matched == 0:
     error_box("The two eval bundles share no clip id, so no clip can be compared.",
               "Evaluate both models on the same split (`hfnet eval --split test`).")
     st.stop()
-same = same_model_warning(ba, bb, a.label, b.label)
-if same:
-    st.warning(same, icon=":material/content_copy:")
+if match["same"]:
+    st.warning(match["same"], icon=":material/content_copy:")
     st.stop()
 st.caption(al.describe().replace(" in A,", f" in {a.label},").replace(" in B)", f" in {b.label})") + ".")
-sa, sb = take(ba, al.rows_a), take(bb, al.rows_b)  # the matched clips only, in the same order
-sa.labels = sb.labels = al.labels  # a clip whose label differs between the bundles counts for neither
 names = list(ba.class_names)
 k = len(names)
 
 # --- what A fixes and breaks, over every clip ------------------------------------------------------
-fb = fixes_breaks(ba, bb)
+fb = match["fb"]
 m1, m2, m3 = st.columns(3)
 m1.metric(f"Clips {a.label} fixes", f"{fb.fixed}", help=f"{a.label} right, {b.label} wrong, over all {fb.n} "
           "matched clips with a label.")
@@ -105,7 +146,7 @@ if found is not None:
         st.caption(f"{len(found)} of {k} classes match '{query}'.")
     else:
         st.warning(f"No class name contains every word of '{query}'.")
-all_improved = most_improved(ba, bb, top_k=None, search=query or None)
+all_improved = _improved(key, query, sa, sb)
 rows = all_improved[:top_k]
 
 if not rows:
@@ -136,7 +177,7 @@ else:
         "Clips behind a bar (click a bar, or choose here)", options, key="cc_class",
         format_func=lambda c: f"{by_index[c]['label']} ({_clips(by_index[c]['n_improved'])})",
     )
-    flips = flipped_clips(ba, bb, chosen)
+    flips = _flipped(key, int(chosen), sa, sb)
     st.markdown(f"**{_clips(len(flips))} of '{names[chosen]}'** that {a.label} gets right and {b.label} gets "
                 "wrong, most confidently wrong first:")
     st.dataframe(pd.DataFrame([{
@@ -171,13 +212,23 @@ for col, m, bundle in zip(pcols, (a, b), (sa, sb)):
     with col:
         st.markdown(f"**{m.label}** ({m.kind})")
         st.dataframe(_pairs_table(confused_pairs(bundle, n_pairs, found)), hide_index=True, width="stretch")
-changed = sorted(compare_confused_pairs(sa, sb, None, found),
-                 key=lambda r: (-abs(r["change"]), r["true"], r["predicted"]))[:n_pairs]
+change = (match["ca"] - match["cb"]).astype(np.int64)  # every (true, predicted) pair, not only the top ones
+np.fill_diagonal(change, 0)
+if found is not None:
+    involved = np.zeros(k, bool)
+    involved[found] = True
+    change = np.where(involved[:, None] | involved[None, :], change, 0)
+t_idx, p_idx = np.nonzero(change)
+top = np.lexsort((p_idx, t_idx, -np.abs(change[t_idx, p_idx])))[:n_pairs]
+support = match["ca"].sum(axis=1)
+changed = [{"true_name": names[t_idx[i]], "predicted_name": names[p_idx[i]], "count_a": int(match["ca"][t_idx[i], p_idx[i]]),
+            "count_b": int(match["cb"][t_idx[i], p_idx[i]]), "change": int(change[t_idx[i], p_idx[i]]),
+            "support": int(support[t_idx[i]])} for i in top]
 st.markdown(f"**Pairs that changed most between {a.label} and {b.label}** (negative: {a.label} confuses the "
             "pair less)")
 st.dataframe(pd.DataFrame([{"true class": r["true_name"], "predicted as": r["predicted_name"],
                             f"{a.label}": r["count_a"], f"{b.label}": r["count_b"], "change": r["change"],
-                            "clips of the class": r["support"]} for r in changed if r["change"]],
+                            "clips of the class": r["support"]} for r in changed],
                           columns=["true class", "predicted as", a.label, b.label, "change", "clips of the class"]),
              hide_index=True, width="stretch")
 
@@ -222,7 +273,7 @@ m = a if shown == a.slot else b
 bundle = sa if m is a else sb
 if order_name == "cluster":
     order = _cluster((a.key, b.key, str(a.bundle_path), str(b.bundle_path), str(al.n_matched)),
-                     confusion(sa) + confusion(sb))
+                     match["ca"] + match["cb"])
 else:
     order = order_name
 counts_view = confusion_view(bundle, normalize=False, order=order, classes=picked or None)
