@@ -6,6 +6,7 @@ benchmark (``benchmarks/bench_feature_space.py``) can time exactly what a page d
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -171,7 +172,8 @@ def most_improved_figure(rows: list[dict], name_a: str, name_b: str, highlight: 
     """The paper's Fig. 3a: horizontal bars of corrected clips per class, labelled "true (A) / predicted
     (B)", most improved on top; ``customdata`` = class index."""
     rows = list(reversed(rows))  # plotly draws the first category at the bottom
-    labels = [r["label"] for r in rows]
+    labels = unique_labels([f"{_both_ends(r['class_name'], 44)} / {_both_ends(r['b_prediction_name'], 44)}"
+                            for r in rows], 92)
     colours = ["#d62728" if r["class_index"] == highlight else "#1f77b4" for r in rows]
     fig = go.Figure(go.Bar(
         x=[r["n_improved"] for r in rows], y=labels, orientation="h", marker_color=colours,
@@ -193,18 +195,34 @@ def most_improved_figure(rows: list[dict], name_a: str, name_b: str, highlight: 
     return fig
 
 
+def _both_ends(name: str, n: int, tail: int | None = None) -> str:
+    """``name`` in at most ``n`` characters, keeping its start and its last ``tail`` (default: half):
+    Something-Something names often differ only at the end ("Pretending to put… onto something")."""
+    if len(name) <= n:
+        return name
+    tail = (n - 1) // 2 if tail is None else tail
+    return name[: n - 1 - tail].rstrip() + "…" + name[-tail:].lstrip()
+
+
 def unique_labels(names: Sequence[str], n: int = 40) -> list[str]:
-    """Class names shortened to ``n`` characters and kept distinct: Plotly merges equal category labels,
-    and two long Something-Something names often share their first 40 characters."""
-    out: list[str] = []
+    """Class names shortened to ``n`` characters (start and end kept) and kept distinct: Plotly merges
+    equal category labels, and long Something-Something names share long stretches. Names whose short
+    forms collide keep a longer end: just past the ending they share ("…into something" / "…onto something")."""
+    names = [str(x) for x in names]
+    labels = [_both_ends(x, n) for x in names]
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    for members in (g for g in groups.values() if len(g) > 1):
+        for i in members:
+            shared = max(len(os.path.commonprefix([names[i][::-1], names[j][::-1]])) for j in members if j != i)
+            labels[i] = _both_ends(names[i], n, min(n - 5, shared + 1))
     seen: set[str] = set()
-    for i, name in enumerate(names):
-        label = _short(str(name), n)
+    for i, label in enumerate(labels):
         if label in seen:
-            label = f"{_short(str(name), n - 6)} #{i}"
+            labels[i] = label = f"{_short(names[i], n - 6)} #{i}"
         seen.add(label)
-        out.append(label)
-    return out
+    return labels
 
 
 def accuracy_figure(class_names: list[str], acc_a: np.ndarray, acc_b: np.ndarray, name_a: str,

@@ -313,3 +313,15 @@ def test_scale_same_model_twice_is_a_clear_warning(scale_env):
     assert any("are the same checkpoint" in w.value and "A · hf_tsn_big" in w.value and "B · hf_tsn_big" in w.value
                for w in at.warning)
     assert not at.get("plotly_chart")  # no empty charts
+
+
+def test_long_class_names_stay_distinct_on_the_axes():
+    """Plotly merges equal category labels: shortened names must stay distinct and keep what tells them apart."""
+    names = ["Pretending to put something into something", "Pretending to put something onto something",
+             "Pretending to put something underneath something", "Pushing something"]
+    labels = unique_labels(names, 24)  # all three "Pretending…" share their first 24 characters
+    assert len(set(labels)) == 4 and all(len(x) <= 24 for x in labels)
+    assert labels[3] == "Pushing something" and labels[0].startswith("Pretendin")
+    assert labels[0].endswith("…into something") and labels[1].endswith("…onto something")  # just past the shared end
+    same = ["Moving something number 001 of a long list", "Moving something number 002 of a long list"]
+    assert unique_labels(same, 24) == ["Moving…1 of a long list", "Moving…2 of a long list"]

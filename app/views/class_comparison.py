@@ -207,10 +207,10 @@ def _pairs_table(pairs: list[dict]) -> pd.DataFrame:
                         columns=["true class", "predicted as", "clips", "share of the class"])
 
 
-pcols = st.columns(2)
-for col, m, bundle in zip(pcols, (a, b), (sa, sb)):
-    with col:
-        st.markdown(f"**{m.label}** ({m.kind})")
+tab_a, tab_b, tab_changed = st.tabs([f"{a.label} ({a.kind})", f"{b.label} ({b.kind})",
+                                     f"Changed most between {a.label} and {b.label}"])
+for tab, bundle in ((tab_a, sa), (tab_b, sb)):
+    with tab:
         st.dataframe(_pairs_table(confused_pairs(bundle, n_pairs, found)), hide_index=True, width="stretch")
 change = (match["ca"] - match["cb"]).astype(np.int64)  # every (true, predicted) pair, not only the top ones
 np.fill_diagonal(change, 0)
@@ -220,17 +220,15 @@ if found is not None:
     change = np.where(involved[:, None] | involved[None, :], change, 0)
 t_idx, p_idx = np.nonzero(change)
 top = np.lexsort((p_idx, t_idx, -np.abs(change[t_idx, p_idx])))[:n_pairs]
-support = match["ca"].sum(axis=1)
-changed = [{"true_name": names[t_idx[i]], "predicted_name": names[p_idx[i]], "count_a": int(match["ca"][t_idx[i], p_idx[i]]),
-            "count_b": int(match["cb"][t_idx[i], p_idx[i]]), "change": int(change[t_idx[i], p_idx[i]]),
-            "support": int(support[t_idx[i]])} for i in top]
-st.markdown(f"**Pairs that changed most between {a.label} and {b.label}** (negative: {a.label} confuses the "
-            "pair less)")
-st.dataframe(pd.DataFrame([{"true class": r["true_name"], "predicted as": r["predicted_name"],
-                            f"{a.label}": r["count_a"], f"{b.label}": r["count_b"], "change": r["change"],
-                            "clips of the class": r["support"]} for r in changed],
-                          columns=["true class", "predicted as", a.label, b.label, "change", "clips of the class"]),
-             hide_index=True, width="stretch")
+ca, cb = match["ca"], match["cb"]
+with tab_changed:
+    st.caption(f"Negative change: {a.label} confuses the pair less than {b.label}.")
+    st.dataframe(pd.DataFrame([{"true class": names[t_idx[i]], "predicted as": names[p_idx[i]],
+                                a.label: int(ca[t_idx[i], p_idx[i]]), b.label: int(cb[t_idx[i], p_idx[i]]),
+                                "change": int(change[t_idx[i], p_idx[i]]), "clips of the class": int(ca[t_idx[i]].sum())}
+                               for i in top],
+                              columns=["true class", "predicted as", a.label, b.label, "change", "clips of the class"]),
+                 hide_index=True, width="stretch")
 
 # --- per-class accuracy -----------------------------------------------------------------------------
 st.subheader("Per-class accuracy")
