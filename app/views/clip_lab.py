@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from app import selection as S
+from app.clip_map import clip_map_section
 from app.downloads import download_menu, prediction_files, show_figure
 from app.figures import COLOR_A, COLOR_B, top5_figure
 from app.loaders import ClipChoice, LoadedModel, predict, sampled_view
@@ -206,3 +207,8 @@ for (segments, size), m in shown:
                 if reverse:
                     st.caption("backwards (the same frames, last first)" if rev else "forward")
                 st.image(list(view), caption=[f"t={i} · frame {j}" for i, j in enumerate(idx)], width=88)
+
+if models:
+    with st.expander("Where this clip lies in the feature maps", expanded=False):
+        with guard("This clip cannot be placed in the feature maps"):
+            clip_map_section(models, clip)
