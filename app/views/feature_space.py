@@ -30,7 +30,7 @@ from hfnet_core.analysis.comparison import ClassListMismatch, align, check_same_
 from hfnet_core.errors import HfnetError
 
 MAX_BUTTONS = 24
-POLL_S = 1.0
+POLL_S = 2.0
 
 sel = S.current()
 page_title("Feature space",
