@@ -108,11 +108,11 @@ def test_a_selection_dims_the_rest_in_both_plots_and_lists_them(analysis_env):
     no_exceptions(at)
     assert at.subheader[0].value == "Selected clips (2)"
     for spec in specs(at):
-        trace = spec["data"][0]
-        value = plotly_array(trace["marker"]["color"])
-        bright = sorted(c[1] for c, v in zip(trace["customdata"], value) if v < 16)
-        assert bright == ["synth/test/000003", "synth/test/000019"]  # the other 62 dimmed (values 16..31)
-        assert len(trace["x"] if isinstance(trace["x"], list) else plotly_array(trace["x"])) == 64
+        dimmed, bright = spec["data"][:2]
+        assert dimmed["name"] == "62 other clips (dimmed)" and bright["name"] == "2 highlighted clips"
+        assert sorted(c[1] for c in bright["customdata"]) == ["synth/test/000003", "synth/test/000019"]
+        assert (plotly_array(bright["marker"]["color"]) < 16).all()
+        assert (plotly_array(dimmed["marker"]["color"]) >= 16).all()  # the dimmed copies of the class colours
     table = at.dataframe[0].value
     assert list(table["clip id"]) == ["synth/test/000003", "synth/test/000019"]
     assert set(table.columns) == {"clip id", "true", "A predicts", "B predicts"}
@@ -196,9 +196,23 @@ def scale_env(scale_dir, monkeypatch, tmp_path):
     return scale_dir
 
 
+def map_specs(at) -> list[dict]:
+    return [s for s in specs(at) if str(s["layout"]["title"]["text"]).endswith(" clips")]
+
+
 def main_traces(at) -> list[dict]:
-    return [s["data"][0] for s in specs(at) if "t-SNE" in str(s["layout"]["title"]["text"])
-            or "UMAP" in str(s["layout"]["title"]["text"]) or "PCA" in str(s["layout"]["title"]["text"])]
+    """Each map's points as one trace (the dimmed and the highlighted trace joined, customdata [row, id])."""
+    out = []
+    for s in map_specs(at):
+        parts = [t for t in s["data"] if "clips" in t["name"] and t["name"][0] not in "✗★"]
+        out.append({"name": [t["name"] for t in parts], "x": [v for t in parts for v in _list(t["x"])],
+                    "customdata": [c[:2] for t in parts for c in t["customdata"]],
+                    "marker": {"color": [v for t in parts for v in _list(t["marker"]["color"])]}})
+    return out
+
+
+def _list(v) -> list:
+    return v if isinstance(v, list) else plotly_array(v).tolist()
 
 
 def n_points(trace: dict) -> int:
@@ -209,7 +223,7 @@ def n_points(trace: dict) -> int:
 def test_scale_one_webgl_trace_per_plot_with_colour_arrays_and_no_legend(scale_env, no_projection_compute):
     at = page("feature_space").run()
     no_exceptions(at)
-    plots = [s for s in specs(at) if "clips" in str(s["layout"]["title"]["text"])]
+    plots = map_specs(at)
     assert [s["layout"]["title"]["text"] for s in plots] == [
         f"A · hf_tsn_demo: t-SNE of {SCALE_CLIPS} clips", f"B · tsn_demo: t-SNE of {SCALE_CLIPS} clips"]
     for s in plots:
@@ -371,7 +385,7 @@ def test_scale_missing_projections_start_a_job_with_progress_and_the_page_works(
     assert "queue position 1" in bars[1]  # one worker: B waits behind A
     assert any("in the background" in i.value for i in at.info)
     assert len({c[0] for c in calls}) == 1 and calls[0][1] == ["pca", "tsne", "umap"]
-    assert not [s for s in specs(at) if "clips" in str(s["layout"]["title"]["text"])]
+    assert not map_specs(at)
     at.button(key="fs_top10").click().run()  # the rest of the page works meanwhile
     no_exceptions(at)
     assert len(at.multiselect(key="fs_classes").value) == 10
