@@ -208,7 +208,9 @@ for (segments, size), m in shown:
                     st.caption("backwards (the same frames, last first)" if rev else "forward")
                 st.image(list(view), caption=[f"t={i} · frame {j}" for i, j in enumerate(idx)], width=88)
 
-if models:
-    with st.expander("Where this clip lies in the feature maps", expanded=False):
-        with guard("This clip cannot be placed in the feature maps"):
-            clip_map_section(models, clip)
+if models and st.toggle("Where this clip lies in the feature maps", key="cl_clip_map", value=False,
+                        help="The clip as a star in each model's stored t-SNE map, with its nearest clips of the "
+                             "bundle (clip ids, labels, both predictions). Needs the bundles' projections "
+                             "(`hfnet project`, or a visit to Feature space)."):
+    with guard("This clip cannot be placed in the feature maps"):
+        clip_map_section(models, clip)
