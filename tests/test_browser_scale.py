@@ -37,9 +37,21 @@ def scale_server(tmp_path_factory):
             yield url
 
 
+def _count_received(page) -> list[int]:
+    """A list that grows by the size of every websocket frame the page receives from now on."""
+    sizes: list[int] = []
+
+    def on_ws(ws) -> None:
+        ws.on("framereceived", lambda payload: sizes.append(len(payload)))
+
+    page.on("websocket", on_ws)
+    return sizes
+
+
 def test_feature_space_at_ten_thousand_points(scale_server):
     with _browser(1400, 1800) as page:
         try:
+            received = _count_received(page)
             _open(page, scale_server + "/feature_space")
             main = page.get_by_test_id("stMain")
             main.get_by_role("heading", name="Feature space").wait_for()
@@ -54,14 +66,25 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             main.get_by_text("Selected clips (0)").wait_for()
             page.screenshot(path=str(ARTIFACTS / "browser_scale_feature_space.png"), full_page=True)
 
+            # a widget change that brings back figures the browser already has re-sends only their hashes
+            first_load = sum(received)
+            main.get_by_text("PCA", exact=True).click()
+            _wait_idle(page, 90_000)
+            before = sum(received)
+            main.get_by_text("t-SNE", exact=True).first.click()
+            _wait_idle(page, 90_000)
+            back_to_tsne = sum(received) - before
+            assert back_to_tsne < first_load / 10, (back_to_tsne, first_load)
+
             # a box dragged over the middle of A's map selects and lists the clips inside it
             drag = page.locator('[data-testid="stMain"] .js-plotly-plot').first.locator(".nsewdrag").first
             box = drag.bounding_box()
-            x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
+            x0, y0 = box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.42
+            before = sum(received)
             page.mouse.move(x0, y0)
             page.mouse.down()
             for i in range(1, 11):
-                page.mouse.move(x0 + box["width"] * 0.03 * i, y0 + box["height"] * 0.03 * i)
+                page.mouse.move(x0 + box["width"] * 0.012 * i, y0 + box["height"] * 0.012 * i)
             page.mouse.up()
             heading = main.get_by_text(re.compile(r"Selected clips \((?!0\))\d[\d,]*\)"))
             heading.wait_for(timeout=60_000)
@@ -69,6 +92,10 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             assert 0 < n < CLIPS
             _wait_idle(page, 60_000)
             _no_exception(page)
+            selection_bytes = sum(received) - before
+            print(f"first load {first_load / 1e6:.2f} MB, back to t-SNE {back_to_tsne / 1e3:.0f} kB, "
+                  f"a box selection of {n} clips {selection_bytes / 1e6:.2f} MB")
+            assert selection_bytes < first_load  # the dimmed rest goes without its hover text
             assert main.get_by_role("button", name=re.compile(r"^Open \d+ in Clip lab$")).count() >= 1
             page.screenshot(path=str(ARTIFACTS / "browser_scale_selection.png"), full_page=True)
         except Exception:
