@@ -155,10 +155,12 @@ def _inside_polygon(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray
     return inside
 
 
-def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str]) -> list[str]:
+def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str],
+                      among: np.ndarray | None = None) -> list[str]:
     """Clip ids a ``st.plotly_chart`` selection means, over *all* points of the plot (not only the drawn
     ones, when the plot is downsampled): the points it reports (``customdata[1]``) plus every point inside
-    its boxes and lasso paths, in plot order."""
+    its boxes and lasso paths (limited to ``among``, a bool per point, e.g. the classes shown), in plot
+    order."""
     from app.analysis_figures import selected_clip_ids
 
     sel = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
@@ -176,6 +178,8 @@ def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str]) ->
         lx, ly = np.asarray(get(lasso, "x") or [], float), np.asarray(get(lasso, "y") or [], float)
         if len(lx) >= 3 and len(lx) == len(ly):
             hit |= _inside_polygon(xy[:, 0], xy[:, 1], lx, ly)
+    if among is not None:
+        hit &= np.asarray(among, dtype=bool)
     reported = set(selected_clip_ids(event))
     return [c for c, h in zip(clip_ids, hit) if h or c in reported]
 
@@ -189,7 +193,7 @@ class MapOptions:
     colour_by: str = "true"  # "true" | "pred"
     show_wrong: bool = False
     max_points: int = 0  # 0 = draw every point; else stratified by class
-    only_focus: bool = False  # draw only the focused points (else: focused bright, the rest dimmed)
+    only_classes: tuple[int, ...] = ()  # draw only clips of these true classes (empty: all)
     height: int = 620
 
 
@@ -204,20 +208,20 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
     colour value per point, ``customdata`` = [row, clip id, true, prediction, ✓/✗] read by the hover
     template and by selections. ``focus`` (bool per point) keeps those bright and dims the rest: the rest
     then goes into a second trace below, grey, with only [row, clip id] (a selection re-sends ~1/3 of the
-    bytes); with ``only_focus`` the rest is not drawn. Misclassification rings (of the bright points) and the
+    bytes). With ``options.only_classes`` only clips of those classes are drawn. Misclassification rings (of the bright points) and the
     current clip's star on request."""
     m = len(pts)
     n = len(palette)
     xy = np.asarray(pts.xy[slot], dtype=np.float32)
     colour_idx = np.asarray(pts.labels if options.colour_by == "true" else pts.preds[slot], dtype=np.int64)
     drawn = np.arange(m)
-    if focus is not None and options.only_focus:
-        drawn = np.flatnonzero(focus)
+    if options.only_classes:
+        drawn = np.flatnonzero(np.isin(np.asarray(pts.labels), options.only_classes))
     if options.max_points and len(drawn) > options.max_points:
         drawn = drawn[stratified_rows(np.asarray(pts.labels)[drawn], options.max_points)]
     value = np.where(colour_idx >= 0, colour_idx, 2 * n).astype(np.int16)
     dimmed = np.zeros(0, dtype=np.int64)
-    if focus is not None and not options.only_focus:
+    if focus is not None:
         dimmed, drawn = drawn[~focus[drawn]], drawn[focus[drawn]]
         value = np.where(focus | (value == 2 * n), value, value + n).astype(np.int16)
     labels = np.asarray(pts.labels)[drawn]

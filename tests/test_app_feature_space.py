@@ -274,6 +274,12 @@ def test_scale_class_picker_and_ten_most_improved(scale_env, scale_dir):
     assert [n_points(t) for t in main_traces(at)] == [int(in_top.sum())] * 2
     at.multiselect(key="fs_classes").set_value([5]).run()
     assert [n_points(t) for t in main_traces(at)] == [int((a.labels == 5).sum())] * 2
+    one = a.clip_ids[int(np.flatnonzero(a.labels == 5)[0])]
+    at.session_state["fs_selected"] = [one]
+    at.run()  # a selection among the shown classes: only class 5 drawn, all but the one clip dimmed
+    for trace in main_traces(at):
+        assert n_points(trace) == int((a.labels == 5).sum())
+        assert [c[1] for c, v in zip(trace["customdata"], trace["marker"]["color"]) if v < K] == [one]
 
 
 def test_scale_selection_dims_the_rest_and_lists_both_predictions(scale_env, scale_dir):
@@ -315,6 +321,7 @@ def test_selection_resolves_boxes_and_lassos_on_the_full_set():
     lasso = {"selection": {"points": [{"customdata": [4, "e"]}], "box": [],
                            "lasso": [{"x": [-1, 1.5, 0.6, -1], "y": [-1, 0.5, 2, 2]}]}}
     assert resolve_selection(lasso, xy, ids) == ["a", "b", "d", "e"]  # e: reported by the chart
+    assert resolve_selection(box, xy, ids, among=np.array([1, 0, 1, 1, 1], bool)) == ["c"]  # b not shown
     labels = np.repeat(np.arange(10), [1, 2, 3, 50, 50, 50, 50, 50, 50, 194])
     keep = stratified_rows(labels, 100)
     assert len(keep) <= 100 and set(labels[keep]) == set(range(10))

@@ -163,7 +163,7 @@ if linked and len(ready) == 2:
 else:
     points_keyed = {m.slot: map_points([m], sets, method, ids_by_slot[m.slot], spec, proj_ids) for m in ready}
 points = {slot: pts for slot, (_, pts) in points_keyed.items()}
-n_points = max([len(p) for p in points.values()], default=0)
+n_points = max([len(p) for p in points.values()], default=max(len(m.bundle.clip_ids) for m in sources))
 
 # --- classes, marks, sampling -----------------------------------------------------------------------
 pairs = tuple(related_pairs(sources[0].bundle))
@@ -208,9 +208,14 @@ if show_clip and ready:
 
 
 # --- the plots and the selected clips (one fragment: a selection reruns only this) -------------------
+only_classes = tuple(int(c) for c in picked) if only and picked else ()
+
+
 def _remember(key: str, slot: str) -> None:
     pts = points[slot]
-    st.session_state["fs_selected"] = resolve_selection(st.session_state.get(key), pts.xy[slot], pts.clip_ids)
+    among = np.isin(np.asarray(pts.labels), only_classes) if only_classes else None
+    st.session_state["fs_selected"] = resolve_selection(st.session_state.get(key), pts.xy[slot], pts.clip_ids,
+                                                        among)
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
@@ -232,10 +237,9 @@ def _plots_and_selection() -> None:
         chosen = set(selected)
         is_sel = np.fromiter((c in chosen for c in pts.clip_ids), dtype=bool, count=len(pts)) if chosen else None
         focus = is_sel if is_sel is not None and is_sel.any() else None
-        if focus is None and picked:
+        if focus is None and picked and not only_classes:
             focus = np.isin(np.asarray(pts.labels), picked)
-        opts = MapOptions(colour_by, bool(show_wrong), max_points, bool(only and picked and focus is not None
-                                                                          and is_sel is None))
+        opts = MapOptions(colour_by, bool(show_wrong), max_points, only_classes)
         pl = where.get(m.slot)
         marker = tuple(float(v) for v in pl.coords[method][0]) if pl is not None and method in pl.coords else None
         title = f"{m.label}: {METHOD_LABELS[method]} of {len(pts)} clips"
