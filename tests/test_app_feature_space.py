@@ -29,6 +29,7 @@ from hfnet_core.analysis import embeddings as emb
 from hfnet_core.analysis import jobs
 from hfnet_core.analysis import precompute as pre
 from hfnet_core.analysis.comparison import most_improved
+from hfnet_core.errors import BundleError
 from hfnet_core.eval_bundle import EvalBundle
 
 
@@ -169,11 +170,9 @@ def test_one_model_alone_gets_its_own_plot(tmp_path, monkeypatch, analysis_dir, 
     assert at.checkbox(key="fs_restrict").disabled
     row = specs(at)[0]["data"][0]["customdata"][0]
     assert len(row) == 5 and row[4] in ("✓", "✗")
-    table_cols = None
     at.session_state["fs_selected"] = [row[1]]
     at.run()
-    table_cols = set(at.dataframe[0].value.columns)
-    assert table_cols == {"clip id", "true", "A predicts"}
+    assert set(at.dataframe[0].value.columns) == {"clip id", "true", "A predicts"}
 
 
 # --- the paper's scale: 174 classes, 2,400 clips -------------------------------------------------------
@@ -425,3 +424,20 @@ def test_scale_a_failed_job_says_why_and_offers_a_retry(tmp_path, monkeypatch, t
     no_exceptions(at)
     assert any("the features contain NaN" in e.value for e in at.error)
     assert at.button(key="fs_retry_A").label == "Try the projections of A · hf_tsn_demo again"
+
+
+def test_a_bundle_clip_keeps_its_stored_place_and_an_outside_clip_is_placed_by_its_features(scale_dir):
+    from app.feature_map import clip_placement
+    from hfnet_core.analysis.projection_store import load_set
+
+    path = scale_dir / "hf_tsn_demo.test.npz"
+    bundle, ps = EvalBundle.load(path), load_set(path, FAST)
+    at_home = clip_placement(ps, bundle, bundle.clip_ids[7], None)
+    np.testing.assert_array_equal(at_home.coords["tsne"][0], ps.coords["tsne"][7])
+    np.testing.assert_array_equal(at_home.neighbour_rows[0], ps.rows[ps.knn_indices[7][:10]])
+    assert 7 not in at_home.neighbour_rows[0]
+    outside = clip_placement(ps, bundle, "not-in-the-bundle", bundle.features[7])
+    assert outside.neighbour_rows[0][0] == 7 and outside.neighbour_distances[0][0] < 1e-2
+    assert set(outside.coords) == {"tsne", "umap", "pca"}
+    with pytest.raises(BundleError, match="dimensions"):
+        clip_placement(ps, bundle, None, np.ones(12, np.float32))
