@@ -1,5 +1,8 @@
-"""Feature space page (AppTest): loads, plots both models from cached projections, widgets act, selection
-is shared between the plots and opens clips in the Clip lab."""
+"""Feature space page (AppTest): loads, plots both models from stored projections, widgets act, selection
+is shared between the plots and opens clips in the Clip lab; at the paper's scale (174 classes, 2,400 clips):
+one WebGL trace per plot with colour arrays, no legend, the class picker and "10 most improved", dimming,
+misclassification rings, thinning, a missing set computed by a background job with progress, the current
+clip as a star with its neighbours (also in Clip lab)."""
 
 from __future__ import annotations
 
@@ -18,8 +21,15 @@ from _analysis_fixtures import (  # noqa: F401 - fixtures
     no_exceptions,
     page,
 )
+from _app_fixtures import plotly_array
+from _scale_fixtures import FAST, FAST_JSON, K, make_scale_dir, store_projections
 from app.analysis_figures import selected_clip_ids
+from app.feature_map import class_palette, resolve_selection, stratified_rows
 from hfnet_core.analysis import embeddings as emb
+from hfnet_core.analysis import jobs
+from hfnet_core.analysis import precompute as pre
+from hfnet_core.analysis.comparison import most_improved
+from hfnet_core.errors import BundleError
 from hfnet_core.eval_bundle import EvalBundle
 
 
@@ -50,10 +60,14 @@ def test_default_run_draws_both_models_from_the_cache(analysis_env, no_projectio
     a_sep, b_sep = (float(v.split("**")[1]) for v in seps)
     assert a_sep > b_sep
     spec = specs(at)[0]
+    assert spec["data"][0]["type"] == "scattergl"
     assert spec["data"][0]["customdata"][0][1].startswith("synth/test/")
-    assert [t["name"] for t in specs(at)[1]["data"]][-1] == "✗ B is wrong (23)"
-    assert "B: " in spec["data"][0]["hovertext"][0] and "true: " in spec["data"][0]["hovertext"][0]
-    assert not [i for i in at.info if "UMAP" in i.value]
+    assert [t["name"] for t in specs(at)[1]["data"]][-1] == "✗ B is wrong (23)"  # 64 points: on by default
+    hover = spec["data"][0]["hovertemplate"]
+    assert "A: %{customdata[3]}" in hover and "true: %{customdata[2]}" in hover
+    assert [t["name"] for t in spec["data"][1:17]] == [n[:29] + "…" if len(n) > 30 else n
+                                                      for n in at.session_state["_hf_selection"].class_names]
+    assert not at.progress  # nothing to compute
 
 
 def test_widgets_change_the_plots(analysis_env, no_projection_compute):
@@ -62,13 +76,17 @@ def test_widgets_change_the_plots(analysis_env, no_projection_compute):
     no_exceptions(at)
     assert titles(at)[0] == "A · hf_tsn_demo: UMAP of 64 clips"
 
-    def class_traces():
-        return [len(t["customdata"]) for t in specs(at)[1]["data"] if not t["name"].startswith("✗")]
+    def colours():
+        return plotly_array(specs(at)[1]["data"][0]["marker"]["color"])
 
-    by_true = class_traces()
+    by_true = colours()
     at.radio(key="fs_colour").set_value("pred").run()
-    by_pred = class_traces()
-    assert by_true == [4] * 16 and by_pred != by_true  # B's mistakes move clips to other colours
+    by_pred = colours()
+    assert np.bincount(by_true.astype(int), minlength=16).tolist() == [4] * 16
+    assert (by_pred != by_true).sum() == 23  # B's mistakes move clips to other colours
+    at.radio(key="fs_method").set_value("pca").run()
+    assert titles(at)[0] == "A · hf_tsn_demo: PCA of 64 clips"
+    at.radio(key="fs_method").set_value("umap").run()
 
     at.checkbox(key="fs_restrict").check().run()
     no_exceptions(at)
@@ -83,7 +101,7 @@ def test_widgets_change_the_plots(analysis_env, no_projection_compute):
     assert titles(at)[0] == "A · hf_tsn_demo: UMAP of 12 clips"  # cut out of the whole-set projection
 
 
-def test_a_selection_rings_the_same_clips_in_both_plots_and_lists_them(analysis_env):
+def test_a_selection_dims_the_rest_in_both_plots_and_lists_them(analysis_env):
     at = page("feature_space").run()
     assert any("Nothing selected" in c.value for c in at.caption)
     at.session_state["fs_selected"] = ["synth/test/000003", "synth/test/000019", "not/a/clip"]
@@ -91,9 +109,11 @@ def test_a_selection_rings_the_same_clips_in_both_plots_and_lists_them(analysis_
     no_exceptions(at)
     assert at.subheader[0].value == "Selected clips (2)"
     for spec in specs(at):
-        ring = spec["data"][-1]
-        assert ring["name"] == "selected (2)"
-        assert sorted(c[1] for c in ring["customdata"]) == ["synth/test/000003", "synth/test/000019"]
+        dimmed, bright = spec["data"][:2]
+        assert dimmed["name"] == "62 other clips (dimmed)" and bright["name"] == "2 highlighted clips"
+        assert sorted(c[1] for c in bright["customdata"]) == ["synth/test/000003", "synth/test/000019"]
+        assert (plotly_array(bright["marker"]["color"]) < 16).all()
+        assert (plotly_array(dimmed["marker"]["color"]) >= 16).all()  # the dimmed copies of the class colours
     table = at.dataframe[0].value
     assert list(table["clip id"]) == ["synth/test/000003", "synth/test/000019"]
     assert set(table.columns) == {"clip id", "true", "A predicts", "B predicts"}
@@ -125,47 +145,6 @@ def test_open_in_clip_lab_from_the_full_app(analysis_env):
     assert not [p for p in at.get("plotly_chart") if "t-SNE" in p.proto.spec]  # we left the page
 
 
-def test_new_bundle_shows_tsne_now_and_computes_umap_in_the_background(tmp_path, monkeypatch, analysis_dir):
-    """No cached projection: t-SNE is computed in the request, UMAP in the background thread."""
-    d = tmp_path / "fresh"
-    d.mkdir()
-    for name in ("hf_tsn_demo", "tsn_demo"):
-        (d / f"{name}.safetensors").write_bytes((analysis_dir / f"{name}.safetensors").read_bytes())
-        b = EvalBundle.load(analysis_dir / f"{name}.test.npz")
-        b.metadata["note"] = "fresh copy"  # another sha256: nothing cached
-        b.save(d / f"{name}.test.npz")
-    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
-    monkeypatch.setenv("HFNET_CACHE_DIR", str(tmp_path / "cache"))
-    release = threading.Event()
-    calls = []
-
-    def fake(features, method="tsne", seed=0, params=None):
-        calls.append(method)
-        if method == "umap":
-            release.wait(60)  # a slow UMAP (JIT + fit)
-        return np.asarray(features, dtype=np.float32)[:, :2].copy()
-
-    monkeypatch.setattr(emb, "compute_projection", fake)
-    at = page("feature_space")
-    at.run()
-    no_exceptions(at)
-    assert titles(at)[0] == "A · hf_tsn_demo: t-SNE of 64 clips"
-    assert calls.count("tsne") == 2
-    at.radio(key="fs_method").set_value("umap").run()
-    no_exceptions(at)
-    assert any(i.value.startswith("UMAP is being computed") for i in at.info)
-    assert titles(at)[0].endswith("t-SNE of 64 clips")  # t-SNE meanwhile
-    release.set()
-    deadline = time.time() + 60
-    while any(emb.projection_status(d / f"{n}.test.npz", "umap").state != "ready"
-              for n in ("hf_tsn_demo", "tsn_demo")) and time.time() < deadline:
-        time.sleep(0.05)
-    at.run()
-    assert not [i for i in at.info if "UMAP" in i.value]
-    assert titles(at)[0] == "A · hf_tsn_demo: UMAP of 64 clips"
-    assert len(list(d.glob("*.proj-*.npz"))) == 2  # one projection set per bundle, holding both maps
-
-
 def test_class_lists_in_another_order_still_plot_but_cannot_restrict(tmp_path, monkeypatch):
     d = make_mismatch_dir(tmp_path / "mismatch")
     monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
@@ -189,5 +168,276 @@ def test_one_model_alone_gets_its_own_plot(tmp_path, monkeypatch, analysis_dir, 
     no_exceptions(at)
     assert titles(at) == ["A · hf_tsn_demo: t-SNE of 64 clips"]
     assert at.checkbox(key="fs_restrict").disabled
-    hover = specs(at)[0]["data"][0]["hovertext"][0]
-    assert "A: " in hover and "B: " not in hover
+    row = specs(at)[0]["data"][0]["customdata"][0]
+    assert len(row) == 5 and row[4] in ("✓", "✗")
+    at.session_state["fs_selected"] = [row[1]]
+    at.run()
+    assert set(at.dataframe[0].value.columns) == {"clip id", "true", "A predicts"}
+
+
+# --- the paper's scale: 174 classes, 2,400 clips -------------------------------------------------------
+
+SCALE_CLIPS = 2400
+
+
+@pytest.fixture(scope="module")
+def scale_dir(tmp_path_factory):
+    return make_scale_dir(tmp_path_factory.mktemp("scale"), SCALE_CLIPS)
+
+
+@pytest.fixture()
+def scale_env(scale_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(scale_dir))
+    monkeypatch.setenv("HFNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HFNET_PROJECTION_SPEC", FAST_JSON)
+    monkeypatch.delenv("HFNET_DATA_ROOT", raising=False)
+    return scale_dir
+
+
+def map_specs(at) -> list[dict]:
+    return [s for s in specs(at) if str(s["layout"]["title"]["text"]).endswith(" clips")]
+
+
+def main_traces(at) -> list[dict]:
+    """Each map's points as one trace (the dimmed and the highlighted trace joined, customdata [row, id])."""
+    out = []
+    for s in map_specs(at):
+        parts = [t for t in s["data"] if "clips" in t["name"] and t["name"][0] not in "✗★"]
+        out.append({"name": [t["name"] for t in parts], "x": [v for t in parts for v in _list(t["x"])],
+                    "customdata": [c[:2] for t in parts for c in t["customdata"]],
+                    "marker": {"color": [v for t in parts for v in _list(t["marker"]["color"])]}})
+    return out
+
+
+def _list(v) -> list:
+    return v if isinstance(v, list) else plotly_array(v).tolist()
+
+
+def n_points(trace: dict) -> int:
+    x = trace["x"]
+    return len(x) if isinstance(x, list) else len(plotly_array(x))
+
+
+def test_scale_one_webgl_trace_per_plot_with_colour_arrays_and_no_legend(scale_env, no_projection_compute):
+    at = page("feature_space").run()
+    no_exceptions(at)
+    plots = map_specs(at)
+    assert [s["layout"]["title"]["text"] for s in plots] == [
+        f"A · hf_tsn_demo: t-SNE of {SCALE_CLIPS} clips", f"B · tsn_demo: t-SNE of {SCALE_CLIPS} clips"]
+    for s in plots:
+        points = [t for t in s["data"] if t["name"].endswith("clips")]
+        assert len(points) == 1 and points[0]["type"] == "scattergl"  # one trace for all 2,400 points
+        colour = plotly_array(points[0]["marker"]["color"])
+        assert len(colour) == n_points(points[0]) == SCALE_CLIPS == len(points[0]["customdata"])
+        assert not points[0]["showlegend"]
+        # no legend entries per class; misclassification rings off by default above 2,000 points
+        assert [t["name"] for t in s["data"] if t["name"].startswith("✗")] == []
+        assert not [t for t in s["data"] if t.get("showlegend") and not t["name"].startswith("★")]
+        scale = points[0]["marker"]["colorscale"]
+        assert len({c for _, c in scale[:K]}) == K  # 174 distinct class colours
+    assert at.multiselect(key="fs_classes").value == []
+    assert at.toggle(key="fs_wrong").value is False
+
+
+def test_palette_never_repeats_and_pairs_share_a_hue():
+    import colorsys
+
+    pairs = [(c, c + 1) for c in range(0, 174, 2)]
+    pal = class_palette(174, pairs)
+    assert len(set(pal)) == 174 and len(set(class_palette(400))) == 400
+
+    def hls(c):
+        return colorsys.rgb_to_hls(*(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)))
+
+    for a, b in pairs:
+        (ha, la, _), (hb, lb, _) = hls(pal[a]), hls(pal[b])
+        assert abs(ha - hb) < 0.02 and lb - la > 0.2  # one hue, a dark and a light shade
+    hues = [hls(pal[a])[0] for a, _ in pairs]
+    assert min(abs(h1 - h2) for i, h1 in enumerate(hues) for h2 in hues[i + 1:]) > 0.001
+
+
+def test_scale_class_picker_and_ten_most_improved(scale_env, scale_dir):
+    at = page("feature_space").run()
+    at.button(key="fs_top10").click().run()
+    no_exceptions(at)
+    a = EvalBundle.load(scale_dir / "hf_tsn_demo.test.npz")
+    b = EvalBundle.load(scale_dir / "tsn_demo.test.npz")
+    top = [r["class_index"] for r in most_improved(a, b, 10)]
+    assert at.multiselect(key="fs_classes").value == top
+    in_top = np.isin(a.labels, top)
+    for trace in main_traces(at):
+        value = plotly_array(trace["marker"]["color"])
+        rows = np.asarray([int(c[0]) for c in trace["customdata"]])
+        np.testing.assert_array_equal(value < K, in_top[rows])  # the top 10 bright, the rest dimmed
+    at.toggle(key="fs_only").set_value(True).run()
+    assert [n_points(t) for t in main_traces(at)] == [int(in_top.sum())] * 2
+    at.multiselect(key="fs_classes").set_value([5]).run()
+    assert [n_points(t) for t in main_traces(at)] == [int((a.labels == 5).sum())] * 2
+    one = a.clip_ids[int(np.flatnonzero(a.labels == 5)[0])]
+    at.session_state["fs_selected"] = [one]
+    at.run()  # a selection among the shown classes: only class 5 drawn, all but the one clip dimmed
+    for trace in main_traces(at):
+        assert n_points(trace) == int((a.labels == 5).sum())
+        assert [c[1] for c, v in zip(trace["customdata"], trace["marker"]["color"]) if v < K] == [one]
+
+
+def test_scale_selection_dims_the_rest_and_lists_both_predictions(scale_env, scale_dir):
+    at = page("feature_space").run()
+    ids = ["100007", "100500", "102399"]
+    at.session_state["fs_selected"] = ids
+    at.run()
+    no_exceptions(at)
+    for trace in main_traces(at):
+        value = plotly_array(trace["marker"]["color"])
+        assert sorted(c[1] for c, v in zip(trace["customdata"], value) if v < K) == sorted(ids)
+        assert len(trace["customdata"]) == SCALE_CLIPS
+    table = at.dataframe[0].value
+    assert list(table["clip id"]) == ids and set(table.columns) == {"clip id", "true", "A predicts", "B predicts"}
+
+
+def test_scale_misclassification_rings_and_thinning(scale_env, scale_dir):
+    at = page("feature_space").run()
+    at.toggle(key="fs_wrong").set_value(True).run()
+    no_exceptions(at)
+    a = EvalBundle.load(scale_dir / "hf_tsn_demo.test.npz")
+    wrong = int((a.predictions != a.labels).sum())
+    rings = [t for t in specs(at)[0]["data"] if t["name"].startswith("✗")]
+    assert [t["name"] for t in rings] == [f"✗ A is wrong ({wrong:,})"]
+    assert rings[0]["marker"]["symbol"] == "circle-open" and n_points(rings[0]) == wrong
+    at.toggle(key="fs_sample").set_value(True).run()
+    at.number_input(key="fs_max_points").set_value(1000).run()
+    no_exceptions(at)
+    for trace in main_traces(at):
+        rows = np.asarray([int(c[0]) for c in trace["customdata"]])
+        assert n_points(trace) <= 1000 and len(set(a.labels[rows])) == K  # every class keeps a point
+
+
+def test_selection_resolves_boxes_and_lassos_on_the_full_set():
+    xy = np.array([[0, 0], [1, 1], [2, 2], [0.5, 1.5], [3, 0]], dtype=float)
+    ids = ["a", "b", "c", "d", "e"]
+    box = {"selection": {"points": [], "box": [{"x": [0.8, 2.5], "y": [0.5, 2.5]}], "lasso": []}}
+    assert resolve_selection(box, xy, ids) == ["b", "c"]  # d lies left of the box
+    lasso = {"selection": {"points": [{"customdata": [4, "e"]}], "box": [],
+                           "lasso": [{"x": [-1, 1.5, 0.6, -1], "y": [-1, 0.5, 2, 2]}]}}
+    assert resolve_selection(lasso, xy, ids) == ["a", "b", "d", "e"]  # e: reported by the chart
+    assert resolve_selection(box, xy, ids, among=np.array([1, 0, 1, 1, 1], bool)) == ["c"]  # b not shown
+    labels = np.repeat(np.arange(10), [1, 2, 3, 50, 50, 50, 50, 50, 50, 194])
+    keep = stratified_rows(labels, 100)
+    assert len(keep) <= 100 and set(labels[keep]) == set(range(10))
+    np.testing.assert_array_equal(stratified_rows(labels, 1000), np.arange(len(labels)))
+
+
+def test_scale_current_clip_is_a_star_in_both_maps_with_its_neighbours(scale_env):
+    at = page("feature_space").run()
+    no_exceptions(at)
+    stars = [[t for t in s["data"] if t["name"].startswith("★")] for s in specs(at)[:2]]
+    assert [len(s) for s in stars] == [1, 1] and stars[0][0]["marker"]["symbol"] == "star"
+    clip_name = at.session_state["_hf_selection"].clip.name
+    assert any(h.value == f"Nearest clips to {clip_name}" for h in at.subheader)
+    tables = [d.value for d in at.dataframe]
+    assert len(tables) == 2
+    for t in tables:
+        assert len(t) == 10 and {"clip id", "true", "A predicts", "B predicts", "distance"} <= set(t.columns)
+        assert list(t["distance"]) == sorted(t["distance"])
+    at.toggle(key="fs_show_clip").set_value(False).run()
+    assert not [t for s in specs(at) for t in s["data"] if t["name"].startswith("★")]
+
+
+def test_scale_clip_lab_places_the_clip_too(scale_env):
+    at = page("clip_lab").run()
+    no_exceptions(at)
+    assert not [p for p in at.get("plotly_chart") if p.key and p.key.startswith("clip_map")]  # opt-in
+    at.toggle(key="cl_clip_map").set_value(True).run()
+    no_exceptions(at)
+    maps = [s for s in specs(at) if "t-SNE" in str(s["layout"].get("title", {}).get("text", ""))]
+    assert len(maps) == 2 and all(any(t["name"].startswith("★") for t in s["data"]) for s in maps)
+    tables = [d.value for d in at.dataframe if "distance" in d.value.columns]
+    assert len(tables) == 2 and all(len(t) == 10 for t in tables)
+
+
+@pytest.fixture()
+def thread_pool(monkeypatch):
+    pool = jobs.JobPool(workers=1, mode="thread")
+    monkeypatch.setattr(jobs, "_shared", pool)
+    yield pool
+    pool.shutdown()
+
+
+def test_scale_missing_projections_start_a_job_with_progress_and_the_page_works(tmp_path, monkeypatch,
+                                                                                thread_pool):
+    d = make_scale_dir(tmp_path / "fresh", SCALE_CLIPS, projections=False)
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
+    monkeypatch.setenv("HFNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HFNET_PROJECTION_SPEC", FAST_JSON)
+    release, calls = threading.Event(), []
+
+    def slow_job(ctx, bundle_path, spec, clip_ids, methods, parallel=None):
+        calls.append((bundle_path, sorted(methods)))
+        ctx.progress(0.4, "t-SNE")
+        if not release.wait(60):
+            raise RuntimeError("never released")
+        store_projections(type(d)(bundle_path), tsne=False)
+        return {"path": "", "methods": list(methods), "computed": list(methods)}
+
+    monkeypatch.setattr(pre, "projection_job", slow_job)
+    at = page("feature_space")
+    at.run()
+    no_exceptions(at)
+    deadline = time.time() + 30
+    while len(calls) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    at.run()
+    bars = [p.proto.text for p in at.get("progress")]
+    assert len(bars) == 2
+    assert "A · hf_tsn_demo: projections of 2,400 clips, t-SNE (about" in bars[0]
+    assert "queue position 1" in bars[1]  # one worker: B waits behind A
+    assert any("in the background" in i.value for i in at.info)
+    assert len({c[0] for c in calls}) == 1 and calls[0][1] == ["pca", "tsne", "umap"]
+    assert not map_specs(at)
+    at.button(key="fs_top10").click().run()  # the rest of the page works meanwhile
+    no_exceptions(at)
+    assert len(at.multiselect(key="fs_classes").value) == 10
+    release.set()
+    for n in ("hf_tsn_demo", "tsn_demo"):
+        status = thread_pool.wait(pre.projection_job_key(d / f"{n}.test.npz", FAST), timeout=120)
+        assert status.state == "done", status.error
+    at.run()
+    no_exceptions(at)
+    assert not at.get("progress")
+    assert len(main_traces(at)) == 2 and all(n_points(t) == SCALE_CLIPS for t in main_traces(at))
+
+
+def test_scale_a_failed_job_says_why_and_offers_a_retry(tmp_path, monkeypatch, thread_pool):
+    d = make_scale_dir(tmp_path / "broken", 400, projections=False)
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
+    monkeypatch.setenv("HFNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HFNET_PROJECTION_SPEC", FAST_JSON)
+
+    def broken(ctx, **kwargs):
+        raise ValueError("the features contain NaN")
+
+    monkeypatch.setattr(pre, "projection_job", broken)
+    at = page("feature_space").run()
+    for n in ("hf_tsn_demo", "tsn_demo"):
+        thread_pool.wait(pre.projection_job_key(d / f"{n}.test.npz", FAST), timeout=60)
+    at.run()
+    no_exceptions(at)
+    assert any("the features contain NaN" in e.value for e in at.error)
+    assert at.button(key="fs_retry_A").label == "Try the projections of A · hf_tsn_demo again"
+
+
+def test_a_bundle_clip_keeps_its_stored_place_and_an_outside_clip_is_placed_by_its_features(scale_dir):
+    from app.feature_map import clip_placement
+    from hfnet_core.analysis.projection_store import load_set
+
+    path = scale_dir / "hf_tsn_demo.test.npz"
+    bundle, ps = EvalBundle.load(path), load_set(path, FAST)
+    at_home = clip_placement(ps, bundle, bundle.clip_ids[7], None)
+    np.testing.assert_array_equal(at_home.coords["tsne"][0], ps.coords["tsne"][7])
+    np.testing.assert_array_equal(at_home.neighbour_rows[0], ps.rows[ps.knn_indices[7][:10]])
+    assert 7 not in at_home.neighbour_rows[0]
+    outside = clip_placement(ps, bundle, "not-in-the-bundle", bundle.features[7])
+    assert outside.neighbour_rows[0][0] == 7 and outside.neighbour_distances[0][0] < 1e-2
+    assert set(outside.coords) == {"tsne", "umap", "pca"}
+    with pytest.raises(BundleError, match="dimensions"):
+        clip_placement(ps, bundle, None, np.ones(12, np.float32))

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from app import selection as S
+from app.clip_map import clip_map_section
 from app.downloads import download_menu, prediction_files, show_figure
 from app.figures import COLOR_A, COLOR_B, top5_figure
 from app.loaders import ClipChoice, LoadedModel, predict, sampled_view
@@ -206,3 +207,10 @@ for (segments, size), m in shown:
                 if reverse:
                     st.caption("backwards (the same frames, last first)" if rev else "forward")
                 st.image(list(view), caption=[f"t={i} · frame {j}" for i, j in enumerate(idx)], width=88)
+
+if models and st.toggle("Where this clip lies in the feature maps", key="cl_clip_map", value=False,
+                        help="The clip as a star in each model's stored t-SNE map, with its nearest clips of the "
+                             "bundle (clip ids, labels, both predictions). Needs the bundles' projections "
+                             "(`hfnet project`, or a visit to Feature space)."):
+    with guard("This clip cannot be placed in the feature maps"):
+        clip_map_section(models, clip)

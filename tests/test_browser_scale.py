@@ -1,0 +1,103 @@
+"""Feature space in a real headless Chromium at 10,000 points per plot and 174 classes.
+
+The page must draw both maps as WebGL plots (one ``scattergl`` trace of every point each) and a box
+selection dragged on a plot must list the clips inside it. Uses the server and browser helpers of
+``tests/test_browser.py``; the bundles and projection sets come from ``tests/_scale_fixtures.py``
+(PCA stands in for t-SNE here: the map's quality is not what this test is about). Screenshots go to
+``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from _scale_fixtures import FAST_JSON, make_scale_dir
+from test_browser import ARTIFACTS, CHROMIUM, _browser, _no_exception, _open, _streamlit, _wait_idle
+
+CLIPS = 10_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing"),
+]
+
+_PLOTS = ("Array.from(document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot'))"
+          ".filter(p => p.data && p.data.length && p.data[0].type === 'scattergl')")
+
+
+@pytest.fixture(scope="module")
+def scale_server(tmp_path_factory):
+    d = make_scale_dir(tmp_path_factory.mktemp("browser_scale"), CLIPS, tsne=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HFNET_PROJECTION_SPEC", FAST_JSON)
+        mp.setenv("HFNET_CACHE_DIR", str(d / "cache"))
+        with _streamlit(d, "streamlit_scale.log") as url:
+            yield url
+
+
+def _count_received(page) -> list[int]:
+    """A list that grows by the size of every websocket frame the page receives from now on."""
+    sizes: list[int] = []
+
+    def on_ws(ws) -> None:
+        ws.on("framereceived", lambda payload: sizes.append(len(payload)))
+
+    page.on("websocket", on_ws)
+    return sizes
+
+
+def test_feature_space_at_ten_thousand_points(scale_server):
+    with _browser(1400, 1800) as page:
+        try:
+            received = _count_received(page)
+            _open(page, scale_server + "/feature_space")
+            main = page.get_by_test_id("stMain")
+            main.get_by_role("heading", name="Feature space").wait_for()
+            page.wait_for_function(f"{_PLOTS}.length >= 2 && {_PLOTS}.every(p => p.querySelector('canvas'))",
+                                   timeout=120_000)
+            counts = page.evaluate(f"{_PLOTS}.map(p => p._fullData[0]._length)")
+            assert counts == [CLIPS, CLIPS]
+            assert page.evaluate(f"{_PLOTS}.every(p => !p.layout.showlegend || p.data.filter("
+                                 "t => t.showlegend !== false).length <= 2)")
+            _wait_idle(page, 90_000)
+            _no_exception(page)
+            main.get_by_text("Selected clips (0)").wait_for()
+            page.screenshot(path=str(ARTIFACTS / "browser_scale_feature_space.png"), full_page=True)
+
+            # a widget change that brings back figures the browser already has re-sends only their hashes
+            first_load = sum(received)
+            main.get_by_text("PCA", exact=True).click()
+            _wait_idle(page, 90_000)
+            before = sum(received)
+            main.get_by_text("t-SNE", exact=True).first.click()
+            _wait_idle(page, 90_000)
+            back_to_tsne = sum(received) - before
+            assert back_to_tsne < first_load / 10, (back_to_tsne, first_load)
+
+            # a box dragged over the middle of A's map selects and lists the clips inside it
+            drag = page.locator('[data-testid="stMain"] .js-plotly-plot').first.locator(".nsewdrag").first
+            box = drag.bounding_box()
+            x0, y0 = box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.42
+            before = sum(received)
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            for i in range(1, 11):
+                page.mouse.move(x0 + box["width"] * 0.012 * i, y0 + box["height"] * 0.012 * i)
+            page.mouse.up()
+            heading = main.get_by_text(re.compile(r"Selected clips \((?!0\))\d[\d,]*\)"))
+            heading.wait_for(timeout=60_000)
+            n = int(re.search(r"\((\d+)\)", heading.inner_text()).group(1))
+            assert 0 < n < CLIPS
+            _wait_idle(page, 60_000)
+            _no_exception(page)
+            selection_bytes = sum(received) - before
+            print(f"first load {first_load / 1e6:.2f} MB, back to t-SNE {back_to_tsne / 1e3:.0f} kB, "
+                  f"a box selection of {n} clips {selection_bytes / 1e6:.2f} MB")
+            assert selection_bytes < first_load  # the dimmed rest goes without its hover text
+            assert main.get_by_role("button", name=re.compile(r"^Open \d+ in Clip lab$")).count() >= 1
+            page.screenshot(path=str(ARTIFACTS / "browser_scale_selection.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "browser_scale_failure.png"), full_page=True)
+            raise
