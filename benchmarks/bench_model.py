@@ -19,7 +19,8 @@ median wall-clock and process-CPU time of each call and the ratios HF/TSN (``hf`
 TSN call of the same round), of minimums (interference only adds time, so the fastest of many calls is
 the least disturbed), of CPU time - and an in-run estimate that needs no second call: every HF module
 runs inside its block's ``TemporalRun.join`` (where it writes the concatenation), so
-1 / (1 - share of the call spent in ``join`` + the TSN's share spent there, in ``torch.cat``).
+1 / (1 - share of the call spent in ``join`` + the TSN's share spent there, in ``torch.cat``), from wall
+and from process-CPU time.
 Target: HF/TSN <= 1.02 (the FLOP ratio is ~1.0104); inspect/forward <= 1.05.
 
 Run: ``python benchmarks/bench_model.py [--threads 2] [--rounds 15] [--quick] [--name NAME]``; writes
@@ -88,22 +89,25 @@ def set_format(models: dict[str, VideoClassifier], channels_last: bool) -> None:
 
 
 class JoinTimer:
-    """Wall time spent inside ``TemporalRun.join`` during a call: the blocks' concatenations (TSN), or the
-    HF modules that write them (HF). Patches the class for the benchmark's duration only."""
+    """Wall and process-CPU time spent inside ``TemporalRun.join`` during a call: the blocks'
+    concatenations (TSN), or the HF modules that write them (HF). Patches the class for the benchmark's
+    duration only."""
 
     def __init__(self) -> None:
         self.total = 0.0
+        self.cpu = 0.0
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["JoinTimer"]:
         original = TemporalRun.join
 
         def join(run: TemporalRun, module: str, parts: Any) -> torch.Tensor:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return original(run, module, parts)
             finally:
                 self.total += time.perf_counter() - t0
+                self.cpu += time.process_time() - c0
 
         TemporalRun.join = join  # type: ignore[method-assign]
         try:
@@ -132,6 +136,7 @@ def run_case(models: dict[str, VideoClassifier], calls: list[str], batch: int, c
     wall: dict[str, list[float]] = {k: [] for k in calls}
     cpu: dict[str, list[float]] = {k: [] for k in calls}
     share: dict[str, list[float]] = {k: [] for k in calls}
+    cpu_share: dict[str, list[float]] = {k: [] for k in calls}
     timer = JoinTimer()
     load_before = os.getloadavg()[0]
     t_case = time.perf_counter()
@@ -143,16 +148,18 @@ def run_case(models: dict[str, VideoClassifier], calls: list[str], batch: int, c
                 fns[k]()
         for r in range(rounds):
             for k in calls[r % len(calls):] + calls[: r % len(calls)]:
-                timer.total = 0.0
+                timer.total = timer.cpu = 0.0
                 w, c = timed(fns[k], sync)
                 wall[k].append(w)
                 cpu[k].append(c)
                 share[k].append(timer.total / w)
+                cpu_share[k].append(timer.cpu / c if c > 0 else 0.0)
     hf_calls = [k for k in calls if k in BASELINE]
     ref = logits.get("hf_eager", logits[hf_calls[0]])
     max_diff = {k: (logits[k] - ref).abs().max().item() for k in hf_calls}
     entries = {k: {"median_wall_s": round(median(wall[k]), 5), "median_cpu_s": round(median(cpu[k]), 5),
                    "join_share_median": round(median(share[k]), 5),
+                   "join_cpu_share_median": round(median(cpu_share[k]), 5),
                    "wall_s": [round(v, 5) for v in wall[k]], "cpu_s": [round(v, 5) for v in cpu[k]]}
                for k in calls}
 
@@ -160,7 +167,9 @@ def run_case(models: dict[str, VideoClassifier], calls: list[str], batch: int, c
         paired = [a / b for a, b in zip(wall[num], wall[den])]
         # CUDA: join's host time says nothing about kernels still queued
         in_run = None if cuda else 1.0 / (1.0 - median(share[num]) + median(share[den]))
+        in_run_cpu = None if cuda else 1.0 / (1.0 - median(cpu_share[num]) + median(cpu_share[den]))
         return {"in_run_estimate": None if in_run is None else round(in_run, 4),
+                "in_run_cpu_estimate": None if in_run_cpu is None else round(in_run_cpu, 4),
                 "ratio_of_medians": round(median(wall[num]) / median(wall[den]), 4),
                 "median_paired_ratio": round(median(paired), 4),
                 "ratio_of_minimums": round(min(wall[num]) / min(wall[den]), 4),
@@ -246,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def pick(r: dict[str, Any]) -> dict[str, Any]:
         return {"paired_median": r["median_paired_ratio"], "min": r["ratio_of_minimums"],
-                "cpu_median": r["cpu_ratio_of_medians"], "in_run_estimate": r["in_run_estimate"]}
+                "cpu_median": r["cpu_ratio_of_medians"], "in_run_estimate": r["in_run_estimate"],
+                "in_run_cpu_estimate": r["in_run_cpu_estimate"]}
 
     hf_calls = sorted({k for c in cases for k in c["hf_vs_tsn"]}, key=list(CALLS).index)
     summary = {

@@ -7,14 +7,14 @@
  *     G-_t = tanh(z_t), G-_{T-1} = 0                           (zero padding in space and after frame T-1)
  * Phase 2 writes F_t = (1 - G+_t) * F+_t + G-_t * F+_{t+1} (Eq. 7; G+_t = G_out-_{t-1}) for every part
  * straight into its channel slice of the output: one read of the features and one write, which is what
- * the concatenation alone costs. Frames are walked in order inside each (clip, pixel) or (clip, channel)
- * task, so F+_{t+1} is still in cache when it becomes F+_t.
+ * the concatenation alone costs (F+_{t+1} is read twice, the second time mostly from cache).
  *
  * Layouts: "channels_last" = (N*T, H*W, C) rows with C contiguous; otherwise (N*T, C, H*W) with H*W
  * contiguous ("planar"). The caller checks them.
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 typedef int64_t i64;
 
@@ -111,51 +111,49 @@ static void maps_planar(i64 nt_total, i64 hw, int nparts, const float *const *pa
     }
 }
 
-/* Phase 0, channels_last parts: maps (N*T*H*W, 24) = X @ W (C x 24, the 18 taps zero-padded to three
- * vectors). Tasks are 4 pixels; each broadcasts a pixel's channel value against the channel's 24 weights
- * (the 4 pixel rows are contiguous streams; the next 4 are prefetched). */
+/* Phase 0, channels_last parts: maps (N*T*H*W, 18) = X @ W. wt is (C, 24): taps 0-15 of channel c, then
+ * (tap 16, tap 17) repeated four times. Tasks are 4 pixels; per channel, each pixel's value is broadcast
+ * against taps 0-15 (two vectors), and the four pixels' values, paired, against the repeated taps 16-17
+ * (one vector for all four): 9 vector products per channel instead of 12 with three zero-padded vectors
+ * per pixel (measured ~25 % faster). The 4 pixel rows are contiguous streams; the next block's rows are
+ * prefetched. A last block of fewer than 4 pixels repeats its last pixel and stores only its own. */
 static void maps_channels_last(i64 pixels, int nparts, const float *const *parts, const i64 *part_c,
-                               const float *wt24, float *maps) {
+                               const float *wt, float *maps) {
     i64 blocks = (pixels + 3) / 4;
     #pragma omp for schedule(static)
     for (i64 blk = 0; blk < blocks; blk++) {
         i64 p0 = blk * 4, rows = pixels - p0 < 4 ? pixels - p0 : 4;
-        v8 acc[4][3];
-        for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = acc[r][2] = (v8){0};
-        const float *w = wt24;
+        v8 acc[4][2], pair = (v8){0};
+        for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = (v8){0};
+        const float *w = wt;
         for (int q = 0; q < nparts; q++) {
             i64 cq = part_c[q];
-            const float *x = parts[q] + p0 * cq;
-            if (rows == 4) {
-                int ahead = p0 + 8 <= pixels;
-                for (i64 c = 0; c < cq; c++, w += 24) {
-                    if (ahead && (c & 15) == 0)
-                        for (int r = 4; r < 8; r++) __builtin_prefetch(x + r * cq + c);
-                    v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16);
-                    for (int r = 0; r < 4; r++) {
-                        float xv = x[r * cq + c];
-                        acc[r][0] += xv * w0;
-                        acc[r][1] += xv * w1;
-                        acc[r][2] += xv * w2;
-                    }
-                }
-            } else {
-                for (i64 c = 0; c < cq; c++, w += 24) {
-                    v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16);
-                    for (int r = 0; r < rows; r++) {
-                        float xv = x[r * cq + c];
-                        acc[r][0] += xv * w0;
-                        acc[r][1] += xv * w1;
-                        acc[r][2] += xv * w2;
-                    }
-                }
+            const float *x0 = parts[q] + p0 * cq;
+            const float *x1 = x0 + (rows > 1 ? cq : 0), *x2 = x0 + (rows > 2 ? 2 : rows - 1) * cq;
+            const float *x3 = x0 + (rows - 1) * cq;
+            int ahead = p0 + 8 <= pixels;
+            for (i64 c = 0; c < cq; c++, w += 24) {
+                if (ahead && (c & 15) == 0)
+                    for (int r = 4; r < 8; r++) __builtin_prefetch(x0 + r * cq + c);
+                v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16);
+                float a = x0[c], b = x1[c], d = x2[c], e = x3[c];
+                acc[0][0] += a * w0;
+                acc[0][1] += a * w1;
+                acc[1][0] += b * w0;
+                acc[1][1] += b * w1;
+                acc[2][0] += d * w0;
+                acc[2][1] += d * w1;
+                acc[3][0] += e * w0;
+                acc[3][1] += e * w1;
+                pair += (v8){a, a, b, b, d, d, e, e} * w2;
             }
         }
         for (int r = 0; r < rows; r++) {
-            float *dst = maps + (p0 + r) * 24;
+            float *dst = maps + (p0 + r) * 18;
             store8(dst, acc[r][0]);
             store8(dst + 8, acc[r][1]);
-            store8(dst + 16, acc[r][2]);
+            dst[16] = pair[2 * r];
+            dst[17] = pair[2 * r + 1];
         }
     }
 }
@@ -180,40 +178,48 @@ static void gate_rows(const float *maps, i64 sk, i64 snt, i64 sp, float bias, fl
     }
 }
 
-/* Eq. 7 for channels_last parts: tasks are (clip, 16 pixels); each walks its frames, and in each frame its
- * pixels and all channels - so every read is a run of 16 * C_q contiguous floats, and frame t+1's block,
- * read for frame t, is still in cache when it becomes frame t's. */
-#ifndef EQ7_PIXELS
-#define EQ7_PIXELS 32
-#endif
+/* dst = ka * a + kb * b (b == NULL: dst = ka * a) over n floats; no aliasing, so it vectorizes plainly. */
+static inline void axpby(float *restrict dst, const float *restrict a, const float *restrict b, float ka,
+                         float kb, i64 n) {
+    if (b)
+        for (i64 k = 0; k < n; k++) dst[k] = ka * a[k] + kb * b[k];
+    else
+        for (i64 k = 0; k < n; k++) dst[k] = ka * a[k];
+}
+
+/* Eq. 7 for channels_last parts: tasks are pixels of every frame, in memory order - the access pattern of
+ * the concatenation itself (measured faster than blocking pixels to reuse frame t+1's rows from cache). */
 static void eq7_channels_last(i64 n, i64 t_len, i64 hw, const float *g, const float *go, int nparts,
                               const float *const *parts, const i64 *part_c, float *out, i64 c_total) {
-    i64 blocks = (hw + EQ7_PIXELS - 1) / EQ7_PIXELS;
     #pragma omp for collapse(2) schedule(static)
-    for (i64 b = 0; b < n; b++) {
-        for (i64 blk = 0; blk < blocks; blk++) {
-            i64 p_end = (blk + 1) * EQ7_PIXELS < hw ? (blk + 1) * EQ7_PIXELS : hw;
-            for (i64 t = 0; t < t_len; t++) {
-                i64 nt = b * t_len + t;
-                for (i64 p = blk * EQ7_PIXELS; p < p_end; p++) {
-                    float keep = t > 0 ? 1.0f - go[(nt - 1) * hw + p] : 1.0f;
-                    float gate = g[nt * hw + p];
-                    float *dst = out + (nt * hw + p) * c_total;
-                    for (int q = 0; q < nparts; q++) {
-                        i64 c = part_c[q];
-                        const float *src = parts[q] + (nt * hw + p) * c;
-                        if (t + 1 < t_len) {
-                            const float *nxt = src + hw * c;
-                            for (i64 k = 0; k < c; k++) dst[k] = keep * src[k] + gate * nxt[k];
-                        } else {
-                            for (i64 k = 0; k < c; k++) dst[k] = keep * src[k];
-                        }
-                        dst += c;
-                    }
-                }
+    for (i64 nt = 0; nt < n * t_len; nt++) {
+        for (i64 p = 0; p < hw; p++) {
+            i64 t = nt % t_len;
+            float keep = t > 0 ? 1.0f - go[(nt - 1) * hw + p] : 1.0f;
+            float gate = g[nt * hw + p];
+            float *dst = out + (nt * hw + p) * c_total;
+            for (int q = 0; q < nparts; q++) {
+                i64 c = part_c[q];
+                const float *src = parts[q] + (nt * hw + p) * c;
+                axpby(dst, src, t + 1 < t_len ? src + hw * c : 0, keep, gate, c);
+                dst += c;
             }
         }
     }
+}
+
+/* One planar row of Eq. 7: dst = (1 - lost) * src + gate * nxt, with lost == NULL for the first frame
+ * (nothing was given away before it) and nxt == NULL for the last (no successor). */
+static inline void eq7_row(float *restrict dst, const float *restrict src, const float *restrict nxt,
+                           const float *restrict gate, const float *restrict lost, i64 hw) {
+    if (nxt && lost)
+        for (i64 p = 0; p < hw; p++) dst[p] = (1.0f - lost[p]) * src[p] + gate[p] * nxt[p];
+    else if (nxt)
+        for (i64 p = 0; p < hw; p++) dst[p] = src[p] + gate[p] * nxt[p];
+    else if (lost)
+        for (i64 p = 0; p < hw; p++) dst[p] = (1.0f - lost[p]) * src[p];
+    else
+        for (i64 p = 0; p < hw; p++) dst[p] = src[p];
 }
 
 /* Eq. 7 for (N*T, C, H*W) parts: tasks are (clip, output channel); each walks its frames and pixels. */
@@ -230,57 +236,56 @@ static void eq7_planar(i64 n, i64 t_len, i64 hw, const float *g, const float *go
                 i64 nt = b * t_len + t;
                 const float *src = parts[q] + (nt * cq + c) * hw;
                 float *dst = out + (nt * c_total + co) * hw;
-                const float *gate = g + nt * hw, *lost = t > 0 ? go + (nt - 1) * hw : go;
-                if (t + 1 < t_len) {
-                    const float *nxt = src + cq * hw;
-                    if (t > 0)
-                        for (i64 p = 0; p < hw; p++) dst[p] = (1.0f - lost[p]) * src[p] + gate[p] * nxt[p];
-                    else
-                        for (i64 p = 0; p < hw; p++) dst[p] = src[p] + gate[p] * nxt[p];
-                } else if (t > 0) {
-                    for (i64 p = 0; p < hw; p++) dst[p] = (1.0f - lost[p]) * src[p];
-                } else {
-                    for (i64 p = 0; p < hw; p++) dst[p] = src[p];
-                }
+                eq7_row(dst, src, t + 1 < t_len ? src + cq * hw : 0, g + nt * hw, t > 0 ? go + (nt - 1) * hw : 0,
+                        hw);
             }
         }
     }
 }
 
 /* The whole HF forward of one block. parts: the block output's channel parts (N*T, C_q, H, W) in one
- * layout (channels_last != 0: NHWC memory). wt: the gate weight as (C, 18) (planar) or (C, 24) zero-padded
- * (channels_last); maps: scratch of (N*T, 18, H*W) or (N*T*H*W, 24) floats; g: G- out, (N*T, H*W); out:
- * the (N*T, C, H, W) result in the parts' layout. wt_out / maps_out / g_out: the non-conservative
- * ablation's second gate (NULL for the paper's HF). Returns 0, or a code for invalid sizes. */
+ * layout (channels_last != 0: NHWC memory). wt: the gate weight as (C, 18) (planar) or (C, 24)
+ * (channels_last, see maps_channels_last); g: G- out, (N*T, H*W); out: the (N*T, C, H, W) result in the
+ * parts' layout. wt_out / g_out: the non-conservative ablation's second gate (NULL for the paper's HF).
+ * Returns 0, 1 for invalid sizes, 3 if the scratch for the maps (18 floats per pixel) cannot be had. */
 int hf_fused_forward(i64 n, i64 t_len, i64 h, i64 w, int nparts, const float *const *parts, const i64 *part_c,
-                     const float *wt, const float *wt_out, float *maps, float *maps_out, float bias,
-                     float bias_out, float *g, float *g_out, float *out, int channels_last, int threads) {
+                     const float *wt, const float *wt_out, float bias, float bias_out, float *g, float *g_out,
+                     float *out, int channels_last, int threads) {
     if (n <= 0 || t_len <= 0 || h <= 0 || w <= 0 || nparts <= 0) return 1;
     i64 c_total = 0;
     for (int q = 0; q < nparts; q++) {
-        if (part_c[q] <= 0) return 2;
+        if (part_c[q] <= 0) return 1;
         c_total += part_c[q];
     }
     i64 nt_total = n * t_len, hw = h * w;
-    /* element strides of the maps: tap, frame, pixel */
-    i64 sk = channels_last ? 1 : hw, snt = channels_last ? hw * 24 : 18 * hw, sp = channels_last ? 24 : 1;
-    const float *go = maps_out ? g_out : g;
+    /* the maps: (N*T, 18, H*W) planar, (N*T*H*W, 18) channels_last; element strides tap, frame, pixel */
+    i64 sk = channels_last ? 1 : hw, snt = 18 * hw, sp = channels_last ? 18 : 1;
+    size_t count = (size_t)(nt_total * 18 * hw);
+    float *maps = malloc(count * sizeof(float)), *maps_out = wt_out ? malloc(count * sizeof(float)) : 0;
+    if (!maps || (wt_out && !maps_out)) {
+        free(maps);
+        free(maps_out);
+        return 3;
+    }
+    const float *go = wt_out ? g_out : g;
     #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         if (channels_last) {
             maps_channels_last(nt_total * hw, nparts, parts, part_c, wt, maps);
-            if (maps_out) maps_channels_last(nt_total * hw, nparts, parts, part_c, wt_out, maps_out);
+            if (wt_out) maps_channels_last(nt_total * hw, nparts, parts, part_c, wt_out, maps_out);
         } else {
             maps_planar(nt_total, hw, nparts, parts, part_c, wt, maps);
-            if (maps_out) maps_planar(nt_total, hw, nparts, parts, part_c, wt_out, maps_out);
+            if (wt_out) maps_planar(nt_total, hw, nparts, parts, part_c, wt_out, maps_out);
         }
         gate_rows(maps, sk, snt, sp, bias, g, nt_total, t_len, h, w);
-        if (maps_out) gate_rows(maps_out, sk, snt, sp, bias_out, g_out, nt_total, t_len, h, w);
+        if (wt_out) gate_rows(maps_out, sk, snt, sp, bias_out, g_out, nt_total, t_len, h, w);
         /* the implicit barrier after each omp for: every map, then every gate is ready before it is read */
         if (channels_last)
             eq7_channels_last(n, t_len, hw, g, go, nparts, parts, part_c, out, c_total);
         else
             eq7_planar(n, t_len, hw, g, go, parts, part_c, out, c_total);
     }
+    free(maps);
+    free(maps_out);
     return 0;
 }

@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -133,8 +134,8 @@ def _load() -> ctypes.CDLL:
         lib = ctypes.CDLL(str(path))
     fn = lib.hf_fused_forward
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [i64, i64, i64, i64, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_float,
-                   ctypes.c_float, ptr, ptr, ptr, ctypes.c_int, ctypes.c_int]
+    fn.argtypes = [i64, i64, i64, i64, ctypes.c_int, ptr, ptr, ptr, ptr, ctypes.c_float, ctypes.c_float,
+                   ptr, ptr, ptr, ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
     _state["status"] = f"ready ({path})"
     return lib
@@ -158,16 +159,20 @@ def kernel() -> ctypes.CDLL | None:
 def layout_of(parts: Sequence[Tensor]) -> str | None:
     """The kernel's layout for these parts - "planar" (all contiguous) or "channels_last" - or None where the
     kernel does not apply: not float32 CPU 4-D tensors of one frame count and size, or mixed / strided memory
-    (e.g. a transposed view)."""
+    (e.g. a transposed view). Runs on every HF call: cheap attribute checks only."""
     p0 = parts[0]
-    if p0.device.type != "cpu" or p0.dtype != torch.float32 or p0.dim() != 4 or p0.shape[1] == 0:
+    if not p0.is_cpu or p0.dtype != torch.float32 or p0.dim() != 4:
         return None
-    size = (p0.shape[0], p0.shape[2], p0.shape[3])
-    for p in parts[1:]:
-        if p.device != p0.device or p.dtype != p0.dtype or p.dim() != 4 or p.shape[1] == 0 \
-                or (p.shape[0], p.shape[2], p.shape[3]) != size:
+    nt, _, h, w = p0.shape
+    planar = True
+    for p in parts:
+        if not p.is_cpu or p.dtype != torch.float32 or p.dim() != 4:
             return None
-    if all(p.is_contiguous() for p in parts):
+        pn, c, ph, pw = p.shape
+        if pn != nt or ph != h or pw != w or c == 0:
+            return None
+        planar = planar and p.is_contiguous()
+    if planar:
         return "planar"
     if all(p.is_contiguous(memory_format=torch.channels_last) for p in parts):
         return "channels_last"
@@ -176,7 +181,8 @@ def layout_of(parts: Sequence[Tensor]) -> str | None:
 
 class GateWeights(NamedTuple):
     """One gate's parameters as the kernel reads them: (C, 18), tap k = dt*9 + 3i + j of channel c at
-    [c, k] (planar), or zero-padded to (C, 24) (channels_last); and the bias."""
+    [c, k] (planar), or (C, 24) = taps 0-15 then taps 16-17 repeated four times (channels_last: one
+    vector serves taps 16-17 of four pixels); and the bias."""
 
     taps: Tensor
     bias: float
@@ -187,7 +193,7 @@ def gate_weights(weight: Tensor, bias: Tensor, layout: str) -> GateWeights:
     with torch.no_grad():
         taps = weight.detach().reshape(weight.shape[1], 18).to(torch.float32)
         if layout == "channels_last":
-            taps = torch.nn.functional.pad(taps, (0, 6))
+            taps = torch.cat([taps[:, :16], taps[:, 16:].repeat(1, 4)], dim=1)
         return GateWeights(taps.contiguous(), float(bias.detach()[0]))
 
 
@@ -212,18 +218,16 @@ def hf_fused(parts: Sequence[Tensor], num_segments: int, layout: str, gate: Gate
     out = torch.empty((nt, c_total, h, w), dtype=torch.float32,
                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     g = torch.empty((nt // num_segments, num_segments, h, w), dtype=torch.float32)
-    maps = torch.empty(nt * h * w * width, dtype=torch.float32)
-    g_out = maps_out = None
-    if gate_out is not None:
-        g_out, maps_out = torch.empty_like(g), torch.empty_like(maps)
-    ptrs = (ctypes.c_void_p * len(parts))(*[p.data_ptr() for p in parts])
-    chans = (ctypes.c_int64 * len(parts))(*[p.shape[1] for p in parts])
+    g_out = None if gate_out is None else torch.empty_like(g)
+    ptrs = array("Q", [p.data_ptr() for p in parts])
+    chans = array("q", [p.shape[1] for p in parts])
     rc = lib.hf_fused_forward(
-        nt // num_segments, num_segments, h, w, len(parts), ptrs, chans, gate.taps.data_ptr(),
-        None if gate_out is None else gate_out.taps.data_ptr(), maps.data_ptr(),
-        None if maps_out is None else maps_out.data_ptr(), gate.bias, 0.0 if gate_out is None else gate_out.bias,
-        g.data_ptr(), None if g_out is None else g_out.data_ptr(), out.data_ptr(), int(channels_last),
-        torch.get_num_threads())
+        nt // num_segments, num_segments, h, w, len(parts), ptrs.buffer_info()[0], chans.buffer_info()[0],
+        gate.taps.data_ptr(), None if gate_out is None else gate_out.taps.data_ptr(), gate.bias,
+        0.0 if gate_out is None else gate_out.bias, g.data_ptr(), None if g_out is None else g_out.data_ptr(),
+        out.data_ptr(), int(channels_last), torch.get_num_threads())
+    if rc == 3:
+        raise MemoryError(f"HF's fused kernel: no memory for the gate's maps ({nt * 18 * h * w * 4} bytes)")
     if rc:
         raise RuntimeError(f"HF's fused kernel rejected its arguments (code {rc})")
     return out, g, g_out
