@@ -16,8 +16,8 @@ convolution's, BatchNorm's or ReLU's output, an operator's output) for Grad-CAM 
 A block whose output is a channel concatenation (an Inception block's branches) ends with
 ``run.join(block, parts)`` instead of ``torch.cat``: an operator at ``<block>:out`` that declares
 ``accepts_parts`` then receives the list of parts and may write the concatenation itself (HF's fused
-path does, saving a pass over the features); every other operator, and a site without one, gets the
-concatenated tensor as before.
+path does, saving a pass over the features); every other operator, a site without one, and a site whose
+``"<block>:out"`` is tapped get the concatenated tensor as before.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class TemporalOperator(nn.Module):
     #: What each inspection map means, for model cards and the explorer (map name -> sentence).
     map_meanings: ClassVar[dict[str, str]] = {}
     #: True if ``forward`` also takes a list of tensors whose channel concatenation is the input (a
-    #: block's branches, see ``TemporalRun.join``) and returns exactly what it returns for the concatenation.
+    #: block's branches, see ``TemporalRun.join``) and returns exactly (bit for bit) what it returns for
+    #: the concatenation.
     accepts_parts: ClassVar[bool] = False
 
     def forward(self, x: Tensor, num_segments: int, inspect: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
@@ -160,16 +161,16 @@ class TemporalRun:
     def join(self, module: str, parts: Sequence[Tensor]) -> Tensor:
         """The output of ``module``, the channel concatenation of ``parts``, with the operator at
         ``<module>:out`` applied here if it ``accepts_parts`` (so it can write the concatenation itself);
-        the ``at(module, "out", ...)`` call that follows then passes the result through. The tap
-        ``"<module>:out"`` still gets the concatenation, and the operator the same parts either way."""
+        the ``at(module, "out", ...)`` call that follows then passes the result through. When the tap
+        ``"<module>:out"`` is requested the concatenation is made and handed to the operator instead (a
+        gradient asked for at the tap must flow through it); such an operator must return the same for
+        both."""
         key = f"{module}:out"
         op = self.ops.get(key)
-        if op is None or not op.accepts_parts:
+        if op is None or not op.accepts_parts or (self.taps and key in self.taps):
             return torch.cat(list(parts), dim=1)
         if self.names is not None:
             self.names.append(key)
-        if self.taps and key in self.taps:
-            self.tapped[key] = torch.cat(list(parts), dim=1)
         shape = (parts[0].shape[0], sum(p.shape[1] for p in parts), *parts[0].shape[2:])
         self.joined.add(key)
         return self._apply(op, module, "out", list(parts), shape)

@@ -1,18 +1,21 @@
-"""HF's fused CPU inference path: the gates and Eq. 7 in one C call that writes the block output directly.
+"""HF's fused CPU inference path: the gate and Eq. 7 in one C call that writes the block output directly.
 
-Why: HF adds 1 % of the network's FLOPs, but the eager path (``hf.py``) runs ~25 small ops per block and
-makes two extra passes over the features (the product with 1 - G+, then the multiply-add with the next
-frame), on top of the block's own concatenation - together 5-9 % of the CPU latency. Here, after one
-BLAS product per part for the gate's 18 per-tap maps, one call (``hf_fused.c``) sums the 3x3 windows,
-applies tanh and writes Eq. 7 for every channel part straight into its slice of the output. Given a
-block's branches (``TemporalRun.join``) that replaces the concatenation, so HF's only extra pass over the
-features is the read of the matrix product.
+Why: HF adds 1 % of the network's FLOPs, but its eager path (``hf.py``) runs ~25 small ops per block and
+two extra passes over the features (the product with 1 - G+, then the multiply-add with the next frame)
+on top of the block's own concatenation: 4-6 % of the CPU latency. Here one call (``hf_fused.c``)
+computes the gate's 18 per-tap maps (register-blocked: a BLAS product with 18 output columns runs at
+about half its usual speed and first packs a copy of the features), sums their 3x3 windows, applies tanh
+and writes Eq. 7 for every channel part straight into its slice of the output. Given a block's branches
+(``TemporalRun.join``) that replaces the concatenation, so HF's only extra pass over the features is the
+read of the tap product. torch.compile (tens of seconds to compile each shape, and 4x slower here) and
+Numba (a new direct dependency, seconds of JIT per process) were measured too: docs/complexity.md.
 
 The kernel is compiled on first use (never at import) with the system C compiler (``$CC``, else ``cc`` /
-``gcc``), about a second, and cached under ``$HFNET_KERNEL_CACHE`` (default ``~/.cache/hfnet/kernels``)
-by a hash of the source, flags, compiler and CPU, so later processes load it in milliseconds. One lock
-makes concurrent first callers compile once. Without a compiler, or if compiling or loading fails, one
-warning is logged and HF keeps its eager path - same results to float32 rounding.
+``gcc``) in about a second, and cached under ``$HFNET_KERNEL_CACHE`` (default ``~/.cache/hfnet/kernels``)
+by a hash of the source, flags, compiler and CPU, so later processes load it in milliseconds
+(``python -m hfnet_core.temporal.hf_fused`` builds it ahead). One lock makes concurrent first callers
+compile once. Without a compiler, or if compiling or loading fails, one warning is logged and HF keeps
+its eager path - the same results to float32 rounding.
 
 Used only where it computes what the eager path computes: float32 CPU tensors, all parts in one memory
 format (contiguous or channels_last), no gradient needed (training, Grad-CAM and other autograd uses
@@ -43,9 +46,10 @@ from ..atomic import atomic_path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("hf_fused.c")
-#: Flags of the first attempt; without OpenMP the kernel still runs, single-threaded.
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC")
-OPENMP = ("-fopenmp",)
+FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC")
+#: Tried in order: this CPU's vector units and OpenMP threads; a compiler without ``-march=native``; one
+#: without OpenMP (the kernel then runs single-threaded).
+ATTEMPTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
 COMPILE_TIMEOUT_S = 120.0
 
 _lock = threading.Lock()
@@ -101,9 +105,9 @@ def _cpu_signature() -> str:
 
 
 def _compile(cc: str, target: Path) -> None:
-    """Compile ``SOURCE`` into ``target`` (atomically), with OpenMP if the compiler has it."""
+    """Compile ``SOURCE`` into ``target`` (atomically), with the first of ``ATTEMPTS`` the compiler takes."""
     errors = []
-    for extra in (OPENMP, ()):
+    for extra in ATTEMPTS:
         with atomic_path(target) as tmp:
             cmd = [cc, *FLAGS, *extra, "-o", str(tmp), str(SOURCE), "-lm"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
@@ -117,7 +121,7 @@ def _compile(cc: str, target: Path) -> None:
 def _load() -> ctypes.CDLL:
     cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(encoding="utf-8"), " ".join(FLAGS + OPENMP), cc,
+    key = hashlib.sha256("\0".join([SOURCE.read_text(encoding="utf-8"), repr((FLAGS, ATTEMPTS)), cc,
                                     version, platform.machine(), _cpu_signature()]).encode()).hexdigest()[:20]
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -231,3 +235,9 @@ def hf_fused(parts: Sequence[Tensor], num_segments: int, layout: str, gate: Gate
     if rc:
         raise RuntimeError(f"HF's fused kernel rejected its arguments (code {rc})")
     return out, g, g_out
+
+
+if __name__ == "__main__":  # build (or find) the kernel ahead, e.g. before starting the app
+    logging.basicConfig(level=logging.INFO)
+    kernel()
+    print(kernel_status())
