@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: chromium app test test-fast bench demo-checkpoints clean-venv
+.PHONY: chromium app test test-fast fuzz bench demo-checkpoints clean-venv
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP) chromium
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -x -m "not browser and not slow"
+
+# The fuzz tests (tests/test_fuzz_*.py) with a large, randomly explored budget; `make test` runs them small.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	HFNET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_*.py
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

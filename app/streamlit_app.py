@@ -1,34 +1,47 @@
 """hfnet explorer: how a video CNN mixes time. Entry point: ``streamlit run app/streamlit_app.py``.
 
-Builds the navigation, draws the shared sidebar (models A/B, device, clip) and runs the chosen page.
-Pages live in ``app/views/`` (not ``app/pages/``: see ``app/__init__.py``) and read the shared state from
-``app/state.py``.
+Every run: navigation, page style, the sidebar (which resolves the one ``Selection``), the header with the
+guided tour, then the chosen page - which reads ``selection.current()``, calls ``hfnet_core`` and draws.
+At the end of every run the selection is written into the URL, so a reload or a shared link restores it.
+Pages live in ``app/views/`` (not ``app/pages/``: see ``app/__init__.py``).
 """
 
 import sys
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # `from app.state import ...` works however streamlit was started
+if str(_ROOT) not in sys.path:  # `from app.… import` works however streamlit was started
     sys.path.insert(0, str(_ROOT))
 
 import streamlit as st  # noqa: E402
 
-from app.state import configure_torch, render_sidebar  # noqa: E402
+from app.selection import PAGES, pending_page, sync_url  # noqa: E402
+from app.settings import configure_torch  # noqa: E402
+from app.sidebar import render_sidebar  # noqa: E402
+from app.start import render_header  # noqa: E402
+from app.ui import page_style  # noqa: E402
 
 configure_torch()
 st.set_page_config(page_title="hfnet explorer", page_icon=":material/movie:", layout="wide")
 
-PAGES = [
-    st.Page("views/clip_lab.py", title="Clip lab", icon=":material/movie:", default=True),
-    st.Page("views/gate_maps.py", title="Gate maps", icon=":material/grid_on:"),
-    st.Page("views/feature_space.py", title="Feature space", icon=":material/scatter_plot:"),
-    st.Page("views/class_comparison.py", title="Class comparison", icon=":material/compare_arrows:"),
-    st.Page("views/attributions.py", title="Attributions", icon=":material/center_focus_strong:"),
-    st.Page("views/model_cards.py", title="Model cards", icon=":material/badge:"),
-    st.Page("views/how_hf_works.py", title="How HF works", icon=":material/school:"),
-]
-
-page = st.navigation(PAGES)
-render_sidebar()
-page.run()
+_TITLES = {
+    "clip_lab": ("Clip lab", ":material/movie:"),
+    "gate_maps": ("Gate maps", ":material/grid_on:"),
+    "feature_space": ("Feature space", ":material/scatter_plot:"),
+    "class_comparison": ("Class comparison", ":material/compare_arrows:"),
+    "attributions": ("Attributions", ":material/center_focus_strong:"),
+    "model_cards": ("Model cards", ":material/badge:"),
+    "how_hf_works": ("How HF works", ":material/school:"),
+}
+page = st.navigation([st.Page(PAGES[name], title=title, icon=icon, url_path=name, default=name == "clip_lab")
+                      for name, (title, icon) in _TITLES.items()])
+page_style()
+try:
+    target = pending_page()
+    if target:
+        st.switch_page(target)
+    selection = render_sidebar(page.url_path or "clip_lab")
+    render_header(selection)
+    page.run()
+finally:
+    sync_url()

@@ -1,9 +1,12 @@
 """Explorer latency: from choosing a clip to both models' predictions and all gate maps drawn.
 
-Times what the Clip lab and Gate maps pages compute for one clip, uncached: decoding the sample file,
-TSN sampling + input convention for both models, two ``model.inspect`` passes, and building every figure
-(top-5 x 2, gate summary, layer x pair matrix, time-slider animation, all-layers grid) including the
-validation + JSON serialisation ``st.plotly_chart`` does. Demo-size models (width 0.25, 112 px, 8 frames):
+Times what the Clip lab and Gate maps pages compute for one clip played forward *and* backwards (the
+explorer's core lesson; the heaviest setting), uncached: decoding the sample file, TSN sampling + input
+convention for both models, four ``model.inspect`` passes (two models x two directions), and building every
+figure (top-5 x 4, the gate player with both directions over grey frames, locality, gate summary, layer x
+pair matrix, forward - backwards difference) including the validation + JSON serialisation
+``st.plotly_chart`` does; the all-layers grid, drawn only on request, is timed apart (``grid_on_request``,
+build + serialisation). Demo-size models (width 0.25, 112 px, 8 frames):
 the shipped ``checkpoints/{hf_tsn,tsn}_demo.safetensors`` when present, else random ones of the same
 architecture. Target: <= 2 s on CPU (reported, not asserted).
 
@@ -29,10 +32,11 @@ import plotly.io as pio  # noqa: E402
 import plotly.tools  # noqa: E402
 import torch  # noqa: E402
 
-from app.figures import (gate_animation_figure, gate_grid_figure, gate_matrix_figure,  # noqa: E402
-                         gate_summary_figure, top5_figure)
+from app.figures import (GatePanel, backward_aligned, gate_difference_figure, gate_grid_figure,  # noqa: E402
+                         gate_matrix_figure, gate_player_figure, gate_summary_figure, locality_figure, top5_figure)
+from app.model_facts import hf_blocks  # noqa: E402
 from hfnet_core.analysis.clips import decode_video, sampled_frames  # noqa: E402
-from hfnet_core.analysis.gates import summarise_gates  # noqa: E402
+from hfnet_core.analysis.gates import gate_locality, most_local_layer, pair_gates, summarise_gates  # noqa: E402
 from hfnet_core.analysis.inference import run_clip  # noqa: E402
 from hfnet_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from hfnet_core.data.synthetic import SYNTH_CLASSES  # noqa: E402
@@ -80,20 +84,29 @@ def one_clip(path: Path, models: list) -> dict[str, float]:
 
     t0 = time.perf_counter()
     preds = [run_clip(m, x) for m, x in zip(models, inputs)]
-    t["inference_2_models"] = time.perf_counter() - t0
+    backwards = [run_clip(m, x.flip(1)) for m, x in zip(models, inputs)]
+    t["inference_2_models_2_directions"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    figs = [top5_figure(p, f"top-5 {i}") for i, p in enumerate(preds)]
-    hf = next(i for i, m in enumerate(models) if m.model.hf_blocks)
-    gates = preds[hf].gates
-    figs += [gate_summary_figure(summarise_gates(gates)), gate_matrix_figure(gates),
-             gate_animation_figure(gates, views[hf], 0.6), gate_grid_figure(gates, views[hf], 0.6)]
+    figs = [top5_figure(p, f"top-5 {i}") for i, p in enumerate(preds + backwards)]
+    hf = next(i for i, m in enumerate(models) if hf_blocks(m))
+    gates, back = preds[hf].gates, backwards[hf].gates
+    layer = most_local_layer(gates)
+    panels = [GatePanel("forward", views[hf], pair_gates(gates[layer])),
+              GatePanel("backwards", views[hf][1:], backward_aligned(back)[layer])]
+    figs += [gate_player_figure(panels, per_row=2), locality_figure(gate_locality(gates), gate_locality(back)),
+             gate_summary_figure(summarise_gates(gates)), gate_matrix_figure(gates),
+             gate_difference_figure(gates, back)]
     t["figures_build"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _serialise(gate_grid_figure(gates, views[hf]))  # drawn only when the user asks for every map at once
+    t["grid_on_request"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     t["payload_bytes"] = float(sum(_serialise(f) for f in figs))
     t["figures_serialise"] = time.perf_counter() - t0
-    t["total"] = t["decode"] + t["sampling"] + t["inference_2_models"] + t["figures_build"] + t["figures_serialise"]
+    t["total"] = (t["decode"] + t["sampling"] + t["inference_2_models_2_directions"] + t["figures_build"]
+                  + t["figures_serialise"])
     return t
 
 
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="passes over the sample clips")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "app_latency.json"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("HFNET_TORCH_THREADS", "1")),
-                    help="torch intra-op threads (the app's default is 1, see app/state.py configure_torch)")
+                    help="torch intra-op threads (the app's default is 1, see app/settings.py configure_torch)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = sorted((ROOT / "checkpoints" / "samples").glob("*.mp4"))[:6]
@@ -117,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = {k: {"median_s": round(statistics.median(r[k] for r in runs), 4),
                    "p90_s": round(sorted(r[k] for r in runs)[int(0.9 * (len(runs) - 1))], 4)} for k in keys}
     result = {
-        "what": "choose a clip -> both models' predictions + all gate-map figures (uncached page work)",
+        "what": "choose a clip -> both models' predictions forward and backwards + all gate-map figures (uncached page work)",
         "models": which,
-        "model_configs": [{"hf_blocks": len(m.model.hf_blocks), "width_mult": m.config.width_mult,
+        "model_configs": [{"hf_blocks": len(hf_blocks(m)), "width_mult": m.config.width_mult,
                            "input_size": m.config.input_size, "num_segments": m.config.num_segments} for m in models],
         "clips": [c.name for c in clips],
         "runs": len(runs),

@@ -5,12 +5,16 @@ B-frames - what a downloaded web video looks like), then times, in the same run:
 
 * ``decode_all``: decode every frame and convert it to RGB (what a loader that reads the whole file does);
 * ``decode_all_no_rgb``: decode every frame without converting (a lower bound for any whole-file reader);
-* ``read_clip_eval_8``: ``read_clip(path, 8, "eval")`` - seek + decode forward, first call (cold: includes
-  the packet index) and warm (index cached, as in every epoch after the first);
+* ``read_clip_eval_8``: ``read_clip(path, 8, "eval")`` - the planned read (one job per group of pictures,
+  non-reference frames skipped, several decoders at once), first call (cold: includes the packet index)
+  and warm (index cached, as in every epoch after the first); also with one decoder
+  (``HFNET_DECODE_THREADS=1``, what a DataLoader worker uses);
 * ``read_clip_train_8``: random TSN offsets, warm.
 
-Targets: sampling >= 3x faster than ``decode_all`` and <= 0.25 s per clip. Writes
-``benchmarks/results/video_sampling.json``. Run: ``python benchmarks/bench_video.py [--repeats N]``.
+Repetitions of the sampled read and of the full decode alternate, so the ratio between them is measured
+under the same machine load. Targets: eval sampling <= 0.15 s per clip warm and >= 3x faster than
+``decode_all``; frames bit-identical to a full decode. Writes ``benchmarks/results/video_sampling.json``.
+Run: ``python benchmarks/bench_video.py [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +32,9 @@ import av
 import numpy as np
 
 from hfnet_core.data import video as V
+from hfnet_core.data.video_checks import Deadline
+from hfnet_core.data.video_decode import DECODE_THREADS_ENV, _Worker, decode_threads, plan_jobs
+from hfnet_core.data.video_index import clear_cache, packet_index
 
 RESULTS = Path(__file__).resolve().parent / "results" / "video_sampling.json"
 SECONDS, FPS, W, H = 120, 30, 640, 360
@@ -73,6 +81,43 @@ def decode_all(path: Path, rgb: bool) -> int:
     return n
 
 
+def cpu_seconds(fn) -> float:
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def cpu_critical_path(fn, repeats: int) -> tuple[float, float]:
+    """(CPU seconds of the busiest thread, CPU seconds of all threads) of ``fn``, medians over ``repeats``.
+
+    Each decoder of a planned read runs in its own thread (the first in the caller's); the busiest one is
+    what the read takes on idle cores, however loaded the machine is while measuring."""
+    per_thread: dict[int, float] = {}
+    real_run = _Worker.run
+
+    def run(self, jobs):
+        t = time.thread_time()
+        try:
+            return real_run(self, jobs)
+        finally:
+            per_thread[threading.get_ident()] = per_thread.get(threading.get_ident(), 0.0) + time.thread_time() - t
+
+    crit, total = [], []
+    _Worker.run = run
+    try:
+        for _ in range(repeats):
+            per_thread.clear()
+            t_main, t_all = time.thread_time(), time.process_time()
+            fn()
+            main = time.thread_time() - t_main  # includes the first decoder and the serial work around it
+            others = [v for k, v in per_thread.items() if k != threading.get_ident()]
+            crit.append(max([main] + others))
+            total.append(time.process_time() - t_all)
+    finally:
+        _Worker.run = real_run
+    return float(np.median(crit)), float(np.median(total))
+
+
 def timed(fn, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
@@ -84,7 +129,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "hfnet_bench")
     args = ap.parse_args(argv)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -93,52 +138,101 @@ def main(argv: list[str] | None = None) -> int:
     make_video(path)
     print(f"video: {path} ({path.stat().st_size / 1e6:.1f} MB, made/checked in {time.perf_counter() - t0:.1f} s)")
 
-    V._INDEX_CACHE.clear()
+    clear_cache()
     t = time.perf_counter()
     clip = V.read_clip(path, 8, "eval")
     cold = time.perf_counter() - t
     assert clip.shape == (8, H, W, 3)
-    warm_eval = timed(lambda: V.read_clip(path, 8, "eval"), args.repeats)
+
+    def one_thread() -> np.ndarray:
+        os.environ[DECODE_THREADS_ENV] = "1"
+        try:
+            return V.read_clip(path, 8, "eval")
+        finally:
+            os.environ.pop(DECODE_THREADS_ENV, None)
+
     rng = np.random.default_rng(0)
-    warm_train = timed(lambda: V.read_clip(path, 8, "train", rng=rng), args.repeats)
-    # Correctness in the same run: the sampled frames equal those of a full decode.
+    runs: dict[str, list[float]] = {"eval": [], "eval_1thread": [], "train": [], "all_rgb": [], "all_raw": []}
+    for r in range(args.repeats):  # alternate, so every ratio compares runs under the same load
+        runs["eval"] += timed(lambda: V.read_clip(path, 8, "eval"), 1)
+        runs["eval_1thread"] += timed(one_thread, 1)
+        runs["train"] += timed(lambda: V.read_clip(path, 8, "train", rng=rng), 1)
+        if r % 2 == 0:
+            runs["all_rgb"] += timed(lambda: decode_all(path, True), 1)
+            runs["all_raw"] += timed(lambda: decode_all(path, False), 1)
+    # Correctness in the same run: the sampled frames equal those of a full decode, bit for bit.
     idx = V.sample_indices(SECONDS * FPS, 8, "eval")
+    train_idx = V.sample_indices(SECONDS * FPS, 8, "train", np.random.default_rng(1))
+    train = V.read_clip(path, 8, "train", rng=np.random.default_rng(1))
     with av.open(str(path)) as c:
-        wanted = set(idx.tolist())
+        wanted = set(idx.tolist()) | set(train_idx.tolist())
         ref = {i: f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i in wanted}
-    exact = bool(all(np.array_equal(clip[j], ref[int(i)]) for j, i in enumerate(idx)))
-    full_rgb = timed(lambda: decode_all(path, True), max(1, args.repeats // 2))
-    full_raw = timed(lambda: decode_all(path, False), max(1, args.repeats // 2))
+    exact = bool(all(np.array_equal(clip[j], ref[int(i)]) for j, i in enumerate(idx))
+                 and all(np.array_equal(train[j], ref[int(i)]) for j, i in enumerate(train_idx))
+                 and np.array_equal(one_thread(), clip))
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        index = packet_index(path, c, s, Deadline(path))
+    planned = sum(j.cost for j in plan_jobs(index, np.unique(idx)))
+
+    critical, eval_cpu = cpu_critical_path(lambda: V.read_clip(path, 8, "eval"), args.repeats)
+    full_cpu = float(np.median([cpu_seconds(lambda: decode_all(path, False)) for _ in range(2)]))
 
     med = lambda xs: float(np.median(xs))  # noqa: E731
+    eval_warm, full_rgb, full_raw = med(runs["eval"]), med(runs["all_rgb"]), med(runs["all_raw"])
     result = {
         "video": {"seconds": SECONDS, "fps": FPS, "width": W, "height": H, "codec": "h264 (libx264 veryfast crf23)",
-                  "frames": SECONDS * FPS, "megabytes": round(path.stat().st_size / 1e6, 2)},
+                  "frames": SECONDS * FPS, "keyframes": int(len(index.key_pts)),
+                  "megabytes": round(path.stat().st_size / 1e6, 2)},
         "seconds": {
-            "decode_all_rgb": med(full_rgb),
-            "decode_all_no_rgb": med(full_raw),
+            "decode_all_rgb": full_rgb,
+            "decode_all_no_rgb": full_raw,
             "read_clip_eval_8_cold": cold,
-            "read_clip_eval_8_warm": med(warm_eval),
-            "read_clip_train_8_warm": med(warm_train),
+            "read_clip_eval_8_warm": eval_warm,
+            "read_clip_eval_8_warm_1thread": med(runs["eval_1thread"]),
+            "read_clip_train_8_warm": med(runs["train"]),
+        },
+        "seconds_best_of_repeats": {  # the least disturbed run of each (timeit's convention)
+            "decode_all_rgb": min(runs["all_rgb"]),
+            "decode_all_no_rgb": min(runs["all_raw"]),
+            "read_clip_eval_8_warm": min(runs["eval"]),
+            "read_clip_eval_8_warm_1thread": min(runs["eval_1thread"]),
+            "read_clip_train_8_warm": min(runs["train"]),
+        },
+        "cpu_seconds": {  # CPU time is far less disturbed by other jobs than wall time
+            "decode_all_no_rgb": full_cpu,
+            "read_clip_eval_8_warm_all_threads": eval_cpu,
+            "read_clip_eval_8_warm_critical_path": critical,  # the busiest decoder thread: wall time on idle cores
+        },
+        "ratio_to_full_decode_same_run": {
+            "eval_warm_vs_decode_all_rgb": eval_warm / full_rgb,
+            "eval_warm_vs_decode_all_no_rgb": eval_warm / full_raw,
+            "eval_warm_1thread_vs_decode_all_no_rgb": med(runs["eval_1thread"]) / full_raw,
+            "eval_critical_path_cpu_vs_decode_all_no_rgb_cpu": critical / full_cpu,
         },
         "speedup_vs_decode_all_rgb": {
-            "eval_cold": med(full_rgb) / cold,
-            "eval_warm": med(full_rgb) / med(warm_eval),
-            "train_warm": med(full_rgb) / med(warm_train),
+            "eval_cold": full_rgb / cold,
+            "eval_warm": full_rgb / eval_warm,
+            "train_warm": full_rgb / med(runs["train"]),
         },
+        "eval_frames_decoded_at_most": planned,
+        "decode_threads": decode_threads(),
         "sampled_frames_equal_full_decode": exact,
-        "targets": {"speedup_min": 3.0, "seconds_per_clip_max": 0.25},
+        "targets": {"speedup_min": 3.0, "eval_seconds_per_clip_max": 0.15},
         "machine": {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "pyav": av.__version__,
                     "platform": platform.platform()},
         "repeats": args.repeats,
     }
-    worst = max(cold, med(warm_eval), med(warm_train))
-    result["targets_met"] = bool(min(result["speedup_vs_decode_all_rgb"].values()) >= 3.0 and worst <= 0.25)
+    result["targets_met"] = bool(min(result["speedup_vs_decode_all_rgb"].values()) >= 3.0 and eval_warm <= 0.15
+                                 and exact)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["seconds"], indent=2))
-    print(json.dumps(result["speedup_vs_decode_all_rgb"], indent=2))
-    print("sampled frames equal a full decode:", exact, "| targets met:", result["targets_met"])
+    print(json.dumps(result["seconds_best_of_repeats"], indent=2))
+    print(json.dumps(result["cpu_seconds"], indent=2))
+    print(json.dumps(result["ratio_to_full_decode_same_run"], indent=2))
+    print("sampled frames equal a full decode:", exact, "| targets met:", result["targets_met"],
+          f"| load {os.getloadavg()[0]:.1f}")
     return 0
 
 

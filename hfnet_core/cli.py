@@ -19,8 +19,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hfnet_core.train:cli_main", "train a model from a config file + overrides"),
     "eval": ("hfnet_core.evaluate:cli_main", "evaluate a checkpoint; write metrics and an eval bundle"),
     "extract": ("hfnet_core.extract:cli_main", "write pooled features for a folder of clips"),
+    "project": ("hfnet_core.analysis.precompute:cli_main",
+                "t-SNE / UMAP / PCA, neighbours and silhouette of eval bundles, stored beside them"),
     "convert": ("hfnet_core.importers.cli:cli_main", "convert a TSN/TSM/GSM/mmaction2/torchvision checkpoint"),
     "train-demo": ("hfnet_core.demo:cli_main", "regenerate the shipped demo checkpoint pair"),
+    "predict": ("hfnet_core.predict:cli_main", "top-k of one or more models on clips; agreement, true label, --reverse"),
+    "render": ("hfnet_core.render:cli_main", "a clip's frames with gate overlays and both models' top-3 as mp4/gif"),
 }
 
 

@@ -51,7 +51,7 @@ class ModelSection:
 class DataSection:
     """Where clips come from and how they are augmented."""
 
-    dataset: str = "synth"  # "synth" (generated in memory), "something-v1", "video-folder", "csv"
+    dataset: str = "synth"  # "synth" (generated in memory), "something-v1", "video-folder", "csv", "epic-kitchens"
     root: str = ""  # dataset folder (frames / videos); unused for synth
     train_split: str = "train"
     val_split: str = "val"
@@ -68,6 +68,11 @@ class DataSection:
     synth_seed: int = 0
     synth_size: int = 0
     synth_fresh_each_epoch: bool = False
+    # SynthSomething's labels: "action" (16 motion classes) or "verb_noun" (motion = verb, object shape =
+    # noun; labels are action ids, for multi-task models: hfnet_core/multitask.py).
+    synth_view: str = "action"
+    # HMDB51 (video-folder + a folder of official split files as the list): which of the three splits.
+    split_index: int = 1
 
 
 @dataclass

@@ -15,7 +15,9 @@ nothing from running them side by side). For each model ``<stem>`` the output fo
     <stem>.train.jsonl    the per-epoch training log
     <stem>.toml           the training config
 
-``--models`` also runs Table I's variants (+1HF, +5HF, non-conservative) with the same recipe.
+``--models`` also runs Table I's variants (+1HF, +5HF, non-conservative), Table II's TRN and ECO-Lite
+rows and Table III's multi-task pair (SynthSomething's verb / noun view) with the same recipe;
+``--table1/2/3 JSON`` writes those tables from the metrics.
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ DEMO_MODELS: dict[str, tuple[str, str]] = {
     "gsm": ("gsm_bninception_demo", "gsm_demo"),
     "trn": ("trn_bninception_demo", "trn_demo"),
     "hf_trn": ("hf_trn_bninception_demo", "hf_trn_demo"),
+    # The rest of the paper (Table II's ECO-Lite rows, the GRU consensus) at the same recipe and budget.
+    "eco": ("eco_lite_demo", "eco_lite_demo"),
+    "hf_eco": ("hf_eco_lite_demo", "hf_eco_lite_demo"),
+    "gru": ("gru_bninception_demo", "gru_demo"),
+    "hf_gru": ("hf_gru_bninception_demo", "hf_gru_demo"),
+    # Multi-task TSN on SynthSomething's verb (motion) / noun (object shape) view (Table III).
+    "mt": ("mt_tsn_bninception_demo", "mt_tsn_demo"),
+    "hf_mt": ("mt_hf_tsn_bninception_demo", "mt_hf_tsn_demo"),
 }
 
 
@@ -74,6 +84,11 @@ def demo_config(model_name: str, work_dir: str | Path, epochs: int = 12, train_p
     cfg.train.num_threads = 2
     cfg.train.channels_last = "on"
     cfg.train.out_dir = str(Path(work_dir) / model_name)
+    from .model import get_config
+    from .multitask import is_multitask
+
+    if is_multitask(get_config(model_name)):  # verb = motion, noun = object shape (Table III)
+        cfg.data.synth_view = "verb_noun"
     return cfg
 
 
@@ -112,13 +127,34 @@ TABLE_ONE_ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
+def shipped_result(stem: str, folders: Sequence[str | Path]) -> dict | None:
+    """Test metrics and training budget of demo model ``stem`` from the first folder holding its
+    ``<stem>.test.json`` (and ``<stem>.safetensors``); None if no folder has it."""
+    from .checkpoint import read_metadata
+
+    found = next((Path(f) for f in folders if (Path(f) / f"{stem}.test.json").is_file()), None)
+    if found is None:
+        return None
+    m = json.loads((found / f"{stem}.test.json").read_text())
+    out = {"metrics": m, "metrics_file": str(found / f"{stem}.test.json"), "epochs": None,
+           "train_clips_per_epoch": None, "wall_time_s": None}
+    ckpt = found / f"{stem}.safetensors"
+    if ckpt.is_file():
+        meta = read_metadata(ckpt)
+        cfg = meta["training"].get("config", {})
+        classes = 16  # SynthSomething's motions: clips per epoch = per-class count x 16 in both views
+        out.update(epochs=meta["training"].get("epoch"),
+                   train_clips_per_epoch=cfg.get("data", {}).get("synth_train_per_class", 0) * classes,
+                   wall_time_s=meta["training"].get("wall_time_s"))
+    return out
+
+
 def table_one(folders: Sequence[str | Path]) -> dict:
     """Table I on SynthSomething from the ``<stem>.test.json`` files found in ``folders``, beside the paper.
 
     Rows whose metrics are missing are listed with ``null`` accuracy. ``budget`` records the epochs and
     clips per epoch each model was trained with (from its checkpoint's training config).
     """
-    from .checkpoint import read_metadata
     from .complexity import PAPER_TABLE_ONE
     from .data.synthetic import SYNTH_CLASSES
     from .model import build_model
@@ -127,24 +163,20 @@ def table_one(folders: Sequence[str | Path]) -> dict:
     rows = []
     for key, label in TABLE_ONE_ROWS:
         name, stem = DEMO_MODELS[key]
-        found = next((Path(f) for f in folders if (Path(f) / f"{stem}.test.json").is_file()), None)
         model = build_model(name, num_classes=len(SYNTH_CLASSES))
         row = {"label": label, "model": name, "params": sum(p.numel() for p in model.parameters()),
                "paper_accuracy": paper[label].accuracy,
                "paper_params_m": paper[label].params_m, "test_top1": None, "within_pair_accuracy": None,
                "pair_merged_accuracy": None, "test_top5": None, "epochs": None, "train_clips_per_epoch": None}
-        if found is not None:
-            m = json.loads((found / f"{stem}.test.json").read_text())
+        res = shipped_result(stem, folders)
+        if res is not None:
+            m = res["metrics"]
             row.update(test_top1=m["top1"], test_top5=m["top5"], within_pair_accuracy=m.get("within_pair_accuracy"),
                        pair_merged_accuracy=m.get("pair_merged_accuracy"), test_clips=m["num_clips"],
-                       metrics_file=str(found / f"{stem}.test.json"))
-            ckpt = found / f"{stem}.safetensors"
-            if ckpt.is_file():
-                meta = read_metadata(ckpt)
-                cfg = meta["training"].get("config", {})
-                row.update(epochs=meta["training"].get("epoch"),
-                           train_clips_per_epoch=cfg.get("data", {}).get("synth_train_per_class", 0) * len(SYNTH_CLASSES),
-                           wall_time_s=meta["training"].get("wall_time_s"))
+                       metrics_file=res["metrics_file"])
+            if res["epochs"] is not None:
+                row.update(epochs=res["epochs"], train_clips_per_epoch=res["train_clips_per_epoch"],
+                           wall_time_s=res["wall_time_s"])
         rows.append(row)
     budgets = {(r["epochs"], r["train_clips_per_epoch"]) for r in rows if r["test_top1"] is not None}
     return {
@@ -154,6 +186,114 @@ def table_one(folders: Sequence[str | Path]) -> dict:
                    "gate lr x0.1 (hfnet train-demo)",
         "paper_setting": "Something-v1 validation, full BNInception, 224 px, 16 frames, ImageNet-pretrained",
         "rows": rows,
+    }
+
+
+#: Table II rows in the paper's order: (demo key, label, paper Something-v1 top-1 %, paper HMDB51 top-1 %)
+TABLE_TWO_ROWS: tuple[tuple[str, str, float | None, float | None], ...] = (
+    ("tsn", "TSN", 17.77, 53.7),
+    ("trn", "TRN", 31.32, 54.93),
+    ("eco", "ECOLite", 42.2, 68.5),
+    ("hf", "HF-TSN", 41.97, 55.92),
+    ("hf_trn", "HF-TRN", 39.17, 57.61),
+    ("hf_eco", "HF-ECOLite", None, 71.13),
+)
+
+
+def _model_counts(name: str, num_classes: int) -> dict:
+    """Params (paper convention) and FLOPs (Table I's convention) of a demo model, on the meta device."""
+    from .complexity import count_flops, count_params
+    from .model import VideoClassifier, get_config
+
+    with torch.device("meta"):
+        model = VideoClassifier(get_config(name, num_classes=num_classes))
+    return {"params": count_params(model)["paper"], "flops": count_flops(model)["total"]}
+
+
+def table_two(folders: Sequence[str | Path]) -> dict:
+    """Table II on SynthSomething: TSN, TRN and ECO-Lite with and without HF (``<stem>.test.json`` in
+    ``folders``), each with its test top-1, within-pair accuracy, params, FLOPs and training budget,
+    beside the paper's Something-v1 / HMDB51 accuracies."""
+    from .data.synthetic import SYNTH_CLASSES
+
+    rows = []
+    for key, label, paper_ss, paper_hmdb in TABLE_TWO_ROWS:
+        name, stem = DEMO_MODELS[key]
+        row = {"label": label, "model": name, **_model_counts(name, len(SYNTH_CLASSES)),
+               "paper_something_v1_top1": paper_ss, "paper_hmdb51_top1": paper_hmdb, "test_top1": None,
+               "test_top5": None, "within_pair_accuracy": None, "epochs": None, "train_clips_per_epoch": None,
+               "regenerate": f"hfnet train-demo --models {key} --out <dir>"}
+        res = shipped_result(stem, folders)
+        if res is not None:
+            m = res["metrics"]
+            row.update(test_top1=m["top1"], test_top5=m["top5"], within_pair_accuracy=m.get("within_pair_accuracy"),
+                       test_clips=m["num_clips"], metrics_file=res["metrics_file"], epochs=res["epochs"],
+                       train_clips_per_epoch=res["train_clips_per_epoch"], wall_time_s=res["wall_time_s"])
+        rows.append(row)
+    budgets = {(r["epochs"], r["train_clips_per_epoch"]) for r in rows if r["test_top1"] is not None}
+    return {
+        "same_budget_for_all_rows": len(budgets) <= 1,
+        "budgets": sorted([list(b) for b in budgets], key=str),
+        "dataset": "SynthSomething (16 classes, 7 reversed pairs), test split, 608 clips",
+        "setting": "width 0.25, 112 px, 8 frames, from scratch, SGD lr 0.05 cosine, batch 16, gate lr x0.1 "
+                   "(hfnet train-demo); ECO-Lite: the same recipe, its 3D part included",
+        "paper_setting": "Something-v1 validation / HMDB51 mean of 3 splits; full width, 224 px, 16 frames, "
+                         "ImageNet (+ Kinetics for ECO) pre-training",
+        "rows": rows,
+    }
+
+
+def format_table_two(table: dict) -> str:
+    """Markdown table of ``table_two``'s rows."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    def paper(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = ["| Model | params | FLOPs | epochs x clips | SynthSomething top-1 % | within reversed pairs % | "
+             "paper: Something-v1 % | paper: HMDB51 % |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in table["rows"]:
+        budget = "-" if r["epochs"] is None else f"{r['epochs']} x {r['train_clips_per_epoch']}"
+        lines.append(f"| {r['label']} | {r['params'] / 1e6:.3f} M | {r['flops'] / 1e9:.3f} G | {budget} | "
+                     f"{pct(r['test_top1'])} | {pct(r['within_pair_accuracy'])} | "
+                     f"{paper(r['paper_something_v1_top1'])} | {paper(r['paper_hmdb51_top1'])} |")
+    return "\n".join(lines)
+
+
+#: Table III rows: (demo key, label)
+TABLE_THREE_ROWS: tuple[tuple[str, str], ...] = (("mt", "TSN (RGB)"), ("hf_mt", "HF-TSN (RGB)"))
+
+
+def table_three(folders: Sequence[str | Path]) -> dict:
+    """Table III on SynthSomething's verb (motion) / noun (shape) view: the EPIC-Kitchens metrics of the
+    multi-task TSN and HF-TSN (``<stem>.test.json`` in ``folders``), in Table III's layout."""
+    from .metrics_epic import PAPER_TABLE_THREE, format_table_three
+
+    rows, setting = [], {}
+    for key, label in TABLE_THREE_ROWS:
+        name, stem = DEMO_MODELS[key]
+        res = shipped_result(stem, folders)
+        row = {"label": label, "model": name, "epic": None, "epochs": None, "train_clips_per_epoch": None,
+               "regenerate": f"hfnet train-demo --models {key} --out <dir>"}
+        if res is not None:
+            m = res["metrics"]
+            row.update(epic=m["epic"], many_shot=m.get("many_shot"), within_pair_accuracy=m.get("within_pair_accuracy"),
+                       metrics_file=res["metrics_file"], epochs=res["epochs"],
+                       train_clips_per_epoch=res["train_clips_per_epoch"])
+            setting[label] = m["epic"]
+        rows.append(row)
+    budgets = {(r["epochs"], r["train_clips_per_epoch"]) for r in rows if r["epic"] is not None}
+    return {
+        "same_budget_for_all_rows": len(budgets) <= 1,
+        "dataset": "SynthSomething verb/noun view (16 verbs = motions, 6 nouns = object shapes, 82 actions), "
+                   "test split, 608 clips; one setting (the test clips share the training distribution: an "
+                   "S1 analogue - there is no unseen-kitchen S2)",
+        "setting": "multi-task TSN with verb, noun and action classifiers, action scores as a bias (docs/epic.md); "
+                   "width 0.25, 112 px, 8 frames, from scratch, the demo recipe",
+        "rows": rows,
+        "markdown": format_table_three({"SynthSomething": setting}) if setting else "",
+        "paper": PAPER_TABLE_THREE,
     }
 
 
@@ -198,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not refresh the app's cached t-SNE/UMAP projections of the shipped bundles")
     p.add_argument("--table1", metavar="JSON", help="after training, write Table I (SynthSomething) from the "
                    "metrics in --out (then checkpoints/) to this file, e.g. benchmarks/results/table1_synth.json")
+    p.add_argument("--table2", metavar="JSON", help="likewise Table II (TSN / TRN / ECO-Lite with and without HF), "
+                   "e.g. benchmarks/results/table2_synth.json")
+    p.add_argument("--table3", metavar="JSON", help="likewise Table III (multi-task TSN / HF-TSN, EPIC metrics), "
+                   "e.g. benchmarks/results/table3_synth.json")
     return p
 
 
@@ -236,6 +380,14 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         table = table_one([out, "checkpoints"])  # the shipped pair gives Baseline / +10HF at the same budget
         write_text_atomic(args.table1, json.dumps(table, indent=1) + "\n")
         print(format_table_one(table))
+    if args.table2:  # only --out: every row at the budget of this invocation
+        table = table_two([out])
+        write_text_atomic(args.table2, json.dumps(table, indent=1) + "\n")
+        print(format_table_two(table))
+    if args.table3:
+        table = table_three([out])
+        write_text_atomic(args.table3, json.dumps(table, indent=1) + "\n")
+        print(table["markdown"])
     return 0
 
 

@@ -16,6 +16,17 @@ def pick_device(local_rank: int | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment, joining the process group when there are several
+    processes (NCCL with CUDA, else Gloo); (0, 1) for a plain process."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
 def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
     """Store every 4-D parameter/buffer channels-last, in place (5-D HF gate kernels stay as they are).
 

@@ -27,6 +27,8 @@ class HfnetError(ValueError):
         if not message:
             where = f"{self.path}: " if self.path else ""
             message = f"{where}{self.problem}" + (f" {self.hint}" if self.hint else "")
+        elif self.hint and self.hint not in message:  # what to do is part of the one line
+            message = f"{message} {self.hint}"
         super().__init__(message)
 
     def one_line(self) -> str:

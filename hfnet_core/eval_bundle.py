@@ -1,21 +1,43 @@
 """Eval bundles: per-clip predictions and features of one checkpoint on one split - the app's input.
 
-Stored as a compressed ``.npz`` of plain arrays (no pickles: ``allow_pickle=False`` on load) with the
-metadata as a JSON string, written atomically.
+File layout
+-----------
+A bundle is one ``.npz`` file of plain arrays (no pickles: object arrays are refused) with the metadata
+as a JSON string. Since format 2 the members are stored **uncompressed** and each array's data starts on
+a 64-byte boundary inside the file, so ``EvalBundle.load(path, mmap=True)`` maps them straight from the
+page cache (``np.memmap``, read-only) instead of copying them: every app session of one server, and
+every server on one machine, share a single copy of a 25k-clip bundle (~120 MB of features + logits).
+The file is still an ordinary ``.npz``: ``np.load(path)`` reads it anywhere.
+
+Older bundles (``np.savez_compressed``, format 1) load as before; their deflated members cannot be
+mapped and are read into memory (marked read-only when ``mmap=True``, so callers see the same contract).
+
+Writes are atomic (temp file + rename), so a reader never maps a half-written file; a bundle file is
+never modified in place (mapped readers keep the old inode when a new version replaces it).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .atomic import atomic_path
 from .errors import BundleError
+
+__all__ = ["BUNDLE_FORMAT", "BundleError", "EvalBundle", "read_npz", "write_aligned_npz"]
+
+#: 1: compressed npz (before mmap); 2: uncompressed, 64-byte aligned members (mmap-able).
+BUNDLE_FORMAT = 2
+_ALIGN = 64
+_PAD_EXTRA_ID = 0xD935  # the zip "extra field" id zipalign uses for padding; readers skip unknown ids
 
 
 @dataclass
@@ -27,6 +49,7 @@ class EvalBundle:
     features: np.ndarray  # (M, D) float32 pooled pre-classifier features
     class_names: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, dataset, split, ...
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = len(self.clip_ids)
@@ -39,44 +62,179 @@ class EvalBundle:
             raise BundleError(f"logits {self.logits.shape} do not match {len(self.class_names)} classes")
 
     @property
+    def read_only(self) -> bool:
+        """True for a bundle from ``load(mmap=True)`` / the shared cache: its arrays cannot be written."""
+        return not (self.labels.flags.writeable or self.logits.flags.writeable or self.features.flags.writeable)
+
+    @property
     def predictions(self) -> np.ndarray:
-        return self.logits.argmax(axis=1)
+        """(M,) argmax of the logits; computed once for a read-only bundle (shared between sessions)."""
+        if not self.read_only:
+            return self.logits.argmax(axis=1)
+        if "predictions" not in self._memo:
+            pred = self.logits.argmax(axis=1)
+            pred.setflags(write=False)
+            self._memo["predictions"] = pred
+        return self._memo["predictions"]
+
+    def row_of(self, clip_id: str) -> int | None:
+        """Row of ``clip_id`` (its first occurrence), or None; O(1) after the first call."""
+        index = self._memo.get("rows")
+        if index is None or len(index) > len(self.clip_ids):
+            index = {}
+            for i, cid in enumerate(self.clip_ids):
+                index.setdefault(cid, i)
+            self._memo["rows"] = index
+        return index.get(clip_id)
 
     @property
     def accuracy(self) -> float:
         known = self.labels >= 0
         return float((self.predictions[known] == self.labels[known]).mean()) if known.any() else float("nan")
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays a bundle file holds (what ``save`` writes)."""
+        return {
+            "clip_ids": _strs(self.clip_ids),
+            "paths": _strs(self.paths),
+            "labels": self.labels,
+            "logits": self.logits,
+            "features": self.features,
+            "class_names": _strs(self.class_names),
+            "metadata": np.array(json.dumps(self.metadata)),
+            "format": np.array(BUNDLE_FORMAT, dtype=np.int64),
+        }
+
+    def save(self, path: str | os.PathLike[str], compress: bool = False) -> Path:
+        """Write the bundle atomically: uncompressed and aligned (mmap-able, the default) or, with
+        ``compress=True``, as a deflated npz (smaller, but every reader holds its own copy)."""
+        arrays = self.arrays()
         with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(
-                    f,
-                    clip_ids=np.array(self.clip_ids, dtype=np.str_),
-                    paths=np.array(self.paths, dtype=np.str_),
-                    labels=self.labels,
-                    logits=self.logits,
-                    features=self.features,
-                    class_names=np.array(self.class_names, dtype=np.str_),
-                    metadata=np.array(json.dumps(self.metadata)),
-                )
+            if compress:
+                arrays["format"] = np.array(1, dtype=np.int64)
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, **arrays)
+            else:
+                write_aligned_npz(tmp, arrays)
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "EvalBundle":
+    def load(cls, path: str | os.PathLike[str], mmap: bool = False) -> "EvalBundle":
+        """Read a bundle. ``mmap=False``: private, writable arrays. ``mmap=True``: read-only arrays
+        mapped from the file where it is stored uncompressed (else read once and marked read-only)."""
         p = Path(path)
         try:
-            with np.load(p, allow_pickle=False) as z:
-                return cls(
-                    clip_ids=[str(s) for s in z["clip_ids"]],
-                    paths=[str(s) for s in z["paths"]],
-                    labels=z["labels"],
-                    logits=z["logits"],
-                    features=z["features"],
-                    class_names=[str(s) for s in z["class_names"]],
-                    metadata=json.loads(str(z["metadata"])),
-                )
+            z = read_npz(p, mmap=mmap)
+            bundle = cls(
+                clip_ids=[str(s) for s in z["clip_ids"]],
+                paths=[str(s) for s in z["paths"]],
+                labels=z["labels"],
+                logits=z["logits"],
+                features=z["features"],
+                class_names=[str(s) for s in z["class_names"]],
+                metadata=json.loads(str(z["metadata"][()])),
+            )
         except FileNotFoundError as e:
-            raise BundleError(f"{p}: no such eval bundle.") from e
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
-            raise BundleError(f"{p}: not a valid hfnet eval bundle ({e}). Regenerate it with `hfnet eval`.") from e
+            raise BundleError(f"{p}: no such eval bundle.", path=p) from e
+        except BundleError:
+            raise
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise BundleError(f"{p}: not a valid hfnet eval bundle ({e}). Regenerate it with `hfnet eval`.",
+                              path=p) from e
+        if mmap:
+            for arr in (bundle.labels, bundle.logits, bundle.features):
+                arr.setflags(write=False)
+        return bundle
+
+
+def _strs(xs: Any) -> np.ndarray:
+    xs = list(xs)
+    return np.array(xs, dtype=np.str_) if xs else np.zeros(0, dtype="<U1")
+
+
+# --- aligned, uncompressed npz ----------------------------------------------------------------------
+
+def _npy_header(arr: np.ndarray) -> bytes:
+    """The .npy magic + header of ``arr`` exactly as ``np.save`` writes it (version 1.0, else 2.0)."""
+    if arr.dtype.hasobject:
+        raise BundleError("object arrays cannot be stored in a bundle (no pickles)")
+    meta = np.lib.format.header_data_from_array_1_0(arr)
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, meta)
+    except ValueError:  # header longer than 65535 bytes (a huge shape/dtype description)
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, meta)
+    return buf.getvalue()
+
+
+def write_aligned_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an uncompressed .npz whose array data start on 64-byte boundaries.
+
+    Each member's local zip header gets a padding extra field so that ``header + .npy header`` ends on
+    the boundary; any zip reader (and ``np.load``) ignores it, and ``read_npz(mmap=True)`` maps the data
+    with the dtype's natural alignment.
+    """
+    with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED,
+                                                  allowZip64=True) as zf:
+        for name, value in arrays.items():
+            arr = np.asarray(value)
+            arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # (keeps 0-d arrays 0-d)
+            header = _npy_header(arr)
+            member = f"{name}.npy"
+            zinfo = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+            zinfo.compress_type = zipfile.ZIP_STORED
+            size = len(header) + arr.nbytes
+            zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a known size
+            local = 30 + len(member.encode()) + (20 if zip64 else 0)
+            start = raw.tell() + local + 4  # +4: our extra field's own id and length
+            pad = (-(start + len(header))) % _ALIGN
+            zinfo.extra = struct.pack("<HH", _PAD_EXTRA_ID, pad) + b"\0" * pad
+            zinfo.file_size = size
+            with zf.open(zinfo, "w", force_zip64=zip64) as out:
+                out.write(header)
+                if arr.size:
+                    out.write(memoryview(arr.reshape(-1).view(np.uint8)))
+
+
+def read_npz(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, np.ndarray]:
+    """Every array of an .npz (no pickles). With ``mmap``, stored numeric members are read-only
+    ``np.memmap`` views; strings, scalars and deflated members are read into memory."""
+    p = Path(path)
+    out: dict[str, np.ndarray] = {}
+    with open(p, "rb") as f, zipfile.ZipFile(f) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[: -len(".npy")]
+            if mmap and info.compress_type == zipfile.ZIP_STORED:
+                out[name] = _map_member(p, f, info)
+            else:
+                with zf.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return out
+
+
+def _map_member(path: Path, f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
+    f.seek(info.header_offset)
+    local = f.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise BundleError(f"{path}: member {info.filename} has a corrupt zip header", path=path)
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    f.seek(info.header_offset + 30 + name_len + extra_len)
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)  # the header only, never the data
+    if dtype.hasobject:
+        raise BundleError(f"{path}: member {info.filename} holds Python objects; refusing to load it", path=path)
+    offset = f.tell()
+    count = int(np.prod(shape, dtype=np.int64))
+    if offset + count * dtype.itemsize > info.header_offset + 30 + name_len + extra_len + info.file_size:
+        raise BundleError(f"{path}: member {info.filename} is truncated", path=path)
+    if count == 0 or dtype.kind not in "biuf" or len(shape) == 0:
+        # Strings (read into lists anyway), scalars and empty arrays: a plain in-memory copy.
+        f.seek(offset)
+        arr = np.fromfile(f, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
+        arr.setflags(write=False)
+        return arr
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from .atomic import atomic_path
+from .device import rank_and_world
 
 DEFAULT_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v")
 
@@ -69,13 +70,7 @@ def extract_features(model: torch.nn.Module, files: Sequence[str | Path], root: 
             "skipped": [f"{a}: {b}" for a, b in res.skipped]}
 
 
-def _rank_world() -> tuple[int, int]:
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world
+_rank_world = rank_and_world  # the name this module's callers know
 
 
 def shard_path(out: Path, rank: int) -> Path:

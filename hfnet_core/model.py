@@ -38,8 +38,8 @@ class Inspection(NamedTuple):
     """What one forward pass computes, returned rather than stored."""
 
     logits: Tensor  # (N, num_classes)
-    frame_features: Tensor  # (N, T, D) pooled per-frame backbone features (pre-classifier)
-    pooled_features: Tensor  # (N, D) average over frames
+    frame_features: Tensor  # (N, T', D) pooled backbone features (pre-classifier); T' = T per frame, 1 for ECO
+    pooled_features: Tensor  # (N, D) average over the T' feature vectors
     gates: dict[str, Tensor]  # HF: block name -> G- of shape (N, T, H, W); G-_{T-1} = 0
     temporal: dict[str, OperatorRecord] = {}  # every operator's record, "<op>.<module>" -> record
     intermediates: dict[str, Tensor] = {}  # requested taps (``forward_intermediates``)
@@ -75,7 +75,8 @@ class VideoClassifier(nn.Module):
         #: (op name, site) of every operator, in network order.
         self.placements: tuple[tuple[str, Site], ...] = tuple((p.op, p.site) for p in placements)
         self.head = build_head(config.consensus, self.base_model.out_channels, config.num_classes,
-                               config.num_segments, config.dropout, config.consensus_args)
+                               self.base_model.output_frames(config.num_segments), config.dropout,
+                               config.consensus_args)
         self.input_convention = input_convention_of(config)
 
     # --- facts -------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ class VideoClassifier(nn.Module):
         y = bb.stem(x.reshape(n * t, *x.shape[2:]), run)
         for name in bb.block_names:
             y = run.at(name, "out", bb.block(name, run.at(name, "in", y), run))
-        frame_features = bb.pool(y).reshape(n, t, -1)
+        frame_features = bb.pool(y).reshape(n, bb.output_frames(t), -1)
         logits = self.head(frame_features)
         gates = {r.site.module: r.maps["gate"] for r in run.records.values() if r.op == "hf"}
         return Inspection(logits, frame_features, frame_features.mean(dim=1), gates, dict(run.records),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -46,12 +47,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import as_write_error, torch_save_atomic, write_text_atomic
 from .checkpoint import save_checkpoint
 from .config import ConfigError, TrainConfig, dump_toml, load_config
 from .data.loading import build_dataset, train_loader
 from .device import pick_device, to_channels_last
+from .errors import CheckpointError, HfnetError
 from .model import ModelConfig, VideoClassifier, get_config
+from .multitask import TaskSpec, is_multitask
+from .paths import check_path_text, regular_file_problem
 
 STATE_FILE = "last_state.pt"
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
@@ -103,11 +107,27 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 # Model, optimizer, schedule
 
 
-def build_model_from_config(cfg: TrainConfig, num_classes: int | None = None) -> tuple[ModelConfig, VideoClassifier]:
+def build_model_from_config(cfg: TrainConfig, num_classes: int | None = None,
+                            task_spec: TaskSpec | None = None) -> tuple[ModelConfig, VideoClassifier]:
+    """The model to train. With a multi-task dataset (``task_spec``: verb / noun labels) the model must be
+    multi-task; its verb / noun sizes come from the data and, where its config asks for an action head
+    (``action_bias``), so do the action classes (the training pairs)."""
     overrides = cfg.model.overrides()
     if num_classes is not None and "num_classes" not in overrides:
         overrides["num_classes"] = num_classes
     mcfg = get_config(cfg.model.name, **overrides)
+    if task_spec is not None or is_multitask(mcfg):
+        if task_spec is None:
+            raise ConfigError(f"{cfg.model.name} is a multi-task (verb / noun) model, but the {cfg.data.dataset} "
+                              "data has one label per clip; use verb / noun data (epic-kitchens, or "
+                              "data.synth_view = \"verb_noun\")")
+        if not is_multitask(mcfg):
+            raise ConfigError(f"the {cfg.data.dataset} data has verb / noun labels, but {cfg.model.name} is not a "
+                              "multi-task model (e.g. mt_hf_tsn_bninception, epic_tsn_bninception)")
+        with_actions = bool(mcfg.consensus_args.get("action_bias", True))
+        spec = dataclasses.replace(task_spec, actions=task_spec.actions if with_actions else (),
+                                   action_bias=with_actions)
+        mcfg = mcfg.replace(num_classes=spec.num_outputs, consensus_args=spec.consensus_args())
     return mcfg, VideoClassifier(mcfg)
 
 
@@ -191,26 +211,81 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write the resume state atomically; a full disk raises ``WriteError`` and keeps the previous state."""
+    torch_save_atomic(path, state)
+
+
+#: key -> what a resume state must hold there (``_save_epoch`` writes exactly these).
+_STATE_FIELDS: dict[str, tuple[type, ...]] = {
+    "epoch": (int,), "global_step": (int,), "model": (dict,), "optimizer": (dict,), "scaler": (dict,),
+    "rng": (dict,), "best_top1": (int, float), "best_epoch": (int,), "history": (list,), "config": (dict,),
+    "class_names": (list,),
+}
+
+
+def _state_hint(path: Path) -> str:
+    return (f"Nothing in {path.parent} was changed. Restore {path.name} from a backup to resume, or move it "
+            "away to start the run over (that run overwrites last.safetensors and best.safetensors: copy "
+            "them first to keep them).")
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read ``last_state.pt`` without unpickling code (only tensors and primitive types are allowed)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read ``last_state.pt`` without unpickling code (tensors and primitive types only), bounded like any
+    checkpoint (``importers.safe_load.read_pickled``), and check it holds what ``--resume`` needs.
+
+    A truncated, corrupt or foreign file raises a ``CheckpointError`` saying what to do; nothing is changed.
+    """
+    from .importers.safe_load import read_pickled
+
+    try:
+        state = read_pickled(path)
+    except HfnetError as e:
+        raise CheckpointError(path, f"is not a readable training state: {e.problem}", _state_hint(path)) from None
+    problems = []
+    if not isinstance(state, dict) or state.get("format") != "hfnet-train-state":
+        problems.append("it is not an hfnet training state (no format 'hfnet-train-state')")
+    else:
+        for key, types in _STATE_FIELDS.items():
+            v = state.get(key)
+            if not isinstance(v, types) or isinstance(v, bool):
+                problems.append(f"{key} is {'missing' if v is None else type(v).__name__}")
+        cfg = state.get("config")
+        if isinstance(cfg, dict) and not all(isinstance(cfg.get(sec, {}), dict) for sec in ("model", "data", "optim")):
+            problems.append("its config sections are not tables")
+    if problems:
+        raise CheckpointError(path, "is not a usable training state: " + "; ".join(problems) + ".", _state_hint(path))
+    return state
+
+
+def _restore(state: dict[str, Any], path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler) -> None:
+    """Put model, optimizer, scaler and RNG back as the state file has them, or one ``CheckpointError``."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise CheckpointError(path, f"does not fit this run: {' '.join(str(e).split())[:300]}.",
+                              _state_hint(path)) from None
 
 
 def state_is_resume(resume: bool, out_dir: Path) -> bool:
     """Will this call continue a run (so a ``pretrained`` file is not needed any more)?"""
-    return resume and (out_dir / STATE_FILE).is_file()
+    return resume and os.path.lexists(out_dir / STATE_FILE)  # anything there is read (or refused), never replaced
 
 
 def _config_differences(a: dict[str, Any], b: dict[str, Any], sections: Sequence[str]) -> list[str]:
+    """``section.key`` entries that differ between a saved config ``a`` and this one ``b``. A key the saved
+    config lacks (it predates the field) counts as the field's default, so older runs still resume."""
+    defaults = TrainConfig().to_dict()
     diffs = []
     for s in sections:
         for k in sorted(set(a.get(s, {})) | set(b.get(s, {}))):
-            if a.get(s, {}).get(k) != b.get(s, {}).get(k):
-                diffs.append(f"{s}.{k}: saved {a.get(s, {}).get(k)!r}, now {b.get(s, {}).get(k)!r}")
+            saved = a.get(s, {}).get(k, defaults.get(s, {}).get(k))
+            if saved != b.get(s, {}).get(k):
+                diffs.append(f"{s}.{k}: saved {saved!r}, now {b.get(s, {}).get(k)!r}")
     return diffs
 
 
@@ -224,7 +299,10 @@ class RunLog:
     def __init__(self, out_dir: Path, enabled: bool) -> None:
         self.out_dir = out_dir
         self.enabled = enabled
-        self._file = open(out_dir / "train.log", "a", encoding="utf-8") if enabled else None
+        try:
+            self._file = open(out_dir / "train.log", "a", encoding="utf-8") if enabled else None
+        except OSError as e:
+            raise as_write_error(out_dir / "train.log", e) from None
 
     def __call__(self, msg: str) -> None:
         if not self.enabled:
@@ -232,8 +310,11 @@ class RunLog:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         print(line, flush=True)
         assert self._file is not None
-        self._file.write(line + "\n")
-        self._file.flush()
+        try:
+            self._file.write(line + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise as_write_error(self.out_dir / "train.log", e) from None
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl and metrics.csv from the full history (atomic, so never half a row)."""
@@ -287,13 +368,18 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         torch.set_num_threads(t.num_threads)
     if t.batch_size % dist_info.world_size:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by {dist_info.world_size} processes")
-    if cfg.model.pretrained and not state_is_resume(resume, Path(t.out_dir)) and not Path(cfg.model.pretrained).is_file():
-        raise ConfigError(f"model.pretrained: {cfg.model.pretrained}: no such file")
-    out_dir = Path(t.out_dir)
+    out_dir = Path(check_path_text(t.out_dir))
+    if cfg.model.pretrained and not state_is_resume(resume, out_dir):
+        problem = regular_file_problem(cfg.model.pretrained)
+        if problem:
+            raise ConfigError(f"model.pretrained: {cfg.model.pretrained}: {problem}")
     if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".*.tmp"):  # left by a write that a kill interrupted (hfnet_core.atomic)
-            stale.unlink(missing_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for stale in out_dir.glob(".*.tmp"):  # left by a write that a kill interrupted (hfnet_core.atomic)
+                stale.unlink(missing_ok=True)
+        except OSError as e:
+            raise as_write_error(out_dir, e) from None
     if dist_info.enabled:
         dist.barrier()
     log = RunLog(out_dir, dist_info.is_main)
@@ -302,7 +388,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     # Resume state first: the saved config must agree with this one on what is being trained.
     state: dict[str, Any] | None = None
     state_path = out_dir / STATE_FILE
-    if resume and state_path.is_file():
+    if state_is_resume(resume, out_dir):
         state = load_state(state_path)
         diffs = _config_differences(state["config"], cfg.to_dict(), ("model", "data", "optim"))
         if diffs:
@@ -313,8 +399,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     seed_everything(epoch_seed(t.seed, -1, 0))  # identical initial weights on every process
     pre = resolve_model_config(cfg)
     val_ds = build_dataset(cfg.data, cfg.data.val_split, pre, train=False)
-    class_names = list(getattr(val_ds, "class_names"))
-    mcfg, model = build_model_from_config(cfg, len(class_names))
+    data_spec = getattr(val_ds, "task_spec", None)
+    mcfg, model = build_model_from_config(cfg, len(getattr(val_ds, "class_names")), data_spec)
+    spec = TaskSpec.from_model(mcfg, data_spec.class_names() if data_spec is not None else None)
+    class_names = spec.class_names() if spec is not None else list(getattr(val_ds, "class_names"))
     if mcfg.num_classes != len(class_names):
         raise ConfigError(f"model.num_classes={mcfg.num_classes} but the dataset has {len(class_names)} classes")
     if cfg.model.pretrained and state is None:
@@ -341,13 +429,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     history: list[dict[str, Any]] = []
     start_epoch, global_step, best_top1, best_epoch = 0, 0, -1.0, -1
     if state is not None:
-        model.load_state_dict(state["model"])
+        _restore(state, state_path, model, optimizer, scaler)
         if use_cl:
             to_channels_last(model)
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
         start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
         best_top1, best_epoch = float(state["best_top1"]), int(state["best_epoch"])
         history = list(state["history"])
@@ -395,7 +479,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             y = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 logits = net(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = spec.loss(logits, y) if spec is not None else F.cross_entropy(logits.float(), y)
             if batch.get("dummy"):
                 loss = loss * 0.0
             optimizer.zero_grad(set_to_none=True)
@@ -409,10 +493,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             if not batch.get("dummy"):
                 with torch.no_grad():
                     lg = logits.detach().float()
-                    top5 = lg.topk(min(5, lg.shape[1]), dim=1).indices
                     n = y.numel()
-                    sums += torch.tensor([loss.item() * n, (top5[:, 0] == y).sum().item(),
-                                          (top5 == y[:, None]).any(1).sum().item(), n], dtype=torch.float64)
+                    if spec is not None:  # top-1 / top-5 of the action (p(verb) * p(noun))
+                        top = spec.action_topk(lg, 5)
+                    else:
+                        top = lg.topk(min(5, lg.shape[1]), dim=1).indices
+                    sums += torch.tensor([loss.item() * n, (top[:, 0] == y).sum().item(),
+                                          (top == y[:, None]).any(1).sum().item(), n], dtype=torch.float64)
             if show_bars:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             elif t.progress and (step + 1) % max(steps // 4, 1) == 0 and step + 1 < steps:
@@ -460,8 +547,15 @@ def validate(model: VideoClassifier, dataset: Dataset, device: torch.device, bat
     res = run_inference(model, dataset, device, batch_size=batch_size, amp=amp, num_workers=num_workers,
                         progress=progress)
     logits, labels = torch.from_numpy(res.logits), torch.from_numpy(res.labels)
+    keep = labels >= 0
+    logits, labels = logits[keep], labels[keep]
     if not len(labels):
         return {"val_loss": float("nan"), "val_top1": float("nan"), "val_top5": float("nan"),
+                "val_skipped": len(res.skipped)}
+    spec = TaskSpec.from_model(model.config)
+    if spec is not None:  # multi-task: the loss of all tasks, action top-1 / top-5 (verb x noun)
+        loss_n, top1, top5 = spec.log_metrics(logits, labels)
+        return {"val_loss": loss_n / len(labels), "val_top1": top1 / len(labels), "val_top5": top5 / len(labels),
                 "val_skipped": len(res.skipped)}
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
     return {
@@ -545,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--model", help="shortcut for --set model.name=...")
-    p.add_argument("--dataset", help="shortcut for --set data.dataset=... (synth, something-v1, video-folder, csv)")
+    p.add_argument("--dataset", help="shortcut for --set data.dataset=... (synth, something-v1, video-folder, csv, epic-kitchens)")
     p.add_argument("--root", help="shortcut for --set data.root=...")
     p.add_argument("--out", help="shortcut for --set train.out_dir=...")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=...")
@@ -580,12 +674,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(dump_toml(cfg))
         return 0
-    from .checkpoint import CheckpointError
-
     try:
         result = train(cfg, resume=args.resume)
-    except (ConfigError, CheckpointError) as e:
-        print(f"hfnet train: {e}", file=sys.stderr)
+    except HfnetError as e:
+        print(f"hfnet train: {e.one_line()}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `from app.state import ...` inside AppTest scripts
+if str(ROOT) not in sys.path:  # `from app.… import` inside AppTest scripts
     sys.path.insert(0, str(ROOT))
 
 from hfnet_core.analysis.comparison import improved_clip_ids  # noqa: E402
@@ -124,9 +124,8 @@ def analysis_env(analysis_dir, monkeypatch, tmp_path):
 
 
 def page(name: str, timeout: float = 180):
-    from streamlit.testing.v1 import AppTest
-
-    return AppTest.from_file(str(ROOT / "app" / "views" / f"{name}.py"), default_timeout=timeout)
+    """The whole explorer (sidebar, selection) opened on page ``name``, not yet run."""
+    return full_app(timeout).switch_page(f"views/{name}.py")
 
 
 def full_app(timeout: float = 180):

@@ -3,7 +3,8 @@
 ``make_demo_dir(d)`` writes ``hf_tsn_demo.safetensors`` and ``tsn_demo.safetensors`` (width 0.25, 64 px,
 8 frames, the 16 SynthSomething classes) plus a small ``<stem>.test.npz`` eval bundle for each, so the app
 finds them exactly as it finds the shipped files. HF gate weights are randomised (they start at zero) so
-gate maps are not blank.
+gate maps are not blank. ``make_operator_dir(d)`` writes the other temporal operators the same way (GSM, TSM,
+HF-TRN, a TSM+HF model with two operator kinds, a plain TSN: ``OPERATOR_MODELS``).
 """
 
 from __future__ import annotations
@@ -17,19 +18,24 @@ import torch
 from hfnet_core.checkpoint import save_checkpoint
 from hfnet_core.data.synthetic import SYNTH_CLASSES, SynthSomethingDataset
 from hfnet_core.eval_bundle import EvalBundle
-from hfnet_core.model import build_model
+from hfnet_core.model import build_model, get_config
+from hfnet_core.model_config import ModelConfig
 
 SIZE = 64
 FRAMES = 8
 
 
-def make_model(name: str, seed: int, size: int = SIZE):
+def make_model(name: str | ModelConfig, seed: int, size: int = SIZE):
+    """A demo-shaped model with random gate weights (HF's gate convolutions, GSM's gate convolutions; GSM's
+    gate BatchNorm keeps its identity init, TSM has nothing to draw)."""
     torch.manual_seed(seed)
     model = build_model(name, width_mult=0.25, input_size=size, num_segments=FRAMES,
                         num_classes=len(SYNTH_CLASSES)).eval()
+    keep = {id(p) for _, _, m in model.operators("gsm") for p in m.bn.parameters()}
     with torch.no_grad():
         for p in model.gate_parameters():
-            p.normal_(0.0, 0.05)
+            if id(p) not in keep:
+                p.normal_(0.0, 0.05)
     return model
 
 
@@ -64,9 +70,60 @@ def make_demo_dir(d: Path, bundles: bool = True) -> Path:
     return d
 
 
+def tsm_hf_config() -> ModelConfig:
+    """TSM before every block and HF after it: a model with two operator kinds (Gate maps' selector)."""
+    cfg = get_config("tsm_bninception_demo")
+    return cfg.replace(name="", temporal=[*cfg.temporal, {"op": "hf", "where": "all", "args": {"conservative": True}}])
+
+
+#: The operator fixtures: file stem -> (model, seed, with an eval bundle).
+OPERATOR_MODELS = {
+    "gsm_demo": ("gsm_bninception_demo", 3, True),
+    "tsm_demo": ("tsm_bninception_demo", 4, True),
+    "hf_trn_demo": ("hf_trn_bninception_demo", 5, False),
+    "tsm_hf_demo": (None, 6, False),
+    "tsn_demo": ("tsn_bninception_demo", 2, False),
+}
+
+
+def make_operator_dir(d: Path) -> Path:
+    """GSM, TSM, HF-TRN, TSM+HF and a plain TSN (the demo files the lead ships later have these names)."""
+    d.mkdir(parents=True, exist_ok=True)
+    for stem, (name, seed, bundle) in OPERATOR_MODELS.items():
+        model = make_model(name or tsm_hf_config(), seed)
+        save_checkpoint(d / f"{stem}.safetensors", model, list(SYNTH_CLASSES), training={"note": "random init"})
+        if bundle:
+            make_bundle(model, d / f"{stem}.test.npz", clips=1)
+    return d
+
+
+def copy_demo_dir(src: Path, dst: Path) -> Path:
+    """A writable copy of a fixture folder (copies, not symlinks: the app refuses links out of its roots)."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dst / f.name)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     return make_demo_dir(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="session")
+def operator_dir(tmp_path_factory) -> Path:
+    return make_operator_dir(tmp_path_factory.mktemp("operators"))
+
+
+@pytest.fixture()
+def operator_env(operator_dir, monkeypatch):
+    """Point the app at the operator fixtures (GSM, TSM, HF-TRN, TSM+HF, TSN)."""
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(operator_dir))
+    monkeypatch.delenv("HFNET_DATA_ROOT", raising=False)
+    return operator_dir
 
 
 @pytest.fixture()
@@ -112,6 +169,16 @@ def new_app(timeout: float = 180) -> "AppTest":  # noqa: F821
     return at
 
 
+def selection(at):
+    """The run's resolved ``app.selection.Selection``."""
+    return at.session_state["_hf_selection"]
+
+
+def choices(at) -> dict:
+    """The session's stored choices (``app.selection.choices``)."""
+    return at.session_state["_hf_choices"]
+
+
 def texts(at, kind: str) -> list[str]:
     """Values of all elements of one kind (``error``, ``warning``, ``markdown``...) in page and sidebar."""
     return [str(e.value) for e in getattr(at, kind)]
@@ -121,6 +188,26 @@ def plotly_specs(at) -> list[dict]:
     import json
 
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def player_spec(at) -> dict:
+    """The Gate maps player: the figure with animation frames and a scrubber."""
+    return next(s for s in plotly_specs(at) if s.get("frames") and s["layout"].get("sliders"))
+
+
+def titled_spec(at, text: str) -> dict:
+    """The first figure whose title contains ``text``."""
+    return next(s for s in plotly_specs(at) if text in str((s["layout"].get("title") or {}).get("text", "")))
+
+
+def plotly_array(v) -> np.ndarray:
+    """A Plotly array from a figure spec: a list, or plotly's typed-array encoding {dtype, bdata, shape}."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v, dtype=float)
 
 
 def assert_ok(at) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfnet_core.analysis.clips import (ClipError, decode_video, frames_hash, model_input, parse_synth_clip_id,
-                                       resolve_clip, safe_join, sampled_frames)
+from _video_fixtures import make_drop_frame_avi
+from hfnet_core.analysis.clips import (ClipError, decode_clip, decode_video, frames_hash, model_input,
+                                       parse_synth_clip_id, resolve_clip, safe_join, sampled_frames)
 from hfnet_core.data.synthetic import SYNTH_CLASSES, SynthSomethingDataset, generate_clip
 from hfnet_core.data.video import write_video
 from hfnet_core.input_convention import InputConvention
@@ -131,10 +132,134 @@ def test_real_clip_inside_root_only(tmp_path, good_mp4):
     (root / "sub" / "a.mp4").write_bytes(good_mp4.read_bytes())
     frames, label = resolve_clip("x/1", "sub/a.mp4", {}, data_root=root)
     assert frames.shape[0] == 16 and label is None
-    with pytest.raises(ClipError, match="outside the data root"):
+    from hfnet_core.paths import PathError  # the one path policy of library, CLI and app
+
+    with pytest.raises(PathError, match="outside the data root"):
         resolve_clip("x/2", str(good_mp4), {}, data_root=root)
-    with pytest.raises(ClipError, match="outside the data root"):
+    with pytest.raises(PathError, match="outside the data root"):
         safe_join(root, "../../etc/passwd")
     (root / "link.mp4").symlink_to(good_mp4)
-    with pytest.raises(ClipError, match="outside the data root"):
+    with pytest.raises(PathError, match="outside the data root"):
         safe_join(root, "link.mp4")
+
+
+# --------------------------------------------------------------------------------------------------
+# decode_clip: what was read and why; spans; files the old header check refused
+
+
+def _counting_frames(n: int, h: int = 72, w: int = 96) -> np.ndarray:
+    """Frame t has grey level (7t mod 250) + 3, readable back after lossy coding."""
+    f = np.empty((n, h, w, 3), np.uint8)
+    for t in range(n):
+        f[t] = (7 * t) % 250 + 3
+    return f
+
+
+def _level_ids(frames: np.ndarray, n: int) -> list[int]:
+    levels = (7 * np.arange(n)) % 250 + 3
+    means = frames.reshape(len(frames), -1).mean(axis=1)
+    return [int(np.argmin(np.abs(levels[: n] - m) + 1e-3 * np.arange(n))) for m in means]
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """795 frames at 10 fps (the issue's upload, at a small size): 79.5 s."""
+    p = tmp_path_factory.mktemp("long") / "long.mp4"
+    write_video(p, _counting_frames(795), fps=10.0, options={"g": "50"})
+    return p
+
+
+def test_decode_clip_says_what_was_kept_and_why(long_clip):
+    clip = decode_clip(long_clip, max_frames=300, max_side=64)
+    src = clip.source
+    assert (src.num_frames, src.width, src.height, src.fps) == (795, 96, 72, 10.0)
+    assert src.duration == pytest.approx(79.5) and not src.variable_frame_rate
+    assert clip.frames.shape == (300, 48, 64, 3) and clip.size == (64, 48)
+    assert (clip.start_frame, clip.stop_frame, clip.frame_step) == (0, 300, 1)
+    assert clip.playback_fps == 10.0  # the real frame rate, not 300 / 79.5
+    assert np.allclose(clip.timestamps, np.arange(300) / 10.0)
+    assert clip.span_seconds == pytest.approx((0.0, 30.0))
+    assert clip.downscale == pytest.approx(64 / 96)
+    assert any("at most 300 frames" in r and "choose a later start" in r for r in clip.reasons)
+    assert any("downscaled from 96×72 to 64×48" in r for r in clip.reasons)
+    assert clip.summary() == ("795 frames · 96×72 px · 10 fps · 79.5 s — showing frames 0–299 (0.0–30.0 s) "
+                              "at 10 fps, 64×48 px")
+    assert _level_ids(clip.frames[:35], 35) == list(range(35))  # the first frames, in order
+
+
+def test_decode_clip_spans(long_clip):
+    later = decode_clip(long_clip, start=40.0, max_side=None)
+    assert (later.start_frame, later.stop_frame) == (400, 700)
+    assert later.timestamps[0] == pytest.approx(40.0) and later.playback_fps == 10.0
+    assert any("requested span is frames 400–794" in r for r in later.reasons)
+    short = decode_clip(long_clip, start=2.0, end=3.5)
+    assert (short.start_frame, short.stop_frame, len(short.frames)) == (20, 35, 15)
+    tail = decode_clip(long_clip, start_frame=780)
+    assert (tail.start_frame, tail.stop_frame) == (780, 795)
+    assert np.array_equal(tail.frames[:5], decode_clip(long_clip, start_frame=780, stop_frame=785).frames)
+    every = decode_clip(long_clip, fit="sample", max_frames=100)
+    assert every.frame_step == 8 and len(every.frames) == 100 and every.playback_fps == pytest.approx(10 / 8)
+    assert any("one frame in 8 of frames 0–794" in r for r in every.reasons)
+    assert "showing frames 0–794 (0.0–79.3 s), one frame in 8 at 1.25 fps" in every.summary()
+    whole = decode_clip(long_clip, start_frame=0, stop_frame=50)
+    assert whole.summary().endswith("showing frames 0–49 (0.0–5.0 s) at 10 fps, 96×72 px")
+
+
+@pytest.mark.parametrize("span,message", [
+    (dict(start=5.0, end=2.0), "end after it starts"),
+    (dict(start=100.0), "79.5 s long"),
+    (dict(start=1.0, start_frame=3), "not both"),
+    (dict(start=float("nan")), "number of seconds"),
+    (dict(end=-1.0), "number of seconds"),
+    (dict(start_frame=-1), "whole number"),
+    (dict(start_frame=2.5), "whole number"),
+    (dict(start_frame=900), "has 795 frames"),
+    (dict(start_frame=10, stop_frame=10), "end after it starts"),
+    (dict(start_frame=10, stop_frame=11), "single frame"),
+])
+def test_decode_clip_refuses_bad_spans(long_clip, span, message):
+    with pytest.raises(ClipError, match=message):
+        decode_clip(long_clip, **span)
+
+
+def test_decode_video_stays_compatible(long_clip):
+    frames, fps = decode_video(long_clip, max_frames=300, max_side=64)
+    assert frames.shape == (265, 48, 64, 3)  # every 3rd frame of the whole clip
+    assert fps == pytest.approx(10 / 3)  # so it plays at its real speed
+    assert _level_ids(frames[:10], 30) == list(range(0, 30, 3))
+
+
+def test_drop_frame_avi_is_accepted(tmp_path):
+    """The issue's AVI: 444 frame slots announced, 68 coded frames over 29.6 s - valid footage."""
+    path, pts = make_drop_frame_avi(tmp_path / "drops.avi")
+    frames, fps = decode_video(path)
+    assert len(frames) == 68
+    clip = decode_clip(path)
+    assert clip.source.num_frames == 68 and clip.source.declared_frames == 444
+    assert clip.source.variable_frame_rate and clip.source.duration == pytest.approx(29.6)
+    assert np.allclose(clip.timestamps, pts / 15.0)
+    assert fps == pytest.approx(clip.playback_fps) and clip.playback_fps == pytest.approx(67 / (443 / 15))
+    assert any("444" in n for n in clip.notes)
+    assert "variable frame rate, 2.3 fps on average · 29.6 s" in clip.summary()
+
+
+def test_unusable_paths_are_clip_errors(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("e", pytest.raises(ClipError, decode_video, fifo)),
+                         daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "decoding a FIFO hung"
+    assert "named pipe" in str(out["e"].value)
+    with pytest.raises(ClipError, match="NUL byte"):
+        decode_video(str(tmp_path / "a\x00b.mp4"))
+    with pytest.raises(ClipError, match="character device"):
+        decode_video("/dev/zero")
+    tiny = write_video(tmp_path / "tiny.mp4", generate_clip(0, 1, 8, 32), fps=8.0)
+    with pytest.raises(ClipError, match="time limit"):
+        decode_clip(tiny, time_limit=1e-9)

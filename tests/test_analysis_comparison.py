@@ -10,14 +10,22 @@ from hfnet_core.analysis.comparison import (
     ClassListMismatch,
     align,
     check_same_classes,
+    cluster_order,
+    compare_confused_pairs,
+    confused_pairs,
     confusion,
+    confusion_view,
+    find_classes,
+    fixes_breaks,
     flipped_clips,
     improved_clip_ids,
     most_improved,
     per_class_accuracy,
+    same_model_warning,
     softmax,
     take,
 )
+from hfnet_core.analysis.synthetic_bundles import synthetic_pair
 from hfnet_core.eval_bundle import EvalBundle
 
 CLASSES = ["cat", "dog", "eel"]
@@ -137,3 +145,125 @@ def test_improved_clip_ids_are_the_matched_clips_of_the_top_classes():
     classes, ids = improved_clip_ids(a, b, top_k=3)
     assert classes == [3, 7, 11]
     assert ids == [c for c, y in zip(a.clip_ids, a.labels) if y in (3, 7, 11)] and len(ids) == 12
+
+
+# --- at 174 classes ---------------------------------------------------------------------------------
+
+def _brute_force(a: EvalBundle, b: EvalBundle) -> tuple[int, int]:
+    ib = {c: j for j, c in enumerate(b.clip_ids)}
+    fixed = broken = 0
+    for i, cid in enumerate(a.clip_ids):
+        j = ib.get(cid)
+        if j is None or a.labels[i] < 0:
+            continue
+        ra, rb = a.logits[i].argmax() == a.labels[i], b.logits[j].argmax() == a.labels[i]
+        fixed += bool(ra and not rb)
+        broken += bool(rb and not ra)
+    return fixed, broken
+
+
+def test_fixes_and_breaks_count_every_clip_when_a_is_the_weaker_model():
+    hf, tsn = designed_pair()
+    fb = fixes_breaks(tsn, hf)  # A = the weaker model
+    # TSN is right where HF is wrong only on clip 0 of class 15; HF is right on every clip TSN gets wrong:
+    # c % 4 clips of each class c < 15 and 2 of class 15.
+    assert (fb.fixed, fb.broken) == (1, 23) and fb.net == -22
+    assert fb.fixed + fb.broken + fb.both_right + fb.both_wrong == fb.n == 64
+    assert fb.broken_per_class.tolist() == [c % 4 for c in range(15)] + [2]
+    assert fb.fixed_per_class.tolist() == [0] * 15 + [1]
+    # The old way - summing the most-improved rows - drops every class where A fixes nothing.
+    assert sum(r["n_worsened"] for r in most_improved(tsn, hf, top_k=None)) == 2
+    assert (fixes_breaks(hf, tsn).fixed, fixes_breaks(hf, tsn).broken) == (23, 1)
+
+
+def test_fixes_and_breaks_at_paper_scale_match_a_clip_by_clip_count():
+    hf, tsn = synthetic_pair(11_522, 8, 174, seed=0)
+    for a, b in ((tsn, hf), (hf, tsn)):
+        fb = fixes_breaks(a, b)
+        assert (fb.fixed, fb.broken) == _brute_force(a, b)
+        assert fb.fixed_per_class.sum() == fb.fixed and fb.broken_per_class.sum() == fb.broken
+    weak = fixes_breaks(tsn, hf)
+    assert weak.broken > weak.fixed  # A is the weaker model
+
+
+def test_class_search_and_class_filter_apply_before_the_top_n():
+    a, b = designed_pair()
+    names = a.class_names
+    pick = find_classes(names, names[7].upper())
+    assert 7 in pick
+    assert find_classes(names, "") == list(range(16))
+    words = names[3].split()
+    assert 3 in find_classes(names, f"{words[-1]} {words[0]}")  # every word, any order
+    rows = most_improved(a, b, top_k=2, classes=[1, 2, 5, 6])
+    assert [r["class_index"] for r in rows] == [2, 6]  # ranked among the chosen classes only
+    rows = most_improved(a, b, top_k=None, search=names[11])
+    assert [r["class_index"] for r in rows] == [c for c in find_classes(names, names[11]) if c % 4]
+    assert len(most_improved(a, b, top_k=None)) == 12
+
+
+def test_confused_pairs_exact_and_filtered():
+    b = bundle(list("abcdefgh"), [0, 0, 0, 1, 1, 2, 2, 2], [1, 1, 0, 0, 2, 1, 1, 0])
+    pairs = confused_pairs(b, top_n=None)
+    assert [(r["true"], r["predicted"], r["count"]) for r in pairs] == [(0, 1, 2), (2, 1, 2), (1, 0, 1),
+                                                                       (1, 2, 1), (2, 0, 1)]
+    assert pairs[0]["share"] == pytest.approx(2 / 3) and pairs[0]["support"] == 3
+    assert pairs[0]["true_name"] == "cat" and pairs[0]["predicted_name"] == "dog"
+    assert len(confused_pairs(b, top_n=2)) == 2
+    assert [(r["true"], r["predicted"]) for r in confused_pairs(b, None, min_count=2)] == [(0, 1), (2, 1)]
+    assert {(r["true"], r["predicted"]) for r in confused_pairs(b, None, classes=[2])} == {(1, 2), (2, 1), (2, 0)}
+
+
+def test_compare_confused_pairs_side_by_side():
+    ids, labels = list("abcdef"), [0, 0, 0, 1, 1, 2]
+    a = bundle(ids, labels, [1, 0, 0, 1, 1, 2])
+    b = bundle(ids, labels, [1, 1, 2, 0, 1, 2])
+    rows = compare_confused_pairs(a, b)
+    by_pair = {(r["true"], r["predicted"]): (r["count_a"], r["count_b"], r["change"]) for r in rows}
+    assert by_pair == {(0, 1): (1, 2, -1), (0, 2): (0, 1, -1), (1, 0): (0, 1, -1)}
+    assert (rows[0]["true"], rows[0]["predicted"]) == (0, 1)  # the largest count first
+
+
+def test_cluster_order_puts_mutually_confused_classes_together():
+    rng = np.random.default_rng(0)
+    groups = [[0, 3, 5], [1, 2, 4, 7]]  # 6 is never confused with anything
+    cm = np.diag(np.full(8, 20))
+    for g in groups:
+        for i in g:
+            for j in g:
+                if i != j:
+                    cm[i, j] = rng.integers(3, 6)
+    order = cluster_order(cm).tolist()
+    assert sorted(order) == list(range(8)) and order[-1] == 6
+    pos = {c: order.index(c) for c in range(8)}
+    for g in groups:
+        span = [pos[c] for c in g]
+        assert max(span) - min(span) == len(g) - 1  # contiguous
+    assert cluster_order(cm).tolist() == order  # deterministic
+
+
+def test_confusion_view_orders_filters_and_keeps_row_totals():
+    b = bundle(list("abcdefgh"), [0, 0, 0, 1, 1, 2, 2, 2], [1, 1, 0, 0, 2, 1, 1, 0])
+    full = confusion_view(b, normalize=False, order="index")
+    np.testing.assert_array_equal(full.matrix, confusion(b))
+    assert full.row_labels == CLASSES and full.cols.tolist() == [0, 1, 2]
+    cut = confusion_view(b, normalize=True, order=[2, 0, 1], classes=[0, 2])
+    assert cut.rows.tolist() == [2, 0] and cut.cols.tolist() == [2, 0, -1] and cut.col_labels[-1] == "other"
+    np.testing.assert_allclose(cut.matrix.sum(axis=1), 1.0)
+    np.testing.assert_allclose(cut.matrix[0], [0, 1 / 3, 2 / 3])  # eel: 0 eel, 1 cat, 2 dog (= other)
+    worst_first = confusion_view(b, order="accuracy")
+    assert worst_first.rows.tolist()[0] in (1, 2)  # dog and eel are never right
+    with pytest.raises(ValueError, match="unknown order"):
+        confusion_view(b, order="alphabet")
+    hf, _ = synthetic_pair(3000, 4, 174, seed=1)
+    view = confusion_view(hf, order="cluster")
+    assert view.matrix.shape == (174, 174) and sorted(view.rows.tolist()) == list(range(174))
+
+
+def test_same_model_is_named_instead_of_compared():
+    a, b = designed_pair()
+    assert same_model_warning(a, b) is None
+    a.metadata["checkpoint_sha256"] = b.metadata["checkpoint_sha256"] = "ab" * 32
+    assert "same checkpoint" in same_model_warning(a, b, "A · hf", "B · hf")
+    c = take(a, np.arange(len(a.clip_ids)))
+    c.metadata = {}
+    assert "identical logits" in same_model_warning(a, c)

@@ -119,7 +119,9 @@ def test_open_in_clip_lab_from_the_full_app(analysis_env):
     at.run()
     at.button(key="fs_open_synth/test/000019").click().run()
     no_exceptions(at)
-    assert at.session_state["_hf_clip_request"]["clip_id"] == "synth/test/000019"
+    assert at.session_state["_hf_choices"]["bundle_clip"]["clip_id"] == "synth/test/000019"
+    assert at.session_state["_hf_choices"]["clip_source"] == "bundle"
+    assert at.session_state["_hf_selection"].clip.name == "synth/test/000019"  # opened in Clip lab
     assert not [p for p in at.get("plotly_chart") if "t-SNE" in p.proto.spec]  # we left the page
 
 
@@ -161,7 +163,7 @@ def test_new_bundle_shows_tsne_now_and_computes_umap_in_the_background(tmp_path,
     at.run()
     assert not [i for i in at.info if "UMAP" in i.value]
     assert titles(at)[0] == "A · hf_tsn_demo: UMAP of 64 clips"
-    assert len(list(d.glob("*.proj-umap-*.npy"))) == 2
+    assert len(list(d.glob("*.proj-*.npz"))) == 2  # one projection set per bundle, holding both maps
 
 
 def test_class_lists_in_another_order_still_plot_but_cannot_restrict(tmp_path, monkeypatch):
@@ -180,7 +182,7 @@ def test_one_model_alone_gets_its_own_plot(tmp_path, monkeypatch, analysis_dir, 
     d.mkdir()
     for name in ("hf_tsn_demo.safetensors", "hf_tsn_demo.test.npz"):
         (d / name).write_bytes((analysis_dir / name).read_bytes())
-    for f in analysis_dir.glob("hf_tsn_demo.test.proj-*.npy"):
+    for f in analysis_dir.glob("hf_tsn_demo.test.proj-*"):
         (d / f.name).write_bytes(f.read_bytes())
     monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
     at = page("feature_space").run()

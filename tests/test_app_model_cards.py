@@ -26,13 +26,31 @@ def test_cards_for_both_models():
     table_one = at.dataframe[0].value
     assert list(table_one["model"])[0] == "Baseline" and "FLOPs (paper)" in table_one.columns
     assert any("cannot change TSN's logits" in i or "cannot" in i for i in texts(at, "info"))
+    assert "width ×0.25, 64 px, 8 frames, 16 classes" in flat  # the real scale, never "demo scale"
+    loaded = " ".join(table_one["loaded here"])
+    assert "A · hf_tsn_demo (width ×0.25, 64 px, 8 frames, 16 classes)" in loaded and "demo scale" not in loaded
 
 
 def test_only_one_model():
     at = new_app()
-    at.session_state["hf_model_B_choice"] = "(none)"
+    at.query_params["b"] = "none"
     at.run()
     at.switch_page("views/model_cards.py").run()
     assert_ok(at)
     assert [h.value for h in at.subheader][0] == "A · hf_tsn_demo"
     assert "B · tsn_demo" not in [h.value for h in at.subheader]
+
+
+def test_scale_words_follow_the_config():
+    """Table I's scale is named as such; anything else by its real width, size, frames and classes."""
+    from types import SimpleNamespace
+
+    from app.model_facts import scale_vs_paper
+
+    def ckpt(width, size, frames, classes):
+        cfg = SimpleNamespace(width_mult=width, input_size=size, num_segments=frames)
+        return SimpleNamespace(config=cfg, class_names=[f"c{i}" for i in range(classes)])
+
+    assert scale_vs_paper(ckpt(1.0, 224, 16, 174)) == "at the paper's scale"
+    assert scale_vs_paper(ckpt(1.0, 224, 8, 174)) == "width ×1, 224 px, 8 frames, 174 classes"
+    assert scale_vs_paper(ckpt(0.25, 112, 8, 16)) == "width ×0.25, 112 px, 8 frames, 16 classes"

@@ -147,3 +147,20 @@ def test_other_settings_have_no_paper_verdict():
     small = table_one(width_mult=0.25, num_classes=12, num_frames=2, size=64)
     assert all(r["params_match"] is None and r["flops_match"] is None for r in small)
     assert "*" not in format_table(small).split("\n\n")[0].split("\n", 2)[2]
+
+
+def test_operator_rows_beside_their_papers():
+    """GSM's paper prints 10.50M / 16.46G for its BN-Inception at 8 frames (TSN: 10.45M / 16.37G, trainable
+    parameters): our count of the same architecture gives the same digits."""
+    from hfnet_core.complexity import format_operator_table, operator_table
+
+    rows = {r["model"]: r for r in operator_table()}
+    for name in ("tsn_bninception", "gsm_bninception", "hf_tsn_bninception"):
+        assert rows[name]["match"] is True, rows[name]
+    gsm = rows["gsm_bninception"]
+    assert gsm["params_temporal"] == 51_060  # per place 27 C + 2 (gate conv) + 2 C (BN3d affine); sum of C = 1760
+    assert gsm["operators"] == {"gsm": 10} and rows["tsm_resnet50"]["operators"] == {"tsm": 16}
+    assert rows["tsm_bninception"]["flops"] == rows["tsn_bninception"]["flops"]  # a shift costs nothing
+    assert rows["tsm_bninception"]["match"] is None
+    text = format_operator_table(list(rows.values()))
+    assert "GSM x10" in text and "mmaction2" in text

@@ -13,10 +13,10 @@ from hfnet_core.data.datasets import (
     CsvVideoDataset,
     SomethingV1Dataset,
     VideoFolderDataset,
-    open_dataset,
     hmdb51_split,
     read_skip_log,
 )
+from hfnet_core.data.formats import open_dataset
 from hfnet_core.data.loading import GuardedDataset, collate_batch
 from hfnet_core.data.transforms import eval_transform
 from hfnet_core.data.video import write_video

@@ -91,7 +91,7 @@ def test_eval_cli_writes_metrics_and_bundle(tmp_path, capsys):
 
     ckpt = tmp_path / "m.safetensors"
     save_checkpoint(ckpt, _tiny_model(), SYNTH_CLASSES)
-    assert cli_main([str(ckpt), "--split", "test", "--synth-per-class", "1"]) == 0
+    assert cli_main([str(ckpt), "--split", "test", "--synth-per-class", "1", "--no-project"]) == 0
     out = capsys.readouterr().out
     assert "top-1" in out and "within-pair" in out
     metrics = json.loads((tmp_path / "m.test.json").read_text())
@@ -115,3 +115,202 @@ def test_evaluate_model_accepts_a_loader_of_the_data_module(tmp_path):
     m2, b2 = evaluate_model(model, DataLoader(ds, batch_size=4, collate_fn=collate_batch))
     np.testing.assert_allclose(b1.logits, b2.logits, rtol=1e-5, atol=1e-5)
     assert b2.clip_ids == b1.clip_ids and m1["top1"] == m2["top1"] and b2.class_names == b1.class_names
+
+
+# --- failures: the model's or the data's ---------------------------------------------------------------
+
+class _Flaky(torch.utils.data.Dataset):
+    """SynthSomething clips with file names, failing where asked (``fail``: index -> exception)."""
+
+    def __init__(self, inner, fail):
+        self.inner, self.fail = inner, fail
+        self.class_names = inner.class_names
+        self.samples = [(f"/data/clips/{i:05d}.mp4", int(inner[i]["label"])) for i in range(len(inner))]
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        if i in self.fail:
+            raise self.fail[i]
+        item = dict(self.inner[i])
+        item["path"] = self.samples[i][0]
+        return item
+
+
+def _checkpoint(tmp_path, name="m"):
+    from hfnet_core.data.synthetic import SYNTH_CLASSES
+
+    ckpt = tmp_path / f"{name}.safetensors"
+    save_checkpoint(ckpt, _tiny_model(), SYNTH_CLASSES)
+    return ckpt
+
+
+def _no_nan(path) -> dict:
+    def refuse(token):
+        raise AssertionError(f"{token} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _patch_dataset(monkeypatch, fail):
+    import hfnet_core.evaluate as ev
+
+    real = ev.dataset_for_checkpoint
+    monkeypatch.setattr(ev, "dataset_for_checkpoint", lambda *a, **k: _Flaky(real(*a, **k), fail))
+
+
+def test_every_clip_failing_the_same_way_is_the_models_fault(tmp_path, monkeypatch, capsys):
+    ckpt = _checkpoint(tmp_path)
+    _patch_dataset(monkeypatch, {i: ValueError("clip has 2 frames but the model needs 100000") for i in range(16)})
+    assert cli_main([str(ckpt), "--synth-per-class", "1", "--no-project"]) == 1
+    err = capsys.readouterr().err
+    assert "every one of the 16 clips failed the same way" in err and "configuration" in err
+    metrics = _no_nan(tmp_path / "m.test.json")  # written, with null instead of NaN
+    assert metrics["top1"] is None and metrics["num_clips"] == 0 and "error" in metrics
+    assert any(n.startswith("top1 is null: no clip was evaluated") for n in metrics["notes"])
+    assert not (tmp_path / "m.test.npz").exists() and not (tmp_path / "m.test.parts").exists()
+
+
+def test_a_failing_forward_pass_is_reported_as_the_models_fault(tmp_path, monkeypatch, capsys):
+    from hfnet_core.model import VideoClassifier
+
+    ckpt = _checkpoint(tmp_path)
+
+    def broken(self, x):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (16x1024 and 512x16)")
+
+    monkeypatch.setattr(VideoClassifier, "inspect", broken)
+    assert cli_main([str(ckpt), "--synth-per-class", "1", "--no-project"]) == 1
+    err = capsys.readouterr().err
+    assert "the model failed on a batch of" in err and "synth/test/000000" in err and "mat1" in err
+    assert "error" in _no_nan(tmp_path / "m.test.json")
+
+
+def test_skip_report_names_each_file_that_failed_and_why(tmp_path, monkeypatch, capsys):
+    from hfnet_core.data.video import VideoDecodeError
+
+    ckpt = _checkpoint(tmp_path)
+    _patch_dataset(monkeypatch, {3: VideoDecodeError("/data/clips/00003.mp4", "moov atom not found"),
+                                 7: OSError("permission denied")})
+    assert cli_main([str(ckpt), "--synth-per-class", "1", "--no-project", "--batch-size", "5"]) == 0
+    metrics = _no_nan(tmp_path / "m.test.json")
+    assert metrics["skipped"] == 2 and metrics["num_clips"] == 14 and metrics["top1"] is not None
+    first, second = metrics["skipped_clips"]
+    assert first.startswith("/data/clips/00003.mp4: ") and "moov atom" in first
+    assert second.startswith("/data/clips/00007.mp4: ") and "permission denied" in second
+    assert len(EvalBundle.load(tmp_path / "m.test.npz").clip_ids) == 14
+    assert "skipped 2 unreadable clips" in capsys.readouterr().out
+
+
+def test_undefined_metrics_become_null_with_a_note():
+    from hfnet_core.evaluate import json_safe
+
+    safe = json_safe({"top1": float("nan"), "within_pair_accuracy": float("inf"), "per_class": [
+        {"accuracy": float("nan")}], "num_clips": 0})
+    assert safe["top1"] is None and safe["within_pair_accuracy"] is None and safe["per_class"][0]["accuracy"] is None
+    assert len(safe["notes"]) == 2 and json.dumps(safe, allow_nan=False)
+
+
+# --- at scale: chunks, resume, shards --------------------------------------------------------------------
+
+def test_an_interrupted_eval_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from hfnet_core.evaluate import EvalSpec, evaluate_sharded
+    from hfnet_core.model import VideoClassifier
+
+    ckpt = _checkpoint(tmp_path)
+    spec = EvalSpec(synth_per_class=1)
+    whole, _ = evaluate_sharded(ckpt, tmp_path / "once.parts", spec, chunk_size=4, batch_size=3, device="cpu")
+    real = VideoClassifier.inspect
+    calls = []
+
+    def interrupted(self, x):
+        calls.append(len(x))
+        if len(calls) == 5:  # chunks of 4 clips in batches of 3, 3 + 1: the 5th batch is chunk 2
+            raise KeyboardInterrupt
+        return real(self, x)
+
+    monkeypatch.setattr(VideoClassifier, "inspect", interrupted)
+    parts = tmp_path / "m.test.parts"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_sharded(ckpt, parts, spec, chunk_size=4, batch_size=3, device="cpu")
+    assert sorted(p.name for p in parts.glob("chunk-*.npz")) == ["chunk-000000.npz", "chunk-000001.npz"]
+    assert not list(parts.glob("*.tmp"))
+    calls.clear()
+    monkeypatch.setattr(VideoClassifier, "inspect", lambda self, x: calls.append(len(x)) or real(self, x))
+    metrics, bundle = evaluate_sharded(ckpt, parts, spec, chunk_size=4, batch_size=3, device="cpu")
+    assert sum(calls) == 8  # only the 8 clips of chunks 2 and 3 were run again
+    _, one_go = evaluate_sharded(ckpt, tmp_path / "again.parts", spec, chunk_size=16, device="cpu")
+    assert bundle.clip_ids == one_go.clip_ids
+    np.testing.assert_allclose(bundle.logits, one_go.logits, rtol=1e-5, atol=1e-5)
+    assert metrics["top1"] == whole["top1"] and metrics["num_clips"] == 16
+
+
+def test_partial_results_of_another_evaluation_are_refused_unless_fresh(tmp_path):
+    from hfnet_core.evaluate import EvalSpec, EvaluationError, evaluate_sharded
+
+    ckpt = _checkpoint(tmp_path)
+    parts = tmp_path / "m.test.parts"
+    with pytest.raises(EvaluationError, match="not in"):  # rank 0 alone: rank 1's chunks are missing
+        evaluate_sharded(ckpt, parts, EvalSpec(synth_per_class=1), rank=0, world_size=2, chunk_size=4, device="cpu")
+    with pytest.raises(EvaluationError, match="another evaluation.*synth_seed"):
+        evaluate_sharded(ckpt, parts, EvalSpec(synth_per_class=1, synth_seed=5), chunk_size=4, device="cpu")
+    metrics, _ = evaluate_sharded(ckpt, parts, EvalSpec(synth_per_class=1, synth_seed=5), chunk_size=4,
+                                  fresh=True, device="cpu")
+    assert metrics["metadata"]["synth_seed"] == 5
+
+
+def test_shards_of_two_ranks_merge_into_the_single_process_result(tmp_path):
+    from hfnet_core.evaluate import EvalSpec, EvaluationError, evaluate_sharded
+
+    ckpt = _checkpoint(tmp_path)
+    spec = EvalSpec(synth_per_class=1)
+    parts = tmp_path / "m.test.parts"
+    with pytest.raises(EvaluationError, match="other ranks have not finished"):
+        evaluate_sharded(ckpt, parts, spec, rank=0, world_size=2, chunk_size=3, device="cpu")
+    assert evaluate_sharded(ckpt, parts, spec, rank=1, world_size=2, chunk_size=3, device="cpu") is None
+    assert len(list(parts.glob("chunk-*.npz"))) == 6  # 16 clips in chunks of 3; ranks 0 and 1 alternate
+    metrics, bundle = evaluate_sharded(ckpt, parts, spec, rank=0, world_size=2, chunk_size=3, device="cpu")
+    single, ref = evaluate_sharded(ckpt, tmp_path / "single.parts", spec, chunk_size=16, device="cpu")
+    assert bundle.clip_ids == ref.clip_ids == [f"synth/test/{i:06d}" for i in range(16)]
+    np.testing.assert_allclose(bundle.features, ref.features, rtol=1e-5, atol=1e-5)
+    assert metrics["top1"] == single["top1"] and bundle.metadata["world_size"] == 2
+
+
+def test_eval_cli_projects_the_bundle_at_the_end(tmp_path):
+    from hfnet_core.analysis.projection_store import ProjectionSpec, load_set
+
+    ckpt = _checkpoint(tmp_path)
+    assert cli_main([str(ckpt), "--synth-per-class", "1", "--project-methods", "pca"]) == 0
+    ps = load_set(tmp_path / "m.test.npz", ProjectionSpec())
+    assert ps is not None and ps.methods == ["pca"] and ps.n == 16
+
+
+def _eval_rank(rank: int, world: int, port: int, ckpt: str, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    code = cli_main([ckpt, "--synth-per-class", "1", "--chunk-size", "3", "--out-dir", out, "--no-project"])
+    if code != 0:
+        raise SystemExit(code)
+
+
+@pytest.mark.slow
+def test_eval_under_two_gloo_processes_matches_one(tmp_path):
+    """What `torchrun --nproc_per_node 2 -m hfnet_core.cli eval ...` does: shard, barrier, rank 0 merges."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    ckpt = _checkpoint(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_eval_rank, args=(2, port, str(ckpt), str(tmp_path / "two")), nprocs=2, join=True)
+    assert cli_main([str(ckpt), "--synth-per-class", "1", "--out-dir", str(tmp_path / "one"), "--no-project"]) == 0
+    two, one = EvalBundle.load(tmp_path / "two" / "m.test.npz"), EvalBundle.load(tmp_path / "one" / "m.test.npz")
+    assert two.clip_ids == one.clip_ids and two.metadata["world_size"] == 2
+    np.testing.assert_allclose(two.logits, one.logits, rtol=1e-5, atol=1e-5)
+    assert not (tmp_path / "two" / "m.test.parts").exists()

@@ -482,3 +482,167 @@ def test_code_payload_never_runs(tmp_path, bnin):
     assert cli_main([str(tmp_path / "evil.pth"), str(tmp_path / "o.safetensors"), "--num-segments", "4"]) == 2
     assert not marker.exists()
     assert not (tmp_path / "o.safetensors").exists()
+
+
+# --- hostile foreign files (issue 10): refused before they are inflated, materialised or built ---------------
+
+from hfnet_core import limits  # noqa: E402
+from hfnet_core.errors import HfnetError, ResourceLimitError  # noqa: E402
+from hfnet_core.importers import safe_load  # noqa: E402
+
+from _hostile_files import tensor_ref, torch_zip, tsn_pth_with_expanded_classifier, zip_bomb  # noqa: E402
+
+
+@pytest.fixture
+def no_torch_load(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(safe_load.torch, "load", never)
+
+
+def test_stride0_classifier_is_refused_not_written_out(tmp_path, capsys):
+    src = tsn_pth_with_expanded_classifier(tmp_path / "expanded.pth")
+    assert src.stat().st_size < 3 * 2**20
+    out = tmp_path / "out.safetensors"
+    assert hfnet_main(["convert", str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expanded view" in err and "new_fc" in err and "Traceback" not in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["expanded.pth"]
+    with pytest.raises(ResourceLimitError, match="expanded"):
+        load_checkpoint(src, num_segments=3)
+
+
+def test_zip_bomb_is_refused_from_the_central_directory(tmp_path, no_torch_load):
+    bomb = zip_bomb(tmp_path / "bomb.pth", 256 * 2**20)
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(ResourceLimitError, match=r"inflate from .* to 268,435,456 bytes .* zip bomb") as e:
+        import_checkpoint(bomb, num_segments=3)
+    assert str(bomb) in str(e.value)
+
+
+def test_zip_limits_on_pickle_size_and_total_data(tmp_path, bnin, monkeypatch, no_torch_load):
+    torch.save({"state_dict": tsn_layout(bnin)}, tmp_path / "ok.pth")
+    monkeypatch.setattr(safe_load, "MAX_PICKLE_BYTES", 1000)
+    with pytest.raises(ResourceLimitError, match="its pickle 'ok/data.pkl'"):
+        safe_load.read_pickled(tmp_path / "ok.pth")
+    monkeypatch.setattr(safe_load, "MAX_PICKLE_BYTES", 2**26)
+    monkeypatch.setenv(limits.ENV_MAX_MODEL_BYTES, "1M")
+    with pytest.raises(ResourceLimitError, match="once unpacked, over the limit of 1.0 MiB"):
+        safe_load.read_pickled(tmp_path / "ok.pth")
+    with pytest.raises(ResourceLimitError):
+        safe_load.read_pickled(tmp_path / "ok.pth", max_bytes=10**5)
+
+
+def test_declared_storage_larger_than_its_record(tmp_path):
+    obj = {"state_dict": {"module.new_fc.weight": tensor_ref("0", (2**28,))}}
+    path = torch_zip(tmp_path / "liar.pth", obj, {"0": bytes(64)})
+    with pytest.raises(CheckpointError, match="cannot be read as a PyTorch checkpoint"):
+        import_checkpoint(path, num_segments=3)
+    overlapping = {"state_dict": {"w": tensor_ref("0", (1000, 1000), stride=(1, 1), numel=2000)}}
+    path = torch_zip(tmp_path / "overlap.pth", overlapping, {"0": bytes(8000)})
+    with pytest.raises(ResourceLimitError, match="expanded view"):
+        safe_load.read_pickled(path)
+
+
+def test_legacy_pickle_declaring_a_huge_storage(tmp_path):
+    from _hostile_files import legacy_pickle_with_huge_storage
+
+    path = legacy_pickle_with_huge_storage(tmp_path / "legacy.pth")
+    with pytest.raises(CheckpointError, match="cannot be read as a PyTorch checkpoint"):
+        import_checkpoint(path, num_segments=3)
+
+
+def test_foreign_trn_with_many_segments_is_refused_before_construction(tmp_path, bnin, monkeypatch):
+    from hfnet_core.heads import TRNHead
+
+    def never(*args, **kwargs):
+        raise AssertionError("the TRN head was constructed")
+
+    monkeypatch.setattr(TRNHead, "__init__", never)
+    args = argparse.Namespace(num_segments=40, consensus_type="TRN", arch="BNInception")
+    torch.save({"state_dict": tsn_layout(bnin), "args": args}, tmp_path / "trn40.pth")
+    with pytest.raises(ResourceLimitError, match="TRN head over 40 frames") as e:
+        import_checkpoint(tmp_path / "trn40.pth")
+    assert "trn40.pth" in str(e.value)
+    assert cli_main([str(tmp_path / "trn40.pth"), "--dry-run"]) == 2
+
+
+def test_recorded_fields_out_of_range_are_refused(tmp_path, bnin):
+    for n, expect in [(100_000, "num_segments = 100000 is out of range"), (float("inf"), "does not record")]:
+        torch.save({"state_dict": tsn_layout(bnin), "num_segments": n}, tmp_path / "f.pth")
+        with pytest.raises(CheckpointError, match=expect):
+            import_checkpoint(tmp_path / "f.pth")
+    with pytest.raises(CheckpointError, match="input_size = 5 is out of range"):
+        import_checkpoint(tmp_path / "f.pth", num_segments=4, input_size=5)
+
+
+
+def test_mmaction_config_with_an_absurd_segment_count(tmp_path, r50):
+    sd = {"backbone." + to_mmaction(k[len("base_model."):]): v for k, v in r50.state_dict().items()
+          if k.startswith("base_model.")}
+    sd["cls_head.fc_cls.weight"], sd["cls_head.fc_cls.bias"] = r50.head.new_fc.weight, r50.head.new_fc.bias
+    for digits, expect in [("9" * 5000, "does not record how many frames"),  # more digits than int() parses
+                           ("100000", "num_segments = 100000 is out of range")]:
+        cfg = MMACTION2_CFG_0X.replace("num_clips=4", f"num_clips={digits}")
+        assert cfg != MMACTION2_CFG_0X
+        torch.save({"meta": {"config": cfg}, "state_dict": sd}, tmp_path / "mm.pth")
+        with pytest.raises(CheckpointError, match=expect):
+            import_checkpoint(tmp_path / "mm.pth")
+
+
+def test_wide_model_from_a_tiny_file_is_never_built(tmp_path, monkeypatch):
+    """conv1 with 256 channels reads as a 4x-wide ResNet: the shapes are checked on the meta device, so the
+    gigabyte-sized real model is never constructed for a file of a few hundred kB."""
+    import hfnet_core.model as model_mod
+
+    keys = [k[len("base_model."):] for k in build_model("tsn_resnet18_demo").state_dict() if k.startswith("base_model.")]
+    built = []
+    original = model_mod.VideoClassifier.__init__
+
+    def spy(self, config):
+        if str(torch.get_default_device()) != "meta":
+            built.append(config)
+        original(self, config)
+
+    monkeypatch.setattr(model_mod.VideoClassifier, "__init__", spy)
+    tv = {k: torch.zeros(1) for k in keys}  # every key of a ResNet-18, each one number
+    tv["conv1.weight"] = torch.zeros(256, 3, 7, 7)  # 4x the 64 stem channels: width_mult 4
+    tv["fc.weight"], tv["fc.bias"] = torch.zeros(10, 2048), torch.zeros(10)
+    torch.save(tv, tmp_path / "wide.pth")
+    assert (tmp_path / "wide.pth").stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match=r"does not match the model it describes: wrong shapes") as e:
+        import_checkpoint(tmp_path / "wide.pth")
+    assert "width 4" in str(e.value)
+    assert built == []
+
+
+def test_truncated_safetensors_through_convert_and_pretrained(tmp_path, bnin, capsys):
+    save_file({k: v.contiguous() for k, v in bnin.base_model.state_dict().items()}, str(tmp_path / "bb.safetensors"))
+    data = (tmp_path / "bb.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    video = build_model("tsn_bninception_demo", num_classes=2, num_segments=2)
+    for cut in (9, 20, n // 2, n + 8, len(data) // 2):
+        (tmp_path / "cut.safetensors").write_bytes(data[:cut])
+        assert hfnet_main(["convert", str(tmp_path / "cut.safetensors"), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cut.safetensors" in err and "Traceback" not in err
+        with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+            load_pretrained_backbone(video, tmp_path / "cut.safetensors")
+
+
+def test_nul_byte_paths_in_convert(tmp_path, capsys):
+    assert hfnet_main(["convert", "a\x00b.pth", "--dry-run"]) == 2
+    assert "NUL byte" in capsys.readouterr().err
+    with pytest.raises(HfnetError, match="NUL byte"):
+        import_checkpoint("x\x00.pth")
+
+
+def test_convert_to_an_unwritable_place_is_one_line(tmp_path, bnin, capsys):
+    torch.save({"state_dict": tsn_layout(bnin)}, tmp_path / "t.pth")
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "out.safetensors"  # its parent is a file: nothing can be created there
+    assert hfnet_main(["convert", str(tmp_path / "t.pth"), str(out), "--num-segments", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}: cannot be written" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "t.pth"]

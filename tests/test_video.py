@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import socket
+import struct
+import threading
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from _video_fixtures import LEVELS, N, frame_ids, make_drop_frame_avi, numbered_frames, reference_decode
 from hfnet_core.data import video as V
 from hfnet_core.data.video import (
     VideoDecodeError,
@@ -23,26 +28,6 @@ from hfnet_core.data.video import (
     to_browser_mp4,
     write_video,
 )
-
-N = 24  # frames per test video
-LEVELS = np.arange(N) * 10 + 5  # frame t is a grey level 10t+5 with a moving dark square
-
-
-def numbered_frames(n: int = N, h: int = 48, w: int = 64) -> np.ndarray:
-    """Frames whose index can be read back from their brightness even after lossy coding."""
-    f = np.empty((n, h, w, 3), np.uint8)
-    for t in range(n):
-        f[t] = LEVELS[t] if n == N else (t * 10 + 5) % 250
-        x = (t * 2) % (w - 8)
-        f[t, 4:12, x : x + 8] = 0
-    return f
-
-
-def frame_ids(frames: np.ndarray) -> list[int]:
-    """Index of each decoded frame: nearest grey level outside the dark square (bottom half)."""
-    level = frames[:, frames.shape[1] // 2 :].reshape(len(frames), -1).mean(axis=1)
-    return [int(np.argmin(np.abs(LEVELS - v))) for v in level]
-
 
 CODECS = [  # (codec, extension); skipped only if this FFmpeg build lacks the encoder
     ("libx264", ".mp4"),
@@ -86,17 +71,16 @@ SEEKABLE = {"libx264.mp4", "mpeg4.mp4", "mpeg4.avi", "msmpeg4v2.avi", "msmpeg4.a
 
 @pytest.fixture()
 def seek_log(monkeypatch) -> list[str]:
-    """Force the seeking path for any number of sampled frames, and record whether it succeeded."""
+    """Record whether each read took the planned (seeking) path or fell back to decoding from the start."""
     log: list[str] = []
-    real = V._decode_by_seeking
+    real = V.decode_planned
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         log.append("seek" if out is not None else "fallback")
         return out
 
-    monkeypatch.setattr(V, "SEEK_MAX_FRACTION", 1.01)
-    monkeypatch.setattr(V, "_decode_by_seeking", spy)
+    monkeypatch.setattr(V, "decode_planned", spy)
     return log
 
 
@@ -111,6 +95,7 @@ def test_every_codec_decodes_and_sampled_frames_are_the_right_ones(videos, seek_
     every = read_frames(path)
     assert every.shape == (N, 48, 64, 3) and every.dtype == np.uint8
     assert frame_ids(every) == list(range(N))
+    assert np.array_equal(every, reference_decode(path))
     idx = [1, 7, 8, 13, 19, 23, 7]  # unsorted, repeated, across several groups of pictures
     sampled = read_frames(path, idx)
     assert frame_ids(sampled) == idx
@@ -131,7 +116,6 @@ def test_variable_frame_rate_returns_the_ith_frame(tmp_path, monkeypatch) -> Non
     assert info.num_frames == N and info.duration == pytest.approx(times[-1], abs=0.5)
     idx = sample_indices(N, 8, "eval").tolist()
     assert frame_ids(read_frames(path, idx)) == idx  # decoding from the start
-    monkeypatch.setattr(V, "SEEK_MAX_FRACTION", 1.01)
     assert frame_ids(read_clip(path, 8)) == idx  # seeking
     # Sanity: the file really is VFR (a constant-rate reading of frame 12 would be at t = 12/fps).
     with av.open(str(path)) as c:
@@ -312,3 +296,342 @@ def test_unreadable_frame_in_an_image_folder(tmp_path) -> None:
 def test_absurd_resolution_is_refused(tmp_path) -> None:
     p = write_video(tmp_path / "wide.avi", np.zeros((2, 8, 16400, 3), np.uint8), codec="mjpeg")
     _expect_error(p, "absurd resolution")
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact planned decoding: B-frames, several decoders at once
+
+
+BFRAME_CODECS = [  # (codec, extension, options): reference B-frames and non-reference B-frames
+    ("libx264", ".mp4", {"g": "10", "bf": "3", "x264-params": "b-pyramid=normal:ref=2:scenecut=0"}),
+    ("libx264", ".mkv", {"g": "7", "bf": "2", "x264-params": "b-pyramid=none:scenecut=0"}),
+    ("libx265", ".mp4", {"g": "9", "bf": "4", "x265-params": "log-level=0:keyint=9:min-keyint=9:scenecut=0"}),
+    ("mpeg4", ".mp4", {"g": "6", "bf": "2", "b": "2000000"}),
+    ("mpeg4", ".avi", {"g": "6", "bf": "2", "b": "2000000"}),
+    ("mpeg2video", ".mpg", {"g": "6", "bf": "2", "b": "2000000"}),
+]
+
+
+@pytest.mark.parametrize("codec,ext,opts", BFRAME_CODECS, ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_planned_decoding_is_bit_identical_with_b_frames(tmp_path, monkeypatch, seek_log, codec, ext, opts,
+                                                         threads) -> None:
+    if not _encoder_available(codec):
+        pytest.skip(f"this FFmpeg build has no {codec} encoder")
+    monkeypatch.setenv("HFNET_DECODE_THREADS", threads)
+    n = 60
+    frames = numbered_frames(n=n)
+    path = write_video(tmp_path / f"b_{codec}{ext}", frames, fps=25, codec=codec, options=dict(opts))
+    full = reference_decode(path)
+    assert len(full) == n
+    rng = np.random.default_rng(0)
+    for idx in ([0], [n - 1], list(range(n)), list(range(17, 41)), sample_indices(n, 8, "eval").tolist(),
+                sorted(rng.choice(n, 11, replace=False).tolist()), rng.integers(0, n, 9).tolist()):
+        got = read_frames(path, idx, max_side=None)
+        assert np.array_equal(got, full[idx]), (codec, ext, idx)
+    if ext != ".mpg":  # MPEG program streams carry no index to seek by; decoding from the start is fine there
+        assert "seek" in seek_log
+
+
+def test_several_decoders_share_one_read(tmp_path, monkeypatch) -> None:
+    """With threads allowed, a read spanning many groups of pictures runs on several decoders at once."""
+    from hfnet_core.data import video_decode as D
+
+    frames = numbered_frames(n=240)
+    path = write_video(tmp_path / "long.mp4", frames, fps=25,
+                       options={"g": "60", "bf": "2", "x264-params": "scenecut=0"})  # 4 GOPs, 2 samples each
+    opened: list[int] = []
+    real_open = D.open_video
+    monkeypatch.setattr(D, "open_video", lambda p: (opened.append(1), real_open(p))[1])
+    monkeypatch.setenv("HFNET_DECODE_THREADS", "3")
+    idx = sample_indices(240, 8, "eval")
+    got = read_frames(path, idx, max_side=None)
+    assert len(opened) == 2  # the read's own container plus two more decoders
+    assert np.array_equal(got, reference_decode(path)[idx])
+    with pytest.raises(VideoDecodeError, match="time limit"):  # the cap reaches every decoder of the read
+        read_frames(path, idx, time_limit=1e-9)
+    monkeypatch.setenv("HFNET_DECODE_THREADS", "1")
+    opened.clear()
+    assert np.array_equal(read_frames(path, idx, max_side=None), got) and not opened
+
+
+def test_decode_threads_policy(monkeypatch) -> None:
+    from hfnet_core.data import video_decode as D
+
+    monkeypatch.setenv("HFNET_DECODE_THREADS", "2")
+    assert D.decode_threads() == 2
+    monkeypatch.setenv("HFNET_DECODE_THREADS", "junk")
+    assert 1 <= D.decode_threads() <= 4
+    monkeypatch.delenv("HFNET_DECODE_THREADS")
+    monkeypatch.setattr(D, "_in_dataloader_worker", lambda: True)
+    assert D.decode_threads() == 1  # DataLoader workers already fill the cores
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding by evidence: drop frames and VFR accepted, truncation judged from the file itself
+
+
+def test_drop_frame_avi_is_read_at_real_timestamps(tmp_path) -> None:
+    path, pts = make_drop_frame_avi(tmp_path / "drops.avi")
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 444  # what the header announces
+    head = probe_video(path)
+    assert head.declared_frames == 444
+    info = probe_video(path, exact=True)
+    assert info.num_frames == 68 and info.declared_frames == 444
+    assert info.variable_frame_rate and info.fps == 15
+    assert info.duration == pytest.approx(29.6, abs=1e-6)
+    assert info.mean_fps == pytest.approx(68 / 29.6)
+    assert any("444" in n and "68" in n for n in info.notes)
+    assert np.allclose(V.frame_times(path), pts / 15.0)
+    clip = read_clip(path, 8)
+    assert frame_ids(clip) == [i % N for i in sample_indices(68, 8, "eval")]
+    assert np.array_equal(read_frames(path, list(range(68)), max_side=None), reference_decode(path))
+
+
+def test_header_count_is_only_a_hint(tmp_path) -> None:
+    """Patch an AVI header to announce 10x the frames it has: nothing is refused, the note says so."""
+    path = write_video(tmp_path / "h.avi", numbered_frames(), codec="mjpeg")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"avih") + 8 + 16  # AVIMAINHEADER.dwTotalFrames
+    data[at : at + 4] = struct.pack("<I", 10 * N)
+    at = data.index(b"strh") + 8 + 32  # AVISTREAMHEADER.dwLength
+    data[at : at + 4] = struct.pack("<I", 10 * N)
+    path.write_bytes(bytes(data))
+    info = probe_video(path, exact=True)
+    assert info.num_frames == N and info.declared_frames == 10 * N
+    assert frame_ids(read_frames(path)) == list(range(N))
+
+
+def _faststart_mp4(path: Path, n: int = 24) -> Path:
+    return write_video(path, numbered_frames(n=n), codec="libx264", options={"movflags": "+faststart", "g": "6"})
+
+
+@pytest.mark.parametrize("ext,codec", [(".mp4", "libx264"), (".mkv", "libx264"), (".webm", "libvpx-vp9"),
+                                       (".avi", "mjpeg")])
+def test_truncation_is_judged_from_evidence(tmp_path, ext, codec) -> None:
+    opts = {"g": "6", "movflags": "+faststart"} if ext == ".mp4" else {"g": "6"}
+    if codec == "libvpx-vp9":
+        opts.update({"deadline": "realtime", "cpu-used": "8"})
+    if codec == "mjpeg":
+        opts = None
+    src = write_video(tmp_path / f"src{ext}", numbered_frames(), codec=codec, options=opts)
+    data = src.read_bytes()
+    refused = 0
+    for frac in (0.35, 0.6, 0.85):
+        cut = tmp_path / f"cut{frac}{ext}"
+        cut.write_bytes(data[: int(len(data) * frac)])
+        with pytest.raises(VideoDecodeError, match="truncated|cannot be decoded|FFmpeg can read") as ei:
+            read_clip(cut, 8)
+        assert ei.value.path == str(cut)
+        refused += "truncated" in ei.value.reason
+    assert refused >= 2  # said in words: the file ends inside its frames
+
+
+def test_cut_inside_a_trailing_index_keeps_every_frame(tmp_path) -> None:
+    """Matroska writes its index (Cues) after the frames; a file cut there still has every frame."""
+    from hfnet_core.data.video_checks import structure_cut
+
+    src = write_video(tmp_path / "src.mkv", numbered_frames(), options={"g": "6"})
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[:-6])
+    found = structure_cut(cut, len(data) - 6)
+    assert found is not None and not found.media and "Cues" in found.element
+    info = probe_video(cut, exact=True)
+    assert any("frames themselves are complete" in n for n in info.notes)
+    assert frame_ids(read_frames(cut)) == list(range(N))
+
+
+def test_structure_cut_finds_media_elements(tmp_path) -> None:
+    from hfnet_core.data.video_checks import structure_cut
+
+    mp4 = _faststart_mp4(tmp_path / "a.mp4")
+    data = mp4.read_bytes()
+    assert structure_cut(mp4, len(data)) is None
+    short = tmp_path / "short.mp4"
+    short.write_bytes(data[:-100])
+    cut = structure_cut(short, len(data) - 100)
+    assert cut is not None and cut.media and cut.element == "'mdat' box" and cut.missing_bytes == 100
+    avi = write_video(tmp_path / "a.avi", numbered_frames(), codec="mjpeg")
+    data = avi.read_bytes()
+    short = tmp_path / "short.avi"
+    short.write_bytes(data[: len(data) // 2])
+    cut = structure_cut(short, len(data) // 2)
+    assert cut is not None and cut.media and "movi" in cut.element
+
+
+# --------------------------------------------------------------------------------------------------
+# Untrusted files: non-regular files, invalid paths, bounded metadata, a time cap
+
+
+def _finishes(fn, seconds: float = 20.0):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "the read hung"
+    return out
+
+
+READERS = [
+    ("probe_video", lambda p: probe_video(p)),
+    ("probe_video_exact", lambda p: probe_video(p, exact=True)),
+    ("read_clip", lambda p: read_clip(p, 8)),
+    ("read_frames", lambda p: read_frames(p, [0])),
+    ("num_frames_of", lambda p: num_frames_of(p)),
+    ("frame_times", lambda p: V.frame_times(p)),
+    ("read_image_files", lambda p: V.read_image_files([p])),
+]
+
+
+def test_fifo_device_and_socket_are_refused_before_opening(tmp_path) -> None:
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "s.mp4"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    try:
+        for path, kind in ((fifo, "named pipe"), (Path("/dev/null"), "character device"), (sock_path, "socket")):
+            for name, fn in READERS:
+                out = _finishes(lambda: fn(path))
+                err = out.get("error")
+                assert isinstance(err, VideoDecodeError), (name, path, out)
+                assert kind in err.reason and "not a regular file" in err.reason
+    finally:
+        sock.close()
+
+
+def test_a_folder_where_a_file_is_expected(tmp_path) -> None:
+    folder = tmp_path / "00001.jpg"
+    folder.mkdir()
+    with pytest.raises(VideoDecodeError, match="folder, not a video file"):
+        V.read_image_files([folder])
+    (tmp_path / "clip.mp4").mkdir()  # a folder path is an image-folder clip: it says what it lacks
+    _expect_error(tmp_path / "clip.mp4", "no image frames")
+
+
+@pytest.mark.parametrize("bad,fragment", [("clip\x00.mp4", "NUL byte"), ("x" * 5000 + ".mp4", "cannot be used"),
+                                          (12345, "must be text"), ("\udcff\ud800.mp4", "not valid")])
+def test_invalid_paths_give_a_clear_error(bad, fragment) -> None:
+    for name, fn in READERS:
+        with pytest.raises(VideoDecodeError) as ei:
+            fn(bad)
+        assert fragment in ei.value.reason, (name, ei.value.reason)
+        assert "\x00" not in str(ei.value)
+
+
+def test_rotation_tags_are_parsed_within_bounds(tmp_path) -> None:
+    from hfnet_core.data.video_checks import bounded_rotation, rotation_from_tag
+
+    assert rotation_from_tag("90") == (270, None)  # clockwise tag -> counter-clockwise
+    assert rotation_from_tag("-90.0") == (90, None)
+    assert rotation_from_tag(None) == (0, None)
+    for garbage in ("1e400", "nan", "inf", "abc", "9" * 40, "45", "90deg", "１８０"):
+        rot, note = rotation_from_tag(garbage)
+        assert rot == 0 and note and "ignored" in note, garbage
+    assert bounded_rotation(float("nan"))[0] == 0 and bounded_rotation(-2**31)[0] == 0
+    assert bounded_rotation(-180) == (180, None)
+    for tag, expected in (("1e400", 0), ("nan", 0), ("90", 270), ("-1e308", 0)):
+        path = tmp_path / f"rot_{expected}_{len(tag)}.mkv"
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("mpeg4", rate=10)
+            s.width, s.height, s.pix_fmt = 32, 48, "yuv420p"
+            s.metadata["rotate"] = tag  # Matroska keeps it as a ROTATE tag
+            for f in numbered_frames(n=3, h=48, w=32):
+                for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        info = probe_video(path)
+        assert info.rotation == expected
+        assert (info.width, info.height) == ((48, 32) if expected in (90, 270) else (32, 48))
+        assert read_clip(path, 2).shape == (2, info.height, info.width, 3)
+        if expected == 0:
+            assert any("rotate tag" in n for n in info.notes)
+
+
+def test_header_values_are_bounded() -> None:
+    from fractions import Fraction
+
+    from hfnet_core.data.video_checks import bounded_count, bounded_duration, bounded_fps
+
+    assert bounded_fps(Fraction(30000, 1001))[0] == pytest.approx(29.97, abs=1e-3)
+    assert bounded_fps(None) == (None, None) and bounded_fps(Fraction(0, 1)) == (None, None)
+    for bad in (Fraction(10**9), -5.0, float("inf"), float("nan"), "x"):
+        value, note = bounded_fps(bad)
+        assert value is None and note
+    assert bounded_duration(12.5) == (12.5, None)
+    for bad in (-1.0, float("inf"), 1e30, "x"):
+        assert bounded_duration(bad)[0] is None
+    assert bounded_count(24) == 24 and bounded_count(0) is None and bounded_count(10**12) is None
+
+
+def test_every_read_has_a_time_cap(tmp_path, monkeypatch) -> None:
+    path = write_video(tmp_path / "a.mp4", numbered_frames(), codec="libx264", options={"g": "6"})
+    from hfnet_core.data.video_checks import DEFAULT_TIME_LIMIT_S, TIME_LIMIT_ENV, default_time_limit
+
+    assert default_time_limit() == DEFAULT_TIME_LIMIT_S == 10.0
+    for fn in (lambda: read_clip(path, 8, time_limit=1e-9), lambda: read_frames(path, time_limit=1e-9),
+               lambda: probe_video(path, time_limit=1e-9)):
+        with pytest.raises(VideoDecodeError, match="time limit") as ei:
+            fn()
+        assert TIME_LIMIT_ENV in ei.value.hint
+    monkeypatch.setenv(TIME_LIMIT_ENV, "1e-9")
+    with pytest.raises(VideoDecodeError, match="1e-09 s time limit"):
+        read_clip(path, 8)
+    monkeypatch.setenv(TIME_LIMIT_ENV, "soon")  # unusable: the default applies
+    assert default_time_limit() == DEFAULT_TIME_LIMIT_S
+    assert read_clip(path, 8).shape == (8, 48, 64, 3)
+
+
+def test_huge_frames_are_refused(tmp_path) -> None:
+    """A header may claim any size; more than 8K UHD of pixels is refused before decoding."""
+    path = write_video(tmp_path / "small.avi", numbered_frames(n=4), codec="mjpeg")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"strf") + 8 + 4  # BITMAPINFOHEADER.biWidth, biHeight
+    data[at : at + 8] = struct.pack("<ii", 12000, 12000)
+    path.write_bytes(bytes(data))
+    with pytest.raises(VideoDecodeError, match="absurd resolution|cannot be decoded|FFmpeg"):
+        read_clip(path, 2)
+
+
+def test_browser_mp4_keeps_variable_timestamps(tmp_path) -> None:
+    times = [0.0, 0.1, 0.15, 0.9, 1.0, 1.5]
+    data = to_browser_mp4(numbered_frames(n=6), fps=10, timestamps=times)
+    with av.open(io.BytesIO(data)) as c:
+        got = [float(f.time) for f in c.decode(video=0)]
+    assert np.allclose(got, times, atol=0.002)
+    with av.open(io.BytesIO(to_browser_mp4(numbered_frames(n=6), timestamps=np.add(times, 40.0)))) as c:
+        got = [float(f.time) for f in c.decode(video=0)]
+    assert np.allclose(got, times, atol=0.002)  # a span from 40 s plays from 0
+    path, pts = make_drop_frame_avi(tmp_path / "d.avi", slots=90, coded=20)
+    with av.open(io.BytesIO(to_browser_mp4(path))) as c:
+        got = [float(f.time) for f in c.decode(video=0)]
+    assert np.allclose(got, pts / 15.0, atol=0.002)
+
+
+def test_a_fifo_under_a_data_root_never_hangs_a_dataset(tmp_path) -> None:
+    from hfnet_core.data.datasets import CsvVideoDataset, VideoFolderDataset
+
+    root = tmp_path / "data"
+    (root / "wave").mkdir(parents=True)
+    write_video(root / "wave" / "good.mp4", numbered_frames(), codec="libx264")
+    os.mkfifo(root / "wave" / "pipe.mp4")
+    folder_ds = VideoFolderDataset(root, 4)
+    assert [Path(s[0]).name for s in folder_ds.samples] == ["good.mp4"]  # listing skips what is not a file
+    (root / "list.csv").write_text("path,label\nwave/good.mp4,0\nwave/pipe.mp4,0\n")
+    csv_ds = CsvVideoDataset(root / "list.csv", 4)
+    out = _finishes(lambda: [csv_ds[i] for i in range(len(csv_ds))])
+    assert "error" not in out, out
+    good, piped = out["value"]
+    assert good is not None and piped is None
+    assert csv_ds.skipped and "named pipe" in csv_ds.skipped[0][1]

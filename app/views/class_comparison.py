@@ -11,8 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from app.analysis_figures import accuracy_figure, confusion_figure, most_improved_figure
-from app.state import get_models, request_clip
-from app.ui import download_figure, error_box, no_models_box
+from app import selection as S
+from app.downloads import download_figure
+from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis.comparison import (
     ClassListMismatch,
     align,
@@ -30,17 +31,14 @@ MAX_BUTTONS = 24
 def _clips(n: int) -> str:
     return f"{n} clip" + ("" if n == 1 else "s")
 
-st.title("Class comparison")
-st.caption(
-    "Which classes model A gets right where model B does not - the paper's Fig. 3a, where A = HF-TSN and "
-    "B = TSN. Clips are matched by id; a bar's label reads *true label (A) / what B predicts instead* "
-    "(B's most frequent wrong answer for those clips)."
-)
-
-a, b = get_models()
-if a is None and b is None:
-    no_models_box()
-    st.stop()
+sel = S.current()
+a, b = sel.a, sel.b
+page_title("Class comparison",
+           "Which classes model A gets right where model B does not - the paper's Fig. 3a"
+           + (f", here A = {a.name} ({a.kind}) and B = {b.name} ({b.kind})" if a and b else "")
+           + ". Clips are matched by id; a bar's label reads *true label (A) / what B predicts instead* "
+           "(B's most frequent wrong answer for those clips).")
+need_models(sel)
 missing = [(slot, m) for slot, m in (("A", a), ("B", b)) if m is None or m.bundle is None]
 if missing:
     for slot, m in missing:
@@ -93,7 +91,7 @@ else:
 
     fig = most_improved_figure(rows, a.label, b.label, highlight=st.session_state["cc_class"])
     st.plotly_chart(fig, key="cc_bars", on_select=_on_bar_click, selection_mode="points")
-    download_figure(fig, "most_improved_classes", key="cc_bars")
+    download_figure(fig, "cc_bars", sel)
 
     # --- drill-down ---------------------------------------------------------------------------------
     by_index = {r["class_index"]: r for r in all_improved}
@@ -116,7 +114,7 @@ else:
     bcols = st.columns(3)
     for n, f in enumerate(flips[:MAX_BUTTONS]):
         if bcols[n % 3].button(f"Open {f['clip_id']} in Clip lab", key=f"cc_open_{f['clip_id']}"):
-            request_clip(f["clip_id"], f["path"] or None)
+            S.open_clip(f["clip_id"], f["path"] or None)
 
 # --- per-class accuracy -----------------------------------------------------------------------------
 st.subheader("Per-class accuracy")
@@ -127,7 +125,7 @@ st.caption(f"On the {al.n_matched} matched clips: {a.label} {100 * sa.accuracy:.
            f"{b.label} {100 * sb.accuracy:.1f} %.")
 fig = accuracy_figure(names, acc_a, acc_b, a.label, b.label, counts, sort_by_gain=sort_gain)
 st.plotly_chart(fig, key="cc_accuracy")
-download_figure(fig, "per_class_accuracy", key="cc_accuracy")
+download_figure(fig, "cc_accuracy", sel)
 
 # --- confusion matrices -----------------------------------------------------------------------------
 st.subheader("Confusion matrices")
@@ -137,4 +135,4 @@ for col, m, bundle in zip(cols, (a, b), (sa, sb)):
     with col:
         fig = confusion_figure(confusion(bundle, normalize), names, f"{m.label}", normalize)
         st.plotly_chart(fig, key=f"cc_confusion_{m.slot}")
-        download_figure(fig, f"confusion_{m.slot}", key=f"cc_confusion_{m.slot}")
+        download_figure(fig, f"cc_confusion_{m.slot}", sel, {"normalised": normalize})

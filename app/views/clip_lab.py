@@ -1,126 +1,208 @@
-"""Clip lab: one clip, both models - what each predicts, side by side, and whether they agree."""
+"""Clip lab: one clip, both models - what each predicts, side by side; the same clip played backwards."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
+from app import selection as S
+from app.downloads import download_menu, prediction_files, show_figure
 from app.figures import COLOR_A, COLOR_B, top5_figure
-from app.state import ClipChoice, clip_error, get_clip, get_models, predict, sampled_view
-from app.ui import DOWNLOAD_NOTE, error_box, no_models_box, show_figure
-from hfnet_core.analysis.clips import frames_hash
-from hfnet_core.analysis.inference import same_classes
+from app.loaders import ClipChoice, LoadedModel, predict, sampled_view
+from app.model_facts import hf_summary
+from app.ui import error_box, guard, need_clip, no_models_message, page_title
+from hfnet_core.analysis.inference import ClipPrediction
+from hfnet_core.analysis.exports import reversal_comparison
+from hfnet_core.analysis.scope import scope_notes, training_dataset
 from hfnet_core.data.video import to_browser_mp4
 
-st.title("Clip lab")
-st.caption("Pick a clip in the sidebar. Both models see the same frames (TSN sampling: the centre frame of "
-           "each of T equal segments) and predict its action.")
+sel = S.current()
+page_title("Clip lab")
+clip = need_clip(sel)
+models = sel.models
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _browser_mp4(clip_hash: str, fps: float, _frames: np.ndarray) -> bytes:
-    return to_browser_mp4(_frames, fps=fps)
+def _browser_mp4(clip_hash: str, fps: float, reverse: bool, _frames: np.ndarray) -> bytes:
+    return to_browser_mp4(np.ascontiguousarray(_frames[::-1] if reverse else _frames), fps=fps)
 
 
-clip = get_clip()
-if clip is None:
-    err = clip_error()
-    if err:
-        error_box(f"This clip cannot be used. {err}", "Choose another file or a shipped sample in the sidebar.")
-    else:
-        st.info("Choose a clip in the sidebar: a shipped sample, an upload, or a file under the data root.")
-    st.stop()
+def _verdict(m: LoadedModel, p: ClipPrediction, truth: str | None) -> str:
+    if truth and truth in m.class_names:
+        return " :green[:material/check: right]" if p.top1 == truth else " :red[:material/close: wrong]"
+    return ""
 
-model_a, model_b = get_models()
-models = [m for m in (model_a, model_b) if m is not None]
 
-reverse = st.toggle("Play the clip backwards", key="clip_lab_reverse",
-                    help="Reversing time turns 'left to right' into 'right to left'. A plain TSN averages its "
-                         "frames, so it sees (nearly) the same evidence either way - exactly the same when the "
-                         "clip has as many frames as the model samples; an HF model can tell the difference.")
-if reverse:
-    frames = np.ascontiguousarray(clip.frames_all[::-1])
-    clip = ClipChoice(f"{clip.name} (reversed)", frames, None, clip.source, frames_hash(frames), clip.path,
-                      clip.fps, None)
-
-left, right = st.columns([2, 3])
-with left:
-    try:
-        st.video(_browser_mp4(clip.clip_hash, float(clip.fps), clip.frames_all), loop=True, autoplay=True,
-                 muted=True)
-    except Exception as e:  # noqa: BLE001 - the frames below still show the clip
-        error_box(f"The clip cannot be shown as a video ({type(e).__name__}: {e}).")
-with right:
-    t, h, w, _ = clip.frames_all.shape
-    st.markdown(f"**{clip.name}**")
-    st.markdown(f"{t} frames · {w}×{h} px · {clip.fps:.3g} fps · source: {clip.source}")
-    if clip.label_name:
-        st.markdown(f"True label: **{clip.label_name}**")
-    elif reverse:
-        st.markdown("True label: unknown after reversal (for a reversed pair it is the *other* class).")
-    else:
-        st.markdown("True label: unknown")
-
-if not models:
-    no_models_box()
-    st.stop()
-
-# What the models actually see.
-shown = []
-for m in models:
-    key = (m.checkpoint.config.num_segments, m.checkpoint.config.input_size)
-    if key in [k for k, _ in shown]:
-        continue
-    shown.append((key, m))
-for (segments, size), m in shown:
-    idx, view = sampled_view(m.checkpoint, clip)
-    who = " and ".join(x.label for x in models if (x.checkpoint.config.num_segments, x.checkpoint.config.input_size)
-                       == (segments, size))
-    with st.expander(f"The {segments} frames {who} sees ({size}×{size} px)", expanded=True):
-        st.image(list(view), caption=[f"t={i} · frame {j}" for i, j in enumerate(idx)], width=96)
-
-preds: dict[str, object] = {}
-for m in models:
-    try:
-        preds[m.slot] = predict(m, clip)
-    except Exception as e:  # noqa: BLE001 - one failing model must not hide the other's prediction
-        error_box(f"Model {m.label} could not run on this clip ({type(e).__name__}: {e}).")
-
-comparable = model_a is not None and model_b is not None and same_classes(model_a.checkpoint, model_b.checkpoint)
-if model_a is not None and model_b is not None and not comparable:
-    error_box(
-        f"Models A and B have different class lists ({len(model_a.checkpoint.class_names)} vs "
-        f"{len(model_b.checkpoint.class_names)} classes"
-        + ("" if len(model_a.checkpoint.class_names) != len(model_b.checkpoint.class_names) else ", same count, "
-           "different names or order") + "), so their predictions cannot be compared.",
-        "Each model's own prediction is still shown below.")
-
-if comparable and "A" in preds and "B" in preds:
-    pa, pb = preds["A"], preds["B"]
+def _agreement(preds: dict[str, ClipPrediction]) -> None:
+    pa, pb = preds.get("A"), preds.get("B")
+    if not (sel.comparable and pa and pb):
+        return
+    a, b = sel.a.label, sel.b.label
     if pa.top1 != pb.top1:
-        st.warning(f"**The models disagree.** {model_a.label} says *{pa.top1}* ({pa.top5_probs[0]:.0%}); "
-                   f"{model_b.label} says *{pb.top1}* ({pb.top5_probs[0]:.0%}).", icon=":material/bolt:")
+        st.warning(f"**The models disagree.** {a} says *{pa.top1}* ({pa.top5_probs[0]:.0%}); {b} says "
+                   f"*{pb.top1}* ({pb.top5_probs[0]:.0%}).", icon=":material/bolt:")
     else:
-        st.success(f"Both models say *{pa.top1}* ({pa.top5_probs[0]:.0%} vs {pb.top5_probs[0]:.0%}).", icon=":material/handshake:")
+        st.success(f"**Both models say** *{pa.top1}* ({pa.top5_probs[0]:.0%} vs {pb.top5_probs[0]:.0%}).",
+                   icon=":material/handshake:")
 
-cols = st.columns(2)
-for col, m, color in zip(cols, (model_a, model_b), (COLOR_A, COLOR_B)):
-    with col:
-        if m is None:
-            st.info("No model chosen for this slot.")
+
+def _predictions(reverse: bool) -> dict[str, ClipPrediction]:
+    out: dict[str, ClipPrediction] = {}
+    for m in models:
+        with guard(f"Model {m.label} could not run on this clip") as g:
+            out[m.slot] = predict(m, clip, reverse)
+        if g.failed:
             continue
+    return out
+
+
+def _top5_row(preds: dict[str, ClipPrediction], truth: str | None, reverse: bool) -> None:
+    cols = st.columns(2)
+    for col, m, color in zip(cols, (sel.a, sel.b), (COLOR_A, COLOR_B)):
+        with col:
+            if m is None:
+                st.info("No model chosen for this slot.")
+                continue
+            p = preds.get(m.slot)
+            if p is None:
+                continue
+            head, menu = st.columns([5, 1], vertical_alignment="center")
+            way = "backwards" if reverse else "forward"
+            head.markdown(f"**{m.label}** · {way}{_verdict(m, p, truth)}", help=f"{m.kind}, {hf_summary(m.checkpoint)}")
+            show_figure(top5_figure(p, f"top-5 of {m.label} · {way}", truth, color, show_title=False),
+                        f"top5_{m.slot}_{'bwd' if reverse else 'fwd'}", sel, {"clip played": way}, menu_at=menu)
+            if truth and truth in m.class_names and truth not in p.top5_names:
+                st.caption(f"True class not in the top 5 (p = {float(p.probs[m.class_names.index(truth)]):.3f}).")
+
+
+def _class_list_warning() -> None:
+    a, b = sel.a, sel.b
+    if a is None or b is None or sel.comparable:
+        return
+    same_count = len(a.class_names) == len(b.class_names)
+    error_box(f"Models A and B have different class lists ({len(a.class_names)} vs {len(b.class_names)} classes"
+              + (", same count, different names or order" if same_count else "") + "), so their predictions "
+              "cannot be compared.", "Each model's own prediction is still shown below."
+              + (" If both were trained on the same classes, the sidebar offers to use one model's names for the "
+                 "other." if same_count else ""))
+
+
+def _scope(preds: dict[str, ClipPrediction]) -> None:
+    """One notice listing why an answer may mean little, each reason once with the models it applies to."""
+    reasons: dict[str, list[str]] = {}
+    for m in models:
         p = preds.get(m.slot)
         if p is None:
             continue
-        verdict = ""
-        if clip.label_name and clip.label_name in m.checkpoint.class_names:
-            verdict = " :green[:material/check: correct]" if p.top1 == clip.label_name else " :red[:material/close: wrong]"
-        st.markdown(f"#### {m.label}{verdict}")
-        hf = f"HF after {len(m.checkpoint.model.hf_blocks)} blocks" if m.has_hf else "no HF (plain TSN)"
-        st.caption(f"{m.checkpoint.config.consensus.upper()} consensus · {hf}")
-        fig = top5_figure(p, f"top-5 of {m.label}", clip.label_name, color)
-        show_figure(fig, f"top5_{m.label}_{clip.name}", f"top5_{m.slot}")
-        if clip.label_name and clip.label_name in m.checkpoint.class_names and clip.label_name not in p.top5_names:
-            i = m.checkpoint.class_names.index(clip.label_name)
-            st.caption(f"True class not in the top 5 (p = {float(p.probs[i]):.3f}).")
-st.caption(DOWNLOAD_NOTE)
+        cfg = m.checkpoint.config
+        info = clip.info
+        seen_s = (info.span_s[1] - info.span_s[0]) if info.span_s else info.duration_s  # what the models sample
+        for note in scope_notes(input_size=int(cfg.input_size), num_segments=int(cfg.num_segments),
+                                class_names=m.class_names, trained_on=training_dataset(m.checkpoint.metadata),
+                                clip_dataset=clip.dataset, width=info.width, height=info.height,
+                                duration_s=seen_s, num_frames=info.read_frames, top_probs=p.top5_probs):
+            reasons.setdefault(note, []).append(m.slot)
+    if reasons:
+        lines = [f"- {note} ({' and '.join(slots)})" for note, slots in reasons.items()]
+        st.warning("**Read these answers with care:**\n" + "\n".join(lines), icon=":material/explore_off:")
+
+
+def _reversal_summary(fwd: dict[str, ClipPrediction], bwd: dict[str, ClipPrediction]) -> None:
+    truth_f, truth_b = clip.label_name, sel.reversed_label
+    rows = []
+    change = reversal_comparison(fwd, bwd)
+    for m in models:
+        pf, pb = fwd.get(m.slot), bwd.get(m.slot)
+        if pf is None or pb is None:
+            continue
+        delta = change[m.slot]["max_abs_logit_diff"]
+        # float32 rounding of a sum over frames in another order: ~1e-7 relative to the logits' size
+        blind = delta <= 1e-5 * (1.0 + float(np.abs(pf.logits).max()))
+
+        def mark(p: ClipPrediction, truth: str | None) -> str:
+            return "" if not truth or truth not in m.class_names else (" ✓" if p.top1 == truth else " ✗")
+
+        rows.append({"model": m.label, "forward says": f"{pf.top1} ({pf.top5_probs[0]:.0%}){mark(pf, truth_f)}",
+                     "backwards says": f"{pb.top1} ({pb.top5_probs[0]:.0%}){mark(pb, truth_b)}",
+                     "max |Δlogit|": f"{delta:.1e}", "order": "blind" if blind else "seen"})
+    if rows:  # a static table: its cells wrap, so nothing is cut on a narrow screen
+        st.table(rows, hide_index=True)
+    proof = [r for r in rows if r["order"] == "blind"]
+    for r in proof:
+        st.caption(f"{r['model']}: the same frames in reverse order give the same logits (max |Δlogit| = "
+                   f"{r['max |Δlogit|']}, float rounding). It averages its frames, so order cannot matter.")
+    truth_words = (f"the reversed clip's true label is **{truth_b}** (the dataset's reversed pair of *{truth_f}*)"
+                   if truth_b and truth_b != truth_f else
+                   f"this class reads the same backwards: the true label stays **{truth_b}**" if truth_b else
+                   "the reversed clip's true label is **unknown**: this clip's dataset does not say which class a "
+                   "clip becomes when played backwards")
+    st.caption(f"Backwards = the same sampled frames in reverse order; {truth_words}.")
+
+
+reverse = st.toggle("Play the clip backwards too", **S.bind("reverse"),
+                    help="Reversing time turns 'left to right' into 'right to left'. A plain TSN averages its "
+                         "frames, so the same frames in reverse order give it the same logits; an HF model "
+                         "mixes neighbouring frames in order and can tell the difference.")
+if models:
+    _class_list_warning()
+    forward = _predictions(False)
+    backward = _predictions(True) if reverse else {}
+    if reverse:
+        _reversal_summary(forward, backward)
+    else:
+        _agreement(forward)
+    _top5_row(forward, clip.label_name, False)
+    if reverse:
+        _top5_row(backward, sel.reversed_label, True)
+    _scope(forward)
+    if forward:
+        download_menu(prediction_files(sel, forward, backward or None), "predictions",
+                      label="Download the predictions")
+else:
+    no_models_message()
+
+
+def _clip_facts(c: ClipChoice) -> None:
+    info = c.info
+    st.markdown(f"**{c.name}** · source: {c.source}")
+    st.markdown(f"The file: {info.source_words()}  \nRead for display: {info.read_words()}")
+    for note in info.notes:
+        st.caption(f"· {note}")
+    seen = sorted({(int(m.checkpoint.config.num_segments), int(m.checkpoint.config.input_size)) for m in models})
+    st.markdown("The models see: " + "; ".join(
+        f"{n} frames at {s}×{s} px ({' and '.join(m.slot for m in models if (m.checkpoint.config.num_segments, m.checkpoint.config.input_size) == (n, s))})"
+        for n, s in seen))
+    truth = f"True label: **{c.label_name}**" if c.label_name else "True label: unknown"
+    if reverse:
+        truth += f" · backwards: **{sel.reversed_label or 'unknown'}**"
+    st.markdown(truth)
+
+
+left, right = st.columns([2, 3])
+with left:
+    with guard("The clip cannot be shown as a video (the frames below still show it)"):
+        st.video(_browser_mp4(clip.clip_hash, float(clip.info.playback_fps), False, clip.frames), loop=True,
+                 autoplay=True, muted=True)
+    if reverse:
+        with guard("The reversed clip cannot be shown as a video"):
+            st.caption("Backwards:")
+            st.video(_browser_mp4(clip.clip_hash, float(clip.info.playback_fps), True, clip.frames), loop=True,
+                     autoplay=True, muted=True)
+with right:
+    _clip_facts(clip)
+
+shown: list[tuple[tuple[int, int], LoadedModel]] = []
+for m in models:
+    key = (int(m.checkpoint.config.num_segments), int(m.checkpoint.config.input_size))
+    if key not in [k for k, _ in shown]:
+        shown.append((key, m))
+for (segments, size), m in shown:
+    who = " and ".join(x.label for x in models
+                       if (x.checkpoint.config.num_segments, x.checkpoint.config.input_size) == (segments, size))
+    with st.expander(f"The {segments} frames {who} sees ({size}×{size} px)", expanded=True):
+        for rev in ((False, True) if reverse else (False,)):
+            with guard(f"The frames {who} sees cannot be drawn"):
+                idx, view = sampled_view(m.checkpoint, clip, rev)
+                if reverse:
+                    st.caption("backwards (the same frames, last first)" if rev else "forward")
+                st.image(list(view), caption=[f"t={i} · frame {j}" for i, j in enumerate(idx)], width=88)

@@ -11,26 +11,21 @@ import pandas as pd
 import streamlit as st
 
 from app.analysis_figures import FeaturePoints, feature_points, projection_figure, selected_clip_ids
-from app.state import get_models, request_clip
-from app.ui import download_figure, error_box, no_models_box
+from app import selection as S
+from app.downloads import download_figure
+from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis import embeddings as emb
 from hfnet_core.analysis.comparison import ClassListMismatch, align, check_same_classes, improved_clip_ids
 
 METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP"}
 MAX_BUTTONS = 24
 
-st.title("Feature space")
-st.caption(
-    "Each point is one test clip, placed by a 2-D projection of the pooled features the classifier reads "
-    "(the paper's Fig. 3b/c). Colour = class; a black cross marks a clip that model gets wrong. Select with "
-    "the box or lasso tool in either plot: the same clips are ringed in both and listed below."
-)
-
-a, b = get_models()
-models = [m for m in (a, b) if m is not None]
-if not models:
-    no_models_box()
-    st.stop()
+sel = S.current()
+page_title("Feature space",
+           "Each point is one test clip, placed by a 2-D projection of the pooled features the classifier reads "
+           "(the paper's Fig. 3b/c). Colour = class; a black cross marks a clip that model gets wrong. Select with "
+           "the box or lasso tool in either plot: the same clips are ringed in both and listed below.")
+models = need_models(sel)
 for m in models:
     if m.bundle is None:
         st.warning(f"Model {m.label} has no eval bundle next to its checkpoint (expected "
@@ -165,7 +160,7 @@ for col, m in zip(cols, sources):
         key = f"fs_plot_{m.slot}"
         st.plotly_chart(fig, key=key, on_select=lambda key=key: _remember(key),
                         selection_mode=("points", "box", "lasso"))
-        download_figure(fig, f"feature_space_{m.slot}_{shown_method}", key=f"fs_{m.slot}")
+        download_figure(fig, f"fs_{m.slot}", sel, {"projection": METHOD_LABELS[shown_method], "colour by": colour_by})
         sep = _separation(emb.bundle_sha256(m.bundle_path), m.bundle, tuple(pts.clip_ids))
         if sep is not None:
             st.caption(f"Class separation of the pooled features (silhouette by true class, on these clips, "
@@ -196,4 +191,4 @@ else:
     bcols = st.columns(3)
     for n, c in enumerate(chosen[:MAX_BUTTONS]):
         if bcols[n % 3].button(f"Open {c} in Clip lab", key=f"fs_open_{c}"):
-            request_clip(c, first.paths[index[c]] or None)
+            S.open_clip(c, first.paths[index[c]] or None)

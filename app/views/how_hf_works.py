@@ -6,10 +6,13 @@ import numpy as np
 import streamlit as st
 
 from app.figures import teaching_figure, teaching_lines_figure
-from app.ui import DOWNLOAD_NOTE, show_figure
+from app import selection as S
+from app.downloads import show_figure
+from app.ui import page_title
 from hfnet_core.analysis.teaching import consensus, frame_sums, hf_eq1, moving_bump
 
-st.title("How HF works")
+sel = S.current()
+page_title("How HF works")
 st.markdown(
     "A CNN for video usually looks at each frame on its own and only averages the frames at the very end "
     "(TSN). **HF** lets neighbouring frames talk after every block. For each position, a learned gate "
@@ -51,8 +54,8 @@ with c2:
                    "negative where it *goes*, a signed motion cue." if mean_g < -0.05 else
                    "The frames pass through unchanged."))
 
-show_figure(teaching_figure(before, after, gates), "hf_eq1_frames", "teach_heat")
-show_figure(teaching_lines_figure(before, after), "hf_eq1_lines", "teach_lines")
+show_figure(teaching_figure(before, after, gates), "teach_heat", sel, {"bump speed": speed, "gates": np.round(gates, 2).tolist()})
+show_figure(teaching_lines_figure(before, after), "teach_lines", sel, {"bump speed": speed, "gates": np.round(gates, 2).tolist()})
 
 st.subheader("Why HF after the last block changes nothing for TSN")
 st.markdown(
@@ -66,4 +69,3 @@ avg_before, avg_after = consensus(before), consensus(after)
 st.code("TSN average over frames, before HF: " + np.array2string(avg_before, precision=3, max_line_width=200)
         + "\nTSN average over frames, after HF:  " + np.array2string(avg_after, precision=3, max_line_width=200)
         + f"\nlargest difference: {float(np.abs(avg_before - avg_after).max()):.1e}", language=None)
-st.caption(DOWNLOAD_NOTE)

@@ -1,4 +1,5 @@
-"""Model cards: what each loaded checkpoint is, what it costs beside the paper's Table I, how it was trained."""
+"""Model cards: what each loaded checkpoint is - its temporal operators (HF, GSM, TSM), where they sit and what
+they cost -, what it costs beside the paper's Table I and beside the operators' own papers, how it was trained."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ from typing import Any
 
 import streamlit as st
 
-from app.state import LoadedModel, get_models
-from app.ui import error_box, no_models_box, show_figure
+from app import selection as S
+from app.downloads import show_figure
+from app.loaders import LoadedModel
+from app.model_facts import hf_blocks, hf_conservative, last_block, matches_operator_row, matches_table_row, \
+    mixing_words, operator_rows, scale_vs_paper, temporal_summary
+from app.ui import guard, need_models, page_title
 from hfnet_core.analysis.gates import short_block_name
 
-st.title("Model cards")
+sel = S.current()
+page_title("Model cards")
 
 
 @st.cache_data(show_spinner="Counting parameters and FLOPs…", max_entries=16)
@@ -25,6 +31,13 @@ def _table_one() -> list[dict[str, Any]]:
     from hfnet_core.complexity import table_one
 
     return table_one()
+
+
+@st.cache_data(show_spinner="Counting TSN, HF, GSM and TSM beside their papers…")
+def _operator_table() -> list[dict[str, Any]]:
+    from hfnet_core.complexity import operator_table
+
+    return operator_table()
 
 
 def _fmt_count(n: float, unit: str = "") -> str:
@@ -63,7 +76,7 @@ def _training_summary(training: dict[str, Any], label: str) -> None:
     if isinstance(history, list) and len(history) > 1 and all(isinstance(r, dict) for r in history):
         fig = _history_figure(history)
         if fig is not None:
-            show_figure(fig, f"training_{label}", f"train_{label}")
+            show_figure(fig, f"train_{label}", sel)
     with st.expander("Full training record"):
         st.json(training, expanded=False)
 
@@ -88,49 +101,79 @@ def _history_figure(history: list[dict[str, Any]]) -> Any:
     return fig
 
 
+def _operators_table(m: LoadedModel, complexity: dict[str, Any] | None) -> None:
+    """Each temporal operator of the model: kind, sites, where, options, parameters, its share of the FLOPs."""
+    st.markdown("**Temporal operators**")
+    rows = operator_rows(m.checkpoint, complexity["flops"] if complexity else None)
+    if not rows:
+        st.caption(f"None: each frame goes through the backbone on its own; frames first meet in "
+                   f"{mixing_words(m.checkpoint)}.")
+        return
+    trainable = complexity["params"]["trainable"] if complexity else 0
+    fields = ("sites", "where", "options", "parameters", "FLOPs")
+    table: dict[str, list[str]] = {"": list(fields)}
+    for r in rows:  # one column per operator kind: the card stays narrow enough for two side by side
+        params = "0 (parameter-free)" if not r["params"] else (
+            f"{r['params']:,}" + (f" ({r['params'] / trainable:.2%} of the trainable)" if trainable else ""))
+        if "flops" not in r:
+            flops = "not counted"
+        else:
+            flops = "0 (it moves data: no multiply-adds)" if not r["flops"] else \
+                f"{_fmt_count(r['flops'])} ({r['flops_share']:.2%} of the clip)"
+        table[r["name"]] = [str(r["sites"]), r["where"], r["options"], params, flops]
+    st.table(table)
+
+
 def _card(m: LoadedModel) -> None:
     ck = m.checkpoint
     cfg = ck.config
     st.subheader(m.label)
-    blocks = list(ck.model.hf_blocks)
+    blocks = hf_blocks(ck)
     arch = {
         "backbone": f"{cfg.backbone} (width ×{cfg.width_mult:g})",
+        "scale beside Table I": scale_vs_paper(m.checkpoint),
         "consensus": {"avg": "TSN average", "trn": "TRN multi-scale relation"}.get(cfg.consensus, cfg.consensus),
         "frames per clip": cfg.num_segments,
         "input": f"{cfg.input_size}×{cfg.input_size} px",
-        "classes": cfg.num_classes,
-        "temporal operators": "; ".join(
-            f"{e['op'].upper()} at {len(e['sites'])} sites" for e in ck.model.describe()["temporal"]) or "none (plain TSN)",
+        "classes": f"{len(ck.class_names)}" + ("" if m.names_source == "checkpoint"
+                                                else f" (names from {m.names_source})"),
+        "temporal operators": temporal_summary(ck),
         "HF placement": ("after " + ", ".join(short_block_name(b) for b in blocks)) if blocks else "no HF",
-        "HF kind": ("conservative (paper)" if ck.model.describe()["hf_conservative"]
-                    else "non-conservative (Table I ablation)") if blocks else "no HF",
+        "HF kind": {True: "conservative (paper)", False: "non-conservative (Table I ablation)"}.get(
+            hf_conservative(ck), "no HF"),
         "pixel convention": "{channel_order}, 0-{scale:g}, mean {mean}".format(**ck.model.input_convention.to_dict()),
         "registry name": cfg.name or "-",
     }
     st.table({"": list(arch), "value": [str(v) for v in arch.values()]})
-    if blocks and cfg.consensus == "avg" and blocks == [ck.model.base_model.block_names[-1]]:
+    if blocks and cfg.consensus == "avg" and blocks == [last_block(ck)]:
         st.warning("This model has HF only after the last block. With TSN's average consensus that cannot change "
                    "its predictions in eval mode (the gate only moves features between frames; the average "
                    "of the frames is unchanged).")
 
-    st.markdown("**Cost**")
-    try:
+    c = None
+    with guard("Could not count this model's parameters and FLOPs"):
         c = _complexity(ck.sha256, ck.model)
+    _operators_table(m, c)
+
+    st.markdown("**Cost**")
+    if c is not None:
         p, f = c["params"], c["flops"]
-        over = f["hf_gate_macs"] / max(f["total"] - f["hf_gate_macs"], 1)
         cost = {
             "parameters (paper convention)": f"{p['paper']:,}",
             "trainable parameters": f"{p['trainable']:,}",
-            "HF gate parameters": f"{p['hf']:,} ({p['hf'] / max(p['trainable'], 1):.2%})",
             f"FLOPs per clip ({f['num_frames']} frames, {f['size']} px)": _fmt_count(f["total"]),
-            "HF gate FLOPs": f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)",
         }
+        if blocks:
+            over = f["hf_gate_macs"] / max(f["total"] - f["hf_gate_macs"], 1)
+            cost["HF gate parameters"] = f"{p['hf']:,} ({p['hf'] / max(p['trainable'], 1):.2%})"
+            cost["HF gate FLOPs"] = f"{_fmt_count(f['hf_gate_macs'])} (+{over:.2%} over the same model without HF)"
+        if {label.split(".", 1)[0] for label in f["temporal_sites"]} - {"hf"}:  # GSM, TSM, or several kinds
+            ops_cost = sum(f["temporal_sites"].values())
+            share = p["temporal"] / max(p["trainable"], 1)
+            cost["all temporal operators: parameters"] = f"{p['temporal']:,} ({share:.2%})"
+            over = ops_cost / max(f["total"] - ops_cost, 1)
+            cost["all temporal operators: FLOPs"] = f"{_fmt_count(ops_cost)} (+{over:.2%} over the same model without them)"
         st.table({"": list(cost), "value": list(cost.values())})
-    except ImportError:
-        st.info("Parameter and FLOP counts need `hfnet_core.complexity`, which is not installed here.")
-        st.write(f"Trainable parameters: {sum(q.numel() for q in ck.model.parameters()):,}")
-    except Exception as e:  # noqa: BLE001
-        error_box(f"Could not count this model's FLOPs ({type(e).__name__}: {e}).")
 
     training = ck.metadata.get("training") or {}
     st.markdown("**Training**")
@@ -153,27 +196,23 @@ def _card(m: LoadedModel) -> None:
                f"{ck.metadata.get('hfnet_version', '?')}")
 
 
-models = [m for m in get_models() if m is not None]
-if not models:
-    no_models_box()
-else:
-    cols = st.columns(len(models))
-    for col, m in zip(cols, models):
-        with col:
-            _card(m)
+models = need_models(sel)
+cols = st.columns(len(models))
+for col, m in zip(cols, models):
+    with col:
+        _card(m)
 
 st.divider()
 st.subheader("The paper's Table I beside our count")
 st.caption("Something-v1, BNInception, 16 frames, 224 px, 174 classes; accuracy is the paper's. Our params and "
-           "FLOPs are recomputed from the same architecture (docs/complexity.md explains the conventions).")
-try:
+           "FLOPs are recomputed from the same architecture (docs/complexity.md explains the conventions). "
+           "“Loaded here” names the loaded models of each row's architecture, with their real scale.")
+with guard("Could not recompute Table I"):
     rows = _table_one()
     table = []
     for r in rows:
-        mine = [m.label for m in models
-                if m.checkpoint.config.operators() in (["hf"], [])
-                and list(m.checkpoint.model.hf_blocks) == r["hf_blocks"]
-                and m.checkpoint.model.describe()["hf_conservative"] in (None, r["conservative"])]
+        mine = [f"{m.label} ({scale_vs_paper(m.checkpoint)})" for m in models
+                if matches_table_row(m.checkpoint, r)]
         table.append({
             "model": r["label"],
             "paper acc. %": r["paper_accuracy"],
@@ -181,15 +220,37 @@ try:
             "params (paper)": f"{r['paper_params_m']:.2f}M",
             "FLOPs (ours)": f"{r['flops_g']:.2f}G",
             "FLOPs (paper)": f"{r['paper_flops_g']:.2f}G",
-            "loaded here": ", ".join(mine) + (" (at demo scale)" if mine else ""),
+            "loaded here": ", ".join(mine),
             "notes": " ".join(r["notes"]),
         })
     st.dataframe(table, hide_index=True, width="stretch")
-except ImportError:
-    st.info("Table I needs `hfnet_core.complexity`, which is not installed here.")
-except Exception as e:  # noqa: BLE001
-    error_box(f"Could not recompute Table I ({type(e).__name__}: {e}).")
 st.info("Why “+1HF” barely helps a TSN: HF conserves the sum of features over frames, and global pooling, the "
         "classifier and TSN's average consensus are all linear - so an HF module after the *last* block cannot "
         "change TSN's logits at test time. Only HF modules before non-linear layers can. (See *How HF works*.)",
         icon=":material/lightbulb:")
+
+st.subheader("The temporal operators beside their papers")
+st.caption("Each operator's model at its paper's setting (BN-Inception or ResNet-50, 224 px, 174 classes, the frames "
+           "shown), counted by hfnet beside the parameters and FLOPs its paper or model zoo prints. Params are "
+           "counted the way the source counts them (trainable, or the state dict with BN statistics). FLOPs: the HF "
+           "paper's convention (multiply-adds + BN, ReLU and pooling elements). TSM moves data: no multiply-adds, no "
+           "parameters. “Loaded here” names the loaded models of each row's architecture, with their real scale.")
+with guard("Could not count the temporal operators' models"):
+    table = []
+    for r in _operator_table():
+        mine = [f"{m.label} ({scale_vs_paper(m.checkpoint)})" for m in models if matches_operator_row(m.checkpoint, r)]
+        ours_p = r["params_trainable"] if r["params_kind"] == "trainable" else r["params"]
+        table.append({
+            "model": r["label"],
+            "frames": r["frames"],
+            "operators": ", ".join(f"{o.upper()} ×{n}" for o, n in r["operators"].items()) or "none",
+            "params (ours)": f"{ours_p / 1e6:.2f}M",
+            "params (published)": "-" if r["published_params_m"] is None else f"{r['published_params_m']:.2f}M",
+            "FLOPs (ours)": f"{r['flops'] / 1e9:.2f}G",
+            "FLOPs (published)": "-" if r["published_flops_g"] is None else f"{r['published_flops_g']:.2f}G",
+            "same digits": {True: "✓", False: "✗ differ", None: "nothing published"}[r["match"]],
+            "loaded here": ", ".join(mine),
+            "params counted as": r["params_kind"] if r["params_kind"] != "-" else "state dict",
+            "source": r["source"],
+        })
+    st.dataframe(table, hide_index=True, width="stretch")

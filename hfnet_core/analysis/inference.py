@@ -1,4 +1,4 @@
-"""One clip through one checkpoint: probabilities, top-5, pooled features and every HF gate map.
+"""One clip through one checkpoint: probabilities, top-5, pooled features and every operator's maps.
 
 ``run_clip`` touches no shared mutable state: it runs ``model.inspect`` (which returns everything it
 computes) under ``torch.inference_mode()`` and hands back plain numpy arrays, so one cached model can
@@ -7,13 +7,35 @@ serve many browser sessions at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ClipPrediction", "run_clip", "same_classes"]
+from ..multitask import TaskSpec
+
+__all__ = ["ClipPrediction", "OperatorMaps", "TaskTop", "run_clip", "same_classes"]
+
+
+@dataclass(frozen=True)
+class OperatorMaps:
+    """What one temporal operator at one site exposed for this clip (any operator: HF, GSM, TSM)."""
+
+    op: str  # "hf", "gsm", "tsm"
+    module: str  # the backbone module it sits at ("inception_3a", "inception_3a_1x1", "layer1.0.conv1")
+    side: str  # "in" or "out" of that module
+    maps: dict[str, np.ndarray]  # map name -> (T, H, W) float32 (e.g. HF "gate", GSM "gate_backward")
+    meanings: dict[str, str]  # map name -> what it means (from the operator class)
+
+
+@dataclass(frozen=True)
+class TaskTop:
+    """One task's top-k for a multi-task model (verb, noun or action)."""
+
+    indices: list[int]  # verb / noun class indices; action ids (verb * num_nouns + noun)
+    names: list[str]
+    probs: list[float]  # softmax of the task's scores; action: p(verb) * p(noun), as the challenge ranks them
 
 
 @dataclass(frozen=True)
@@ -26,7 +48,12 @@ class ClipPrediction:
     top5_probs: list[float]
     gates: dict[str, np.ndarray]  # block name -> G- (T, H, W) in [-1, 1]; G-_{T-1} = 0; {} without HF
     pooled_features: np.ndarray  # (D,)
-    frame_features: np.ndarray  # (T, D)
+    frame_features: np.ndarray  # (T', D): T per-frame vectors, 1 clip vector for ECO-Lite
+    #: every operator's maps, "<op>.<module>" -> OperatorMaps, in network order (HF's are also in ``gates``)
+    operator_maps: dict[str, OperatorMaps] = field(default_factory=dict)
+    #: multi-task models (hfnet_core/multitask.py): "verb", "noun", "action" -> TaskTop; {} otherwise.
+    #: For them ``top5_*`` repeat the action's top-5 and ``probs`` is not a distribution over one task.
+    tasks: dict[str, TaskTop] = field(default_factory=dict)
 
     @property
     def top1(self) -> str:
@@ -48,11 +75,22 @@ def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:
         k = min(k, probs.numel())
         top = torch.topk(probs, k)
         gates = {name: g[0].float().cpu().numpy() for name, g in out.gates.items()}
+        ops = {}
+        for label, rec in out.temporal.items():
+            meanings = dict(type(model.operator_at(rec.op, rec.site)).map_meanings)
+            maps = {k: v[0].float().cpu().numpy() for k, v in rec.maps.items() if v.dim() == 4}
+            ops[label] = OperatorMaps(rec.op, rec.site.module, rec.site.side, maps, meanings)
         pooled = out.pooled_features[0].float().cpu().numpy()
         frames = out.frame_features[0].float().cpu().numpy()
         logits_np, probs_np = logits.cpu().numpy(), probs.cpu().numpy()
     names = list(checkpoint.class_names)
     idx = [int(i) for i in top.indices.cpu()]
+    spec = TaskSpec.from_model(getattr(checkpoint, "config", None) or model.config, names)
+    tasks = task_tops(spec, logits_np, k) if spec is not None else {}
+    if tasks:
+        action = tasks["action"]
+        return ClipPrediction(names, logits_np, probs_np, action.indices, action.names, action.probs, gates, pooled,
+                              frames, ops, tasks)
     return ClipPrediction(
         class_names=names,
         logits=logits_np,
@@ -63,9 +101,28 @@ def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:
         gates=gates,
         pooled_features=pooled,
         frame_features=frames,
+        operator_maps=ops,
     )
 
 
 def same_classes(a: Any, b: Any) -> bool:
     """Whether two checkpoints (or predictions) share one class list, in order."""
     return list(a.class_names) == list(b.class_names)
+
+
+def task_tops(spec: TaskSpec, logits: np.ndarray, k: int = 5) -> dict[str, TaskTop]:
+    """Top-``k`` verbs, nouns and actions of one multi-task output (the challenge's action ranking)."""
+    parts = spec.split(np.asarray(logits, np.float64))
+    out: dict[str, TaskTop] = {}
+    probs: dict[str, np.ndarray] = {}
+    for task, names in (("verb", spec.verb_names), ("noun", spec.noun_names)):
+        z = parts[task] - parts[task].max()
+        p = np.exp(z) / np.exp(z).sum()
+        probs[task] = p
+        order = np.argsort(-p, kind="stable")[:k]
+        out[task] = TaskTop([int(i) for i in order], [names[i] for i in order], [float(p[i]) for i in order])
+    joint = (probs["verb"][:, None] * probs["noun"][None, :]).ravel()
+    order = np.argsort(-joint, kind="stable")[:k]
+    out["action"] = TaskTop([int(a) for a in order], [spec.action_name(int(a)) for a in order],
+                            [float(joint[a]) for a in order])
+    return out

@@ -26,7 +26,7 @@ register_backbone("bninception", BNInception, InputConvention.bninception)
 
 
 def build_backbone(name: str, width_mult: float = 1.0) -> Backbone:
-    """Build a backbone by name ("bninception", "resnet18", "resnet50")."""
+    """Build a backbone by name ("bninception", "eco_lite", "resnet18", "resnet50", ...)."""
     _load_optional()
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {sorted(_BACKBONES)}")
@@ -51,6 +51,10 @@ def _load_optional() -> None:
         from . import resnet  # noqa: F401
     except ImportError:
         pass
+    if "eco_lite" not in _BACKBONES:  # ECO-Lite: BN-Inception's 2D part + ECO-pytorch's 3D ResNet-18
+        from .eco import ECOLite
+
+        register_backbone("eco_lite", ECOLite, InputConvention.bninception)
 
 
 __all__ = ["Backbone", "BNInception", "build_backbone", "available_backbones", "register_backbone",

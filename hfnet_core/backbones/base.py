@@ -17,7 +17,8 @@ from ..temporal.base import Site, TemporalRun, plain_run
 
 
 class Backbone(nn.Module):
-    """Interface: ``stem`` -> ``block(name)`` for each of ``block_names`` -> ``pool``."""
+    """Interface: ``stem`` -> ``block(name)`` for each of ``block_names`` -> ``pool`` (-> ``output_frames``
+    feature vectors per clip)."""
 
     #: "bninception" or "resnet": operators choose their published placements by family.
     family: str = ""
@@ -38,6 +39,11 @@ class Backbone(nn.Module):
 
     def block(self, name: str, x: Tensor, run: TemporalRun | None = None) -> Tensor:
         raise NotImplementedError
+
+    def output_frames(self, num_segments: int) -> int:
+        """How many feature vectors ``pool`` returns per clip of ``num_segments`` frames: one per frame for a
+        2D backbone; 1 for a backbone that fuses the frames itself (ECO-Lite's 3D part)."""
+        return num_segments
 
     def pool(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C) global average pooling."""

@@ -58,10 +58,14 @@ class BNInception(Backbone):
         "all": BLOCK_NAMES,
     }
 
-    def __init__(self, width_mult: float = 1.0) -> None:
+    def __init__(self, width_mult: float = 1.0, last_block: str | None = None) -> None:
+        """``last_block`` builds the network only up to that block (ECO-Lite's 2D part stops after 3b and
+        adds the first two layers of 3c itself, ``backbones/eco.py``); None = all ten blocks."""
         super().__init__()
         if not 0 < width_mult <= 4:
             raise ValueError(f"width_mult must be in (0, 4], got {width_mult}")
+        if last_block is not None and last_block not in BLOCK_NAMES:
+            raise ValueError(f"last_block must be one of {BLOCK_NAMES}, got {last_block!r}")
         self.width_mult = width_mult
         w = lambda c: _w(c, width_mult)  # noqa: E731
         self._conv_bn("conv1_7x7_s2", 3, w(64), 7, 2, 3)
@@ -104,6 +108,12 @@ class BNInception(Backbone):
             channels[name] = out
             strides[name] = stride
             c_in = out
+            if name == last_block:
+                break
+        if last_block is not None:
+            names = tuple(channels)
+            self.block_names = names
+            self.placement_presets = {"none": (), "last1": names[-1:], "all": names}
         self.block_channels = channels
         self.block_in_channels = in_channels
         self.block_strides = strides

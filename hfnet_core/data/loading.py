@@ -108,7 +108,7 @@ def build_dataset(data: Any, split: str, model_config: Any, train: bool, epoch: 
     """The dataset of ``split`` for a model, with TSN's training (``train=True``) or test transform.
 
     ``data`` is a ``DataSection`` (``hfnet_core.config``); ``split`` a split name ("train", "val",
-    "test"), mapped to list files / folders by ``hfnet_core.data.datasets.open_dataset``. SynthSomething
+    "test"), mapped to list files / folders by ``hfnet_core.data.formats.open_dataset``. SynthSomething
     is generated in memory (nothing on disk). Frame count, crop size and pixel convention come from
     ``model_config``.
     """
@@ -118,29 +118,35 @@ def build_dataset(data: Any, split: str, model_config: Any, train: bool, epoch: 
     frames = int(model_config.num_segments)
     convention = input_convention_of(model_config)
     if data.dataset == "synth":
-        from .synthetic import SynthSomethingDataset
+        from .synthetic import SYNTH_VIEWS, SynthSomethingDataset
 
         per_class = {"train": data.synth_train_per_class, "val": data.synth_val_per_class,
                      "test": data.synth_test_per_class}
         if split not in per_class:
             raise ConfigError(f"SynthSomething has splits train/val/test, not {split!r}")
         seed = data.synth_seed + (epoch if (train and data.synth_fresh_each_epoch) else 0)
+        view = getattr(data, "synth_view", "action")
+        if view not in SYNTH_VIEWS:
+            raise ConfigError(f"data.synth_view must be one of {SYNTH_VIEWS}, got {view!r}")
         ds: Any = SynthSomethingDataset(split, per_class[split], frames, data.synth_size or size, seed, None,
-                                        convention=convention)
+                                        convention=convention, view=view)
     else:
-        from .datasets import open_dataset
+        from .formats import open_dataset
+        from .epic import EPIC_NAMES
 
         lst = (data.train_list if train else data.val_list) or None
+        extra = {"train_annotations": data.train_list or None} if data.dataset in EPIC_NAMES else {}
         try:
             ds = open_dataset(data.dataset, root=data.root, split=split, list_file=lst, num_frames=frames,
                               train=train, transform=None, convention=convention,
-                              split_index=int(getattr(data, "split_index", 1) or 1))
+                              split_index=int(getattr(data, "split_index", 1) or 1), **extra)
         except HfnetError:
             raise
         except (FileNotFoundError, ValueError) as e:
             raise DatasetError(f"cannot open the {data.dataset} dataset, split {split!r}: {e}",
                                path=data.root or None) from e
-    ds.transform = _transform(data, size, train, list(ds.class_names))
+    spec = getattr(ds, "task_spec", None)  # multi-task data: flips act on the verb (its names)
+    ds.transform = _transform(data, size, train, list(spec.verb_names) if spec is not None else list(ds.class_names))
     return ds
 
 

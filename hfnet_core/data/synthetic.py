@@ -45,6 +45,12 @@ __all__ = [
     "write_dataset",
     "SYNTH_FPS",
     "SYNTH_VERSION",
+    "SYNTH_VERBS",
+    "SYNTH_NOUNS",
+    "SYNTH_ACTIONS",
+    "generate_clip_with_shape",
+    "clip_shape",
+    "synth_task_spec",
 ]
 
 #: Bump whenever the generated pixels change, so checkpoints and written datasets can say which data they saw.
@@ -83,6 +89,19 @@ _MAX_CLIPS_PER_CLASS = 10_000_000
 # Shapes in object coordinates (u right, v down; the shape fits in the unit disc).
 _SHAPES = ("rect", "ellipse", "triangle", "L", "arrow", "flag")
 _ASYMMETRIC_SHAPES = ("L", "arrow", "flag")  # no rotational symmetry: rotation direction is visible
+
+# --- The verb / noun view (factored labels, like EPIC-Kitchens' verb and noun classes) ---------------
+#: Verbs = the 16 motions (the classes above); nouns = the moving object's shape.
+SYNTH_VERBS: list[str] = SYNTH_CLASSES
+SYNTH_NOUNS: list[str] = ["rectangle", "ellipse", "triangle", "L-shape", "arrow", "flag"]
+#: Which shapes each motion draws: rotation uses the asymmetric shapes (so its direction is visible),
+#: squeezing / stretching a rectangle or an ellipse, every other motion any shape.
+_VERB_SHAPES: dict[int, tuple[str, ...]] = {4: _ASYMMETRIC_SHAPES, 5: _ASYMMETRIC_SHAPES,
+                                            12: ("rect", "ellipse"), 13: ("rect", "ellipse")}
+#: Every (verb, noun) pair the generator can produce, as action ids verb * len(SYNTH_NOUNS) + noun.
+SYNTH_ACTIONS: list[int] = [v * len(SYNTH_NOUNS) + _SHAPES.index(sh) for v in range(len(SYNTH_CLASSES))
+                            for sh in _VERB_SHAPES.get(v, _SHAPES)]
+SYNTH_VIEWS = ("action", "verb_noun")
 
 
 def clip_seed(dataset_seed: int, split: str, index_in_class: int) -> int:
@@ -303,8 +322,8 @@ def _object_params(cls: int, rng: np.random.Generator, size: int, T: int, table_
     }
 
 
-def _render(cls: int, rng: np.random.Generator, T: int, size: int) -> np.ndarray:
-    """Render the forward class ``cls``: (T, size, size, 3) uint8."""
+def _render(cls: int, rng: np.random.Generator, T: int, size: int) -> tuple[np.ndarray, str]:
+    """Render the forward class ``cls``: (T, size, size, 3) uint8, and the moving object's shape."""
     bg, table_y = _background(rng, size)
     prm = _object_params(cls, rng, size, T, table_y)
     col1, col2 = _vivid_colour(rng), _vivid_colour(rng)
@@ -355,7 +374,7 @@ def _render(cls: int, rng: np.random.Generator, T: int, size: int) -> np.ndarray
         noise >>= 4
         out[t] += noise
     np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    return out.astype(np.uint8), prm["shape"]
 
 
 def _draw_cover(canvas: np.ndarray, prm: dict[str, Any], rng: np.random.Generator, size: int) -> np.ndarray:
@@ -391,18 +410,68 @@ def generate_clip(class_index: int, seed: int, num_frames: int = 8, size: int = 
 
     For a reversed pair ``(a, b)``, ``generate_clip(b, s) == generate_clip(a, s)[::-1]`` exactly.
     """
+    return generate_clip_with_shape(class_index, seed, num_frames, size)[0]
+
+
+def _check_args(class_index: int, num_frames: int, size: int) -> None:
     if not 0 <= class_index < len(SYNTH_CLASSES):
         raise ValueError(f"class_index must be in [0, {len(SYNTH_CLASSES)}), got {class_index}")
     if num_frames < 2:
         raise ValueError(f"num_frames must be at least 2 (order needs two frames), got {num_frames}")
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
+
+
+def _clip_rng(class_index: int, seed: int) -> tuple[int, np.random.Generator]:
     forward = _REVERSE_OF.get(class_index, class_index)
-    rng = np.random.default_rng([int(forward), int(seed) & 0xFFFFFFFFFFFFFFFF])
-    clip = _render(forward, rng, int(num_frames), int(size))
+    return forward, np.random.default_rng([int(forward), int(seed) & 0xFFFFFFFFFFFFFFFF])
+
+
+def generate_clip_with_shape(class_index: int, seed: int, num_frames: int = 8,
+                             size: int = 128) -> tuple[np.ndarray, int]:
+    """``generate_clip`` and the index (in ``SYNTH_NOUNS``) of the moving object's shape - the clip's noun."""
+    _check_args(class_index, num_frames, size)
+    forward, rng = _clip_rng(class_index, seed)
+    clip, shape = _render(forward, rng, int(num_frames), int(size))
     if forward != class_index:
         clip = np.ascontiguousarray(clip[::-1])
-    return clip
+    return clip, _SHAPES.index(shape)
+
+
+def clip_shape(class_index: int, seed: int, num_frames: int = 8, size: int = 128) -> int:
+    """The noun of a clip without rendering it: the same random draws up to the object's parameters."""
+    _check_args(class_index, num_frames, size)
+    forward, rng = _clip_rng(class_index, seed)
+    _, table_y = _background(rng, int(size))
+    return _SHAPES.index(_object_params(forward, rng, int(size), int(num_frames), table_y)["shape"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The verb / noun view's task spec
+
+
+@functools.lru_cache(maxsize=16)
+def synth_task_spec(train_per_class: int = 0, seeds: tuple[int, ...] = (0,), num_frames: int = 8,
+                    size: int = 112) -> Any:
+    """The multi-task spec of the verb_noun view: 16 verbs, 6 nouns, ``SYNTH_ACTIONS`` as action classes.
+
+    With ``train_per_class`` > 0 it also holds the training counts of the train splits drawn with each of
+    ``seeds`` (one per epoch when every epoch draws fresh clips), which decide the many-shot classes of
+    the EPIC metrics; the nouns are read with ``clip_shape`` (no rendering).
+    """
+    from hfnet_core.multitask import TaskSpec, counts
+
+    train_counts: dict[str, dict[int, int]] = {}
+    if train_per_class > 0:
+        verbs, nouns = [], []
+        for seed in seeds:
+            for i in range(train_per_class * len(SYNTH_CLASSES)):
+                v = i % len(SYNTH_CLASSES)
+                verbs.append(v)
+                nouns.append(clip_shape(v, clip_seed(seed, "train", i // len(SYNTH_CLASSES)), num_frames, size))
+        train_counts = {"verb": counts(verbs), "noun": counts(nouns),
+                        "action": counts([v * len(SYNTH_NOUNS) + n for v, n in zip(verbs, nouns)])}
+    return TaskSpec(tuple(SYNTH_VERBS), tuple(SYNTH_NOUNS), tuple(SYNTH_ACTIONS), True, train_counts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,11 +495,16 @@ class SynthSomethingDataset(torch.utils.data.Dataset):
         seed: int = 0,
         transform: Callable[[np.ndarray, int], tuple[np.ndarray, int]] | None = None,
         convention: InputConvention | None = None,
+        view: str = "action",
+        task_spec: Any = None,
     ) -> None:
         if split not in _SPLIT_ID:
             raise ValueError(f"split must be one of {sorted(_SPLIT_ID)}, got {split!r}")
         if clips_per_class < 1:
             raise ValueError(f"clips_per_class must be >= 1, got {clips_per_class}")
+        if view not in SYNTH_VIEWS:
+            raise ValueError(f"view must be one of {SYNTH_VIEWS}, got {view!r}")
+        self.view = view
         self.split = split
         self.clips_per_class = int(clips_per_class)
         self.num_frames = int(num_frames)
@@ -439,14 +513,23 @@ class SynthSomethingDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.convention = convention if convention is not None else InputConvention.bninception()
         self.class_names: list[str] = list(SYNTH_CLASSES)
+        #: verb_noun view: the multi-task spec (hfnet_core/multitask.py); labels are action ids.
+        self.task_spec = None
+        if view == "verb_noun":
+            self.task_spec = task_spec if task_spec is not None else synth_task_spec()
+            self.class_names = self.task_spec.class_names()
         self.skipped: list[tuple[str, str]] = []  # never filled: kept for the common dataset interface
 
     def __len__(self) -> int:
         return self.clips_per_class * len(SYNTH_CLASSES)
 
     def label_of(self, index: int) -> int:
-        """Class of item ``index`` without generating it."""
-        return index % len(SYNTH_CLASSES)
+        """Label of item ``index`` without rendering it (the verb_noun view: its action id)."""
+        verb = index % len(SYNTH_CLASSES)
+        if self.view == "action":
+            return verb
+        seed = clip_seed(self.seed, self.split, index // len(SYNTH_CLASSES))
+        return verb * len(SYNTH_NOUNS) + clip_shape(verb, seed, self.num_frames, self.size)
 
     def clip_id(self, index: int) -> str:
         """Stable identity, e.g. ``synth/test/000123``."""
@@ -456,13 +539,18 @@ class SynthSomethingDataset(torch.utils.data.Dataset):
         """The uint8 clip and label of item ``index`` before transform and convention."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} clips")
-        label = self.label_of(index)
+        verb = index % len(SYNTH_CLASSES)
         seed = clip_seed(self.seed, self.split, index // len(SYNTH_CLASSES))
-        return generate_clip(label, seed, self.num_frames, self.size), label
+        clip, noun = generate_clip_with_shape(verb, seed, self.num_frames, self.size)
+        return clip, (verb if self.view == "action" else verb * len(SYNTH_NOUNS) + noun)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         frames, label = self.raw_clip(index)
-        if self.transform is not None:
+        if self.transform is not None and self.view == "verb_noun":  # flips act on the verb only
+            verb, noun = divmod(label, len(SYNTH_NOUNS))
+            frames, verb = self.transform(frames, verb)
+            label = verb * len(SYNTH_NOUNS) + noun
+        elif self.transform is not None:
             frames, label = self.transform(frames, label)
         cid = self.clip_id(index)
         return {"frames": self.convention.to_model_input(frames), "label": int(label), "clip_id": cid, "path": cid}

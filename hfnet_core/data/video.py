@@ -1,13 +1,19 @@
-"""Reading and writing video clips with PyAV (FFmpeg): fast TSN sampling, clear errors.
+"""Reading and writing video clips with PyAV (FFmpeg): exact TSN sampling, fast, bounded, clear errors.
 
 Why this file is careful:
 
 * TSN-style models see K frames of a clip, so decoding a whole video to keep 8 frames wastes most of the
-  time. ``read_clip`` seeks to the keyframe before each sampled frame and decodes forward only as far as
-  needed (consecutive samples in one group of pictures share the decoding).
-* Frame *i* is located by its presentation timestamp (from a packet index built without decoding), so
-  variable-frame-rate files return exactly the i-th frame, not the frame a constant-fps guess points to.
+  time. Reads are planned from the keyframe index: each group of pictures holding a wanted frame is
+  decoded once, up to that frame, skipping frames nothing references, on several decoders at once
+  (``video_decode``) - bit-identical to decoding everything.
+* Frame *i* is the packet with the i-th presentation timestamp (``video_index``), so variable-frame-rate
+  and drop-frame files return their coded frames at their real times, not where a constant-fps guess
+  points; a header's frame count is a hint, never a verdict.
 * Phone videos are stored sideways with a display matrix; frames are rotated upright here.
+* Files are untrusted (``video_checks``): only regular files are opened (a FIFO would block forever),
+  metadata is parsed within bounds, every read has a time cap (``DEFAULT_TIME_LIMIT_S``, overridable with
+  ``time_limit=`` or ``HFNET_DECODE_TIME_LIMIT``), and truncation is judged from evidence (the demuxer
+  failing, packets cut short, the file ending inside its own container structure).
 * Datasets contain broken files. Every problem becomes a ``VideoDecodeError`` that names the file and says
   what is wrong and what to do - never a raw FFmpeg exception, never silently wrong frames.
 
@@ -17,13 +23,12 @@ Frames are ``numpy.ndarray`` uint8 ``(T, H, W, 3)`` RGB (docs/CONTRACTS.md). Ima
 
 from __future__ import annotations
 
-import collections
 import fractions
 import io
 import math
 import os
+import stat
 import tempfile
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +37,23 @@ from typing import Iterable, Sequence
 import av
 import numpy as np
 
-from hfnet_core.errors import HfnetError
+from hfnet_core.data.video_checks import (DEFAULT_TIME_LIMIT_S, FETCH_HINT, REENCODE_HINT, TIME_LIMIT_ENV,
+                                          Deadline, VideoDecodeError, bounded_count, bounded_duration,
+                                          bounded_fps, checked_path)
+from hfnet_core.data.video_decode import (MAX_PIXELS, MAX_RESOLUTION, check_size, decode_planned,
+                                          decode_sequential, frame_rotation, open_video, output_size)
+from hfnet_core.data.video_index import MAX_INDEXED_FRAMES, PacketIndex, packet_index
 
 __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "IMAGE_EXTENSIONS",
+    "DEFAULT_TIME_LIMIT_S",
+    "TIME_LIMIT_ENV",
+    "MAX_RESOLUTION",
+    "MAX_PIXELS",
     "probe_video",
+    "frame_times",
     "sample_indices",
     "read_clip",
     "read_frames",
@@ -52,42 +67,35 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-#: Frames larger than this (either side, in pixels) are refused: no real clip is this large, a header is lying.
-MAX_RESOLUTION = 16384
 #: Default cap on the longer side of returned frames; larger videos are downscaled while decoding.
 DEFAULT_MAX_SIDE = 1280
 #: Default cap on how many frames ``read_frames(indices=None)`` returns.
 DEFAULT_MAX_FRAMES = 1000
-#: Seek (instead of decoding from the start) when fewer than this fraction of a file's frames are wanted.
-SEEK_MAX_FRACTION = 0.25
 #: Something-v1 frame folders carry no frame rate; they were extracted at 12 fps.
 IMAGE_FOLDER_FPS = 12.0
-
-_FETCH_HINT = "Fetch the file again"
-_REENCODE_HINT = "Re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`, or remove it from the list"
-
-
-class VideoDecodeError(HfnetError):
-    """A clip that cannot be read; ``.path`` is the file and ``.reason`` what is wrong with it."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str, hint: str = _REENCODE_HINT) -> None:
-        self.reason = reason
-        super().__init__(f"cannot read {path}: {reason}. {hint}", path=path, problem=reason, hint=hint)
+#: Codecs whose "keyframes" are not random-access points (frames are drawn over the previous ones).
+_NO_SEEK_CODECS = frozenset({"gif", "apng"})
+#: What PyAV/FFmpeg/numpy may raise on a hostile file besides FFmpegError; reported as a VideoDecodeError.
+_UNEXPECTED = (OSError, RuntimeError, MemoryError, ValueError, OverflowError, IndexError)
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a file holds, read from headers plus one decoded frame (cheap)."""
+    """What a file holds. From headers plus one decoded frame (cheap), or exact (``probe_video(exact=True)``)."""
 
     path: str
-    num_frames: int  # exact for image folders and most containers; an estimate where headers lack it
-    fps: float | None
+    num_frames: int  # exact: coded frames found; header probe: the header's count or an estimate (a hint)
+    fps: float | None  # the container's nominal rate (None when absent or absurd)
     duration: float | None  # seconds
     width: int  # as displayed (after rotation)
     height: int
     rotation: int  # degrees counter-clockwise applied to stored frames to display them upright
     codec: str  # FFmpeg decoder name, or "images"
     is_image_folder: bool = False
+    declared_frames: int | None = None  # frame slots the header announces (a hint: drop-frame AVIs announce more)
+    mean_fps: float | None = None  # exact probe: coded frames / duration (differs from fps for VFR/drop frames)
+    variable_frame_rate: bool = False  # exact probe: frame intervals are irregular
+    notes: tuple[str, ...] = ()  # header values that were ignored or contradicted by the evidence, in words
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,189 +157,169 @@ def apply_rotation(frames: np.ndarray, degrees_ccw: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frames, k=k, axes=(-3, -2)))
 
 
-def _frame_rotation(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
-    """Rotation from the frame's display matrix, else the legacy ``rotate`` stream tag (clockwise)."""
-    rot = int(frame.rotation) if hasattr(frame, "rotation") else 0
-    if rot == 0:
-        tag = stream.metadata.get("rotate")
-        if tag:
-            try:
-                rot = -int(float(tag))
-            except ValueError:
-                rot = 0
-    return int(round(rot / 90.0)) * 90 % 360
-
-
 # --------------------------------------------------------------------------------------------------
 # Opening and indexing
 
 
-@dataclass(frozen=True)
-class _PacketIndex:
-    """Presentation timestamps of every frame (sorted) and of keyframes, from demuxing (no decoding)."""
-
-    pts: np.ndarray  # int64, sorted; one per packet that carries a frame
-    key_pts: np.ndarray  # int64, sorted
-    complete: bool  # every packet had a timestamp
-
-
-_INDEX_CACHE: "collections.OrderedDict[tuple[str, int, int], _PacketIndex]" = collections.OrderedDict()
-_INDEX_LOCK = threading.Lock()
-_INDEX_CACHE_SIZE = 512
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise VideoDecodeError(path, "the file does not exist", "Check the path and the dataset root")
-    if path.is_file() and path.stat().st_size == 0:
-        raise VideoDecodeError(path, "the file is empty (0 bytes)", "The download or copy failed; fetch it again")
-
-
-def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """Open ``path`` and its first video stream, or raise a VideoDecodeError saying why not."""
-    _check_file(path)
-    try:
-        container = av.open(str(path), mode="r")
-    except av.error.FFmpegError as e:
-        text = str(e)
-        if "moov atom not found" in text:
-            raise VideoDecodeError(path, "the file is truncated (MP4 index 'moov' missing)", _FETCH_HINT) from e
-        raise VideoDecodeError(path, f"not a video or image FFmpeg can read ({text})",
-                               "Check that this is a video file") from e
-    except (OSError, ValueError) as e:
-        raise VideoDecodeError(path, f"could not be opened ({e})", "Check the file and its permissions") from e
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
-        container.close()
-        raise VideoDecodeError(path, f"it has no video stream (streams: {', '.join(kinds)})",
-                               "Use a file that contains video")
-    stream = container.streams.video[0]
-    if stream.codec_context is None:
-        name = stream.metadata.get("codec_name") or getattr(stream, "codec_tag", None) or "unknown"
-        container.close()
-        raise VideoDecodeError(path, f"no decoder for its codec ({name})", _REENCODE_HINT)
-    w, h = stream.codec_context.width, stream.codec_context.height
-    if w > MAX_RESOLUTION or h > MAX_RESOLUTION or w < 0 or h < 0:
-        container.close()
-        raise VideoDecodeError(path, f"absurd resolution {w}x{h} (limit {MAX_RESOLUTION} per side)", _REENCODE_HINT)
-    stream.thread_type = "AUTO"
-    return container, stream
-
-
-def _packet_index(path: Path, container: av.container.InputContainer,
-                  stream: av.video.stream.VideoStream) -> _PacketIndex:
-    """Demux (without decoding) to list every frame's timestamp; cached per (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _INDEX_LOCK:
-        hit = _INDEX_CACHE.get(key)
-        if hit is not None:
-            _INDEX_CACHE.move_to_end(key)
-            return hit
-    pts: list[int] = []
-    keys: list[int] = []
-    complete = True
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the flush packet at the end
-            ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is None:
-                complete = False
-                continue
-            pts.append(int(ts))
-            if packet.is_keyframe:
-                keys.append(int(ts))
-    except av.error.FFmpegError as e:
-        raise VideoDecodeError(path, f"the file is truncated or corrupt after {len(pts)} frames ({e})",
-                               _FETCH_HINT) from e
-    if not pts:
-        raise VideoDecodeError(path, "the video stream holds no frames (the file may be truncated)", _FETCH_HINT)
-    index = _PacketIndex(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), complete)
-    with _INDEX_LOCK:
-        _INDEX_CACHE[key] = index
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
-    return index
-
-
 def _list_images(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files: list[Path] = []
+    try:
+        for p in folder.iterdir():
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():  # is_file: regular files only, no FIFOs
+                files.append(p)
+                if len(files) > MAX_INDEXED_FRAMES:
+                    raise VideoDecodeError(folder, f"the folder holds more than {MAX_INDEXED_FRAMES:,} frames",
+                                           "Cut the clip into shorter ones")
+        files.sort()
+    except OSError as e:
+        raise VideoDecodeError(folder, f"the folder cannot be listed ({e.strerror or e})",
+                               "Check the folder and its permissions") from e
     if not files:
         raise VideoDecodeError(folder, "the folder holds no image frames (.jpg/.png)",
                                "Check the frame folder and the image template")
     return files
 
 
-def _output_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
-    """Size after the downscale cap (aspect kept); width/height as stored (before rotation)."""
-    if max_side is None or max(w, h) <= max_side:
-        return w, h
-    s = max_side / max(w, h)
-    return max(1, int(round(w * s))), max(1, int(round(h * s)))
+def _indexed(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+             deadline: Deadline) -> PacketIndex:
+    """The packet index, refusing a file that the evidence says was cut."""
+    index = packet_index(path, container, stream, deadline)
+    if index.truncation:
+        raise VideoDecodeError(path, f"the file is truncated: {index.truncation}", FETCH_HINT)
+    return index
+
+
+def _header_facts(container: av.container.InputContainer,
+                  stream: av.video.stream.VideoStream) -> tuple[float | None, float | None, list[str]]:
+    """(fps, duration, notes) from headers, each within bounds."""
+    notes: list[str] = []
+    fps, note = bounded_fps(stream.average_rate or stream.guessed_rate)
+    notes += [note] if note else []
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration, note = bounded_duration(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration, note = bounded_duration(container.duration / av.time_base)
+    notes += [note] if note else []
+    return fps, duration, notes
+
+
+def _exact_facts(index: PacketIndex, fps: float | None) -> tuple[float, float | None, bool, list[str]]:
+    """(duration, mean fps, variable frame rate, notes) from the frames' timestamps."""
+    n = index.num_packets
+    notes: list[str] = [index.note] if index.note else []
+    if index.declared_frames is not None and index.declared_frames != n:
+        notes.append(f"the header announces {index.declared_frames} frames; {n} coded frames were found "
+                     "(drop-frame or variable-frame-rate file: frames keep their real timestamps)")
+    times = index.seconds()
+    if not index.complete or len(times) < 2:
+        duration = n / fps if fps else 0.0
+        return duration, (n / duration if duration else None), False, notes
+    gaps = np.diff(times)
+    typical = float(np.median(gaps))
+    tolerance = max(2.0 * float(index.time_base), 0.001 + 0.05 * typical)
+    vfr = bool(np.any(np.abs(gaps - typical) > tolerance))
+    last = min(1.0 / fps, typical) if fps else typical  # how long the last frame shows
+    duration = float(times[-1]) + last
+    return duration, n / duration, vfr, notes
 
 
 # --------------------------------------------------------------------------------------------------
 # Probing
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
-    """Basic facts about a video file or image folder; raises VideoDecodeError if it cannot be decoded."""
-    p = Path(path)
-    if p.is_dir():
+def probe_video(path: str | os.PathLike[str], exact: bool = False, time_limit: float | None = None) -> VideoInfo:
+    """Facts about a video file or image folder; raises VideoDecodeError if it cannot be decoded.
+
+    ``exact=False`` reads headers and one frame (cheap; ``num_frames`` and ``duration`` are the header's
+    hints). ``exact=True`` also demuxes the file (cached): ``num_frames`` is the number of coded frames,
+    ``duration`` and ``mean_fps`` come from their timestamps, ``variable_frame_rate`` is measured, and a
+    file that the evidence says was cut is refused.
+    """
+    deadline = Deadline(path, time_limit)
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         files = _list_images(p)
-        first = read_image_files([files[0]])[0]
+        first = _read_images([files[0]], DEFAULT_MAX_SIDE, deadline)[0]
         n = len(files)
         return VideoInfo(str(p), n, IMAGE_FOLDER_FPS, n / IMAGE_FOLDER_FPS, first.shape[1], first.shape[0], 0,
-                         "images", True)
-    container, stream = _open(p)
+                         "images", True, n, IMAGE_FOLDER_FPS)
+    container, stream = open_video(p)
     with container:
-        fps_q = stream.average_rate or stream.guessed_rate
-        fps = float(fps_q) if fps_q else None
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        n = int(stream.frames or 0)
-        if n <= 0 and duration and fps:
-            n = max(1, int(round(duration * fps)))
-        try:
-            frame = next(container.decode(stream), None)
-        except av.error.FFmpegError as e:
-            raise VideoDecodeError(p, f"its first frame cannot be decoded ({e})", _REENCODE_HINT) from e
-        if frame is None:
-            raise VideoDecodeError(p, "no frame could be decoded (the file may be truncated)", _FETCH_HINT)
-        rot = _frame_rotation(frame, stream)
+        fps, duration, notes = _header_facts(container, stream)
+        declared = bounded_count(stream.frames)
+        n = declared or (max(1, int(round(duration * fps))) if duration and fps else 1)
+        mean_fps, vfr = None, False
+        if exact:
+            index = _indexed(p, container, stream, deadline)
+            n = index.num_packets
+            duration, mean_fps, vfr, more = _exact_facts(index, fps)
+            notes += more
+        frame = _first_frame(p, container, stream, deadline, reopen=exact)
+        rot, note = frame_rotation(frame, stream)
+        notes += [note] if note else []
         w, h = frame.width, frame.height
         if rot in (90, 270):
             w, h = h, w
-        if n <= 0:
-            n = 1
-        return VideoInfo(str(p), n, fps, duration, w, h, rot, stream.codec_context.name)
+        return VideoInfo(str(p), n, fps, duration, w, h, rot, stream.codec_context.name, False, declared,
+                         mean_fps, vfr, tuple(notes))
+
+
+def _first_frame(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 deadline: Deadline, reopen: bool) -> av.VideoFrame:
+    """The first decodable frame; reopens the file when ``container`` was demuxed to its end."""
+    if reopen:
+        container, stream = open_video(path)
+    try:
+        for packet in container.demux(stream):
+            deadline.check()
+            for frame in packet.decode():
+                check_size(path, frame.width, frame.height)
+                return frame
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(path, f"its first frame cannot be decoded ({e})", REENCODE_HINT) from e
+    finally:
+        if reopen:
+            container.close()
+    raise VideoDecodeError(path, "no frame could be decoded (the file may be truncated)", FETCH_HINT)
+
+
+def frame_times(path: str | os.PathLike[str], time_limit: float | None = None) -> np.ndarray:
+    """Presentation time (seconds from the first frame) of every frame, in order - the real times, also for
+    variable-frame-rate and drop-frame files. Image folders: ``i / 12``. Cached with the packet index."""
+    deadline = Deadline(path, time_limit)
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
+        return np.arange(len(_list_images(p))) / IMAGE_FOLDER_FPS
+    container, stream = open_video(p)
+    with container:
+        index = _indexed(p, container, stream, deadline)
+        if index.complete:
+            return index.seconds()
+        fps, _, _ = _header_facts(container, stream)
+        return np.arange(index.num_packets) / (fps or IMAGE_FOLDER_FPS)
 
 
 # --------------------------------------------------------------------------------------------------
 # Decoding
 
 
-def read_image_files(files: Sequence[str | os.PathLike[str]], max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
-    """Decode image files (one frame each) into ``(T, H, W, 3)`` uint8 RGB; all resized to the first's size."""
+def _read_images(files: Sequence[str | os.PathLike[str]], max_side: int | None, deadline: Deadline) -> np.ndarray:
     from PIL import Image  # Pillow comes with streamlit; only image-folder clips need it
 
     out: list[np.ndarray] = []
     size: tuple[int, int] | None = None
     for f in files:
-        f = Path(f)
-        _check_file(f)
+        deadline.check()
+        f, _ = checked_path(f)
         try:
             with Image.open(f) as im:
                 im.draft("RGB", (max_side, max_side) if max_side else None)  # fast JPEG downscale on load
                 w, h = im.size
-                if w > MAX_RESOLUTION or h > MAX_RESOLUTION:
+                if w > MAX_RESOLUTION or h > MAX_RESOLUTION or w * h > MAX_PIXELS:
                     raise VideoDecodeError(f, f"absurd resolution {w}x{h}", "Resize the images")
                 if size is None:
-                    size = _output_size(w, h, max_side)
+                    size = output_size(w, h, max_side)
                 im = im.convert("RGB")
                 if im.size != size:
                     im = im.resize(size, Image.Resampling.BILINEAR)
@@ -346,87 +334,52 @@ def read_image_files(files: Sequence[str | os.PathLike[str]], max_side: int | No
     return np.stack(out)
 
 
-def _to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    if (frame.width, frame.height) == size:
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+def read_image_files(files: Sequence[str | os.PathLike[str]], max_side: int | None = DEFAULT_MAX_SIDE,
+                     time_limit: float | None = None) -> np.ndarray:
+    """Decode image files (one frame each) into ``(T, H, W, 3)`` uint8 RGB; all resized to the first's size."""
+    return _read_images(files, max_side, Deadline(files[0] if len(files) else "images", time_limit))
 
 
-def _decode_sequential(path: Path, wanted: np.ndarray, max_side: int | None) -> tuple[dict[int, np.ndarray], int]:
-    """Decode from the start, keeping frames whose ordinal is in ``wanted`` (sorted unique); stop after the last."""
-    container, stream = _open(path)
-    got: dict[int, np.ndarray] = {}
-    rot = 0
-    size: tuple[int, int] | None = None
-    last = int(wanted[-1]) if len(wanted) else -1
-    want = set(int(i) for i in wanted)
-    i = -1
-    with container:
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                if size is None:
-                    size = _output_size(frame.width, frame.height, max_side)
-                    rot = _frame_rotation(frame, stream)
-                if i in want:
-                    got[i] = _to_rgb(frame, size)
-                if i >= last:
-                    break
-        except av.error.FFmpegError as e:
-            raise VideoDecodeError(path, f"frame {i + 1} cannot be decoded ({e})", _REENCODE_HINT) from e
-    return got, rot
-
-
-def _decode_towards(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                    goal: list[int]) -> Iterable[av.VideoFrame]:
-    """Decode forward; frames shown before ``goal[0]`` that nothing references are not decoded at all.
-
-    Skipping non-reference frames (most B-frames) on the way to a sampled frame cannot change any other
-    frame, so the result stays bit-identical to a full decode while far less work is done.
-    """
-    ctx = stream.codec_context
+def _decode_indices(p: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                    index: PacketIndex, idx: np.ndarray, max_side: int | None, deadline: Deadline) -> np.ndarray:
+    """Frames ``idx`` of an opened, indexed file (``container`` is closed on return)."""
+    uniq = np.unique(idx)
+    result = None
     try:
-        for packet in container.demux(stream):
-            early = packet.pts is not None and packet.pts < goal[0]
-            ctx.skip_frame = "NONREF" if early else "DEFAULT"
-            yield from packet.decode()
+        if index.complete and stream.codec_context.name not in _NO_SEEK_CODECS:
+            try:
+                result = decode_planned(p, container, stream, index, uniq, max_side, deadline)
+            except VideoDecodeError:
+                raise
+            except av.error.FFmpegError:
+                result = None  # some demuxers cannot seek; decoding from the start still works
+            except _UNEXPECTED as e:
+                raise VideoDecodeError(p, f"decoding failed ({type(e).__name__}: {e})", REENCODE_HINT) from e
     finally:
-        ctx.skip_frame = "DEFAULT"
-
-
-def _decode_by_seeking(
-    path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-    index: _PacketIndex, wanted: np.ndarray, max_side: int | None,
-) -> tuple[dict[int, np.ndarray], int] | None:
-    """Seek to the keyframe before each wanted frame and decode forward; None if the file misbehaves."""
-    got: dict[int, np.ndarray] = {}
-    rot = 0
-    size: tuple[int, int] | None = None
-    frames_iter = None
-    current: av.VideoFrame | None = None
-    goal = [0]  # the timestamp being decoded towards, read by _decode_towards
-    for i in wanted:
-        target = int(index.pts[i])
-        goal[0] = target
-        k = int(np.searchsorted(index.key_pts, target, side="right")) - 1
-        key = int(index.key_pts[k]) if k >= 0 else int(index.pts[0])
-        if frames_iter is None or current is None or (key > current.pts and current.pts < target):
-            container.seek(key, stream=stream, backward=True)
-            frames_iter = _decode_towards(container, stream, goal)
-            current = next(frames_iter, None)
-            if current is None or current.pts is None or current.pts > target:
-                return None  # the seek overshot or frames lack timestamps: let the caller decode sequentially
-        while current.pts < target:
-            nxt = next(frames_iter, None)
-            if nxt is None:
-                break  # end of stream: the last frame stands in (e.g. an edit list dropped the tail)
-            if nxt.pts is None:
-                return None
-            current = nxt
-        if size is None:
-            size = _output_size(current.width, current.height, max_side)
-            rot = _frame_rotation(current, stream)
-        got[int(i)] = _to_rgb(current, size)
-    return got, rot
+        container.close()
+    try:
+        if result is None:
+            result = decode_sequential(p, uniq, max_side, deadline)
+    except VideoDecodeError:
+        raise
+    except (av.error.FFmpegError, *_UNEXPECTED) as e:
+        raise VideoDecodeError(p, f"decoding failed ({type(e).__name__}: {e})", REENCODE_HINT) from e
+    got, (rot, _) = result
+    missing = [int(i) for i in uniq if int(i) not in got]
+    if missing:
+        if not got:
+            raise VideoDecodeError(p, "no frame could be decoded (the file may be truncated)", FETCH_HINT)
+        last = max(got)
+        if min(missing) <= last:
+            raise VideoDecodeError(p, f"frames {missing[:5]} cannot be decoded", REENCODE_HINT)
+        # The container lists more frames than the decoder produces at the end (e.g. an edit list trims
+        # the tail): the last decodable frame stands in, and we say so.
+        warnings.warn(f"{p}: frames {missing[:5]} (of {index.num_packets}) listed but not decodable; "
+                      f"using frame {last} instead", stacklevel=3)
+        for i in missing:
+            got[i] = got[last]
+    frames = np.stack([got[int(i)] for i in idx])
+    return apply_rotation(frames, rot)
 
 
 def read_frames(
@@ -434,55 +387,34 @@ def read_frames(
     indices: Sequence[int] | np.ndarray | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
     max_frames: int = DEFAULT_MAX_FRAMES,
+    time_limit: float | None = None,
 ) -> np.ndarray:
     """Frames ``indices`` (0-based, presentation order, repeats allowed) as uint8 ``(T, H, W, 3)`` RGB, upright.
 
     ``indices=None`` reads every frame; a video longer than ``max_frames`` is then sampled uniformly to
     ``max_frames`` frames, with a warning. Frames whose longer side exceeds ``max_side`` are downscaled.
+    ``time_limit`` (seconds) caps the whole read (default ``DEFAULT_TIME_LIMIT_S``).
     """
-    p = Path(path)
-    if p.is_dir():
+    deadline = Deadline(path, time_limit)
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         files = _list_images(p)
-        idx = _resolve_indices(p, indices, len(files), max_frames)
-        uniq = np.unique(idx)
-        frames = read_image_files([files[i] for i in uniq], max_side=max_side)
-        pos = {int(u): j for j, u in enumerate(uniq)}
-        return frames[[pos[int(i)] for i in idx]]
-    container, stream = _open(p)
+        return _read_folder(files, _resolve_indices(p, indices, len(files), max_frames), max_side, deadline)
+    container, stream = open_video(p)
     try:
-        index = _packet_index(p, container, stream)
-        idx = _resolve_indices(p, indices, len(index.pts), max_frames)
-        uniq = np.unique(idx)
-        result = None
-        dense = len(uniq) >= SEEK_MAX_FRACTION * len(index.pts) or len(index.key_pts) <= 1
-        if index.complete and not dense:
-            try:
-                result = _decode_by_seeking(p, container, stream, index, uniq, max_side)
-            except av.error.FFmpegError:
-                result = None  # some demuxers cannot seek; decoding from the start still works
-    finally:
+        index = _indexed(p, container, stream, deadline)
+        idx = _resolve_indices(p, indices, index.num_packets, max_frames)
+    except BaseException:
         container.close()
-    try:
-        if result is None:
-            result = _decode_sequential(p, uniq, max_side)
-    except (av.error.FFmpegError, OSError, RuntimeError, MemoryError) as e:
-        raise VideoDecodeError(p, f"decoding failed ({type(e).__name__}: {e})", _REENCODE_HINT) from e
-    got, rot = result
-    missing = [int(i) for i in uniq if int(i) not in got]
-    if missing:
-        if not got:
-            raise VideoDecodeError(p, "no frame could be decoded (the file may be truncated)", _FETCH_HINT)
-        last = max(got)
-        if min(missing) <= last:
-            raise VideoDecodeError(p, f"frames {missing[:5]} cannot be decoded", _REENCODE_HINT)
-        # The container lists more frames than the decoder produces at the end (e.g. an edit list trims
-        # the tail): the last decodable frame stands in, and we say so.
-        warnings.warn(f"{p}: frames {missing[:5]} (of {len(index.pts)}) listed but not decodable; "
-                      f"using frame {last} instead", stacklevel=2)
-        for i in missing:
-            got[i] = got[last]
-    frames = np.stack([got[int(i)] for i in idx])
-    return apply_rotation(frames, rot)
+        raise
+    return _decode_indices(p, container, stream, index, idx, max_side, deadline)
+
+
+def _read_folder(files: list[Path], idx: np.ndarray, max_side: int | None, deadline: Deadline) -> np.ndarray:
+    uniq = np.unique(idx)
+    frames = _read_images([files[i] for i in uniq], max_side, deadline)
+    pos = {int(u): j for j, u in enumerate(uniq)}
+    return frames[[pos[int(i)] for i in idx]]
 
 
 def _resolve_indices(path: Path, indices: Sequence[int] | np.ndarray | None, n: int, max_frames: int) -> np.ndarray:
@@ -499,14 +431,15 @@ def _resolve_indices(path: Path, indices: Sequence[int] | np.ndarray | None, n: 
     return idx
 
 
-def num_frames_of(path: str | os.PathLike[str]) -> int:
-    """Exact frame count (packets of the video stream, or images in a folder), cached."""
-    p = Path(path)
-    if p.is_dir():
+def num_frames_of(path: str | os.PathLike[str], time_limit: float | None = None) -> int:
+    """Exact frame count (coded frames of the video stream, or images in a folder), cached."""
+    deadline = Deadline(path, time_limit)
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
         return len(_list_images(p))
-    container, stream = _open(p)
+    container, stream = open_video(p)
     with container:
-        return len(_packet_index(p, container, stream).pts)
+        return _indexed(p, container, stream, deadline).num_packets
 
 
 def read_clip(
@@ -515,10 +448,26 @@ def read_clip(
     mode: str = "eval",
     rng: np.random.Generator | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    time_limit: float | None = None,
 ) -> np.ndarray:
-    """TSN-sampled clip of ``num_segments`` frames (see ``sample_indices``) as uint8 ``(T, H, W, 3)`` RGB."""
-    n = num_frames_of(path)
-    return read_frames(path, sample_indices(n, num_segments, mode, rng), max_side=max_side)
+    """TSN-sampled clip of ``num_segments`` frames (see ``sample_indices``) as uint8 ``(T, H, W, 3)`` RGB.
+
+    The file is opened once: its (cached) packet index gives the frame count, the plan decodes only what
+    the sampled frames need. Every failure is a ``VideoDecodeError``.
+    """
+    deadline = Deadline(path, time_limit)
+    p, st = checked_path(path, allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
+        files = _list_images(p)
+        return _read_folder(files, sample_indices(len(files), num_segments, mode, rng), max_side, deadline)
+    container, stream = open_video(p)
+    try:
+        index = _indexed(p, container, stream, deadline)
+        idx = sample_indices(index.num_packets, num_segments, mode, rng)
+    except BaseException:
+        container.close()
+        raise
+    return _decode_indices(p, container, stream, index, idx, max_side, deadline)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,26 +480,36 @@ _CODEC_PIX_FMT = {
 }
 
 
+#: Options that belong to the container (muxer), not the codec: ``write_video(options={"movflags": ...})``.
+_MUXER_OPTIONS = frozenset({"movflags", "brand", "write_tmcd", "cues_to_front", "reserve_index_space"})
+
+
 def _encode(
     target: str | io.BytesIO, fmt: str | None, frames: np.ndarray, fps: float, codec: str,
     timestamps: Sequence[float] | None, rotation: int, options: dict[str, str] | None,
 ) -> None:
-    container = av.open(target, mode="w", format=fmt)
+    options = dict(options or {})
+    muxer = {k: options.pop(k) for k in list(options) if k in _MUXER_OPTIONS}
+    container = av.open(target, mode="w", format=fmt, options=muxer or None)
     try:
         rate = fractions.Fraction(fps).limit_denominator(1001)
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
         stream.pix_fmt = _CODEC_PIX_FMT.get(codec, "yuv420p")
         if options:
-            stream.options = dict(options)
+            stream.options = options
+        ms = None
         if timestamps is not None:
             stream.codec_context.time_base = fractions.Fraction(1, 1000)
+            ms = np.round(np.asarray(timestamps, np.float64) * 1000).astype(np.int64)
+            step = np.arange(len(ms))
+            ms = np.maximum.accumulate(ms - step) + step  # strictly increasing milliseconds (muxers require it)
         if rotation:
             stream.set_display_rotation(rotation)
         for t, arr in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-            if timestamps is not None:
-                frame.pts = int(round(timestamps[t] * 1000))
+            if ms is not None:
+                frame.pts = int(ms[t])
                 frame.time_base = fractions.Fraction(1, 1000)
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -587,6 +546,9 @@ def write_video(
     os.close(fd)
     try:
         _encode(tmp, None, frames, fps, codec, timestamps, rotation, options)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the file the usual permissions
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
@@ -605,27 +567,36 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 def to_browser_mp4(
     source: np.ndarray | str | os.PathLike[str], fps: float | None = None, max_side: int | None = 640,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    max_frames: int = DEFAULT_MAX_FRAMES, timestamps: Sequence[float] | None = None,
 ) -> bytes:
     """H.264 yuv420p MP4 bytes that every browser plays (``st.video``), from frames or any readable video.
 
     Uploaded AVI/MS-MPEG4/Cinepak files do not play in browsers; this re-encodes them (upright, even sizes).
+    ``timestamps`` (seconds, one per frame, e.g. ``DecodedClip.timestamps``) keep a variable-frame-rate
+    clip's real timing, starting at 0; otherwise frames play at ``fps``. From a path, a video longer than ``max_frames`` keeps every k-th frame (k whole), played
+    at fps / k, so it still runs at its real speed.
     """
     if isinstance(source, np.ndarray):
         frames = source
         fps = fps or IMAGE_FOLDER_FPS
     else:
-        info = probe_video(source)
-        frames = read_frames(source, None, max_side=max_side, max_frames=max_frames)
+        info = probe_video(source, exact=True)
+        step = max(1, math.ceil(info.num_frames / max_frames))
+        idx = np.arange(0, info.num_frames, step)
+        frames = read_frames(source, idx, max_side=max_side)
         if fps is None:
-            fps = info.fps or IMAGE_FOLDER_FPS
-            if info.duration and len(frames) < info.num_frames:  # sampled: keep the real duration
-                fps = max(1.0, len(frames) / info.duration)
+            fps = (info.fps or info.mean_fps or IMAGE_FOLDER_FPS) / step
+        if timestamps is None and info.variable_frame_rate:
+            timestamps = frame_times(source)[idx]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    if timestamps is not None:
+        if len(timestamps) != len(frames):
+            raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
+        timestamps = np.asarray(timestamps, np.float64) - float(timestamps[0])  # a later span plays from 0
     buf = io.BytesIO()
-    _encode(buf, "mp4", _even(np.asarray(frames, np.uint8)), float(fps), "libx264", None, 0,
-            {"movflags": "+faststart", "crf": "23", "preset": "veryfast"})
+    _encode(buf, "mp4", _even(np.asarray(frames, np.uint8)), float(fps), "libx264", timestamps, 0,
+            {"crf": "23", "preset": "veryfast"})
     return buf.getvalue()
 
 

@@ -5,17 +5,19 @@ without running code from it (``safe_load``), and builds a strictly loaded ``Vid
 
     import_checkpoint(path, ...)        -> LoadedCheckpoint (a complete video model, eval mode)
     load_pretrained_backbone(model, p)  -> ImportReport (fills model.base_model only; classifier dropped)
-    detect_format(path_or_state)        -> "hfnet" | "caffe_bninception" | "tsn" | "tsm" | "gsm"
+    detect_format(path_or_state)        -> "hfnet" | "caffe_bninception" | "tsn" | "tsm" | "gsm" | "eco"
                                            | "mmaction2" | "torchvision_resnet"
 
 Formats and how they are recognised (keys after removing DataParallel's ``module.``):
 
-    hfnet               safetensors file with hfnet metadata (passed to ``load_checkpoint`` unchanged)
+    hfnet               safetensors file with hfnet metadata (passed to ``load_native_checkpoint`` unchanged)
     mmaction2           every key under backbone. / cls_head. (/ neck. / data_preprocessor.)
+    eco                 TSN layout with ECO-Lite's 3D part (base_model.res3a_2.weight ...) -> eco_lite backbone
     gsm                 TSN layout (base_model.*) with gsm_<conv> / conv3D modules -> hfnet's GSM operator
     tsm                 TSN layout with TemporalShift wrappers (.net.) -> TSM's shift at those sites
                         (or non-local blocks, .nl., which hfnet does not implement)
-    tsn                 TSN layout (base_model.* + new_fc.*; + consensus.fc_fusion_scales.* for TRN);
+    tsn                 TSN layout (base_model.* + new_fc.*; + consensus.fc_fusion_scales.* for TRN;
+                        EPIC-Kitchens: fc_verb.* / fc_noun.* -> the multi-task head);
                         TSM on BN-Inception looks like this too: pass temporal="tsm"
     caffe_bninception   conv1_7x7_s2.weight at the top level (ImageNet BN-Inception; fc or last_linear)
     torchvision_resnet  conv1.weight, bn1.*, layer1.0.conv1.weight at the top level (fc optional)
@@ -30,9 +32,12 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, load_state_dict_strict, read_metadata
-from . import caffe_bninception, mmaction, torchvision_resnet, tsn_family
+from ..errors import CheckpointError
+from ..native_checkpoint import LoadedCheckpoint, load_native_checkpoint, load_state_dict_strict, read_metadata
+from . import caffe_bninception, eco, mmaction, torchvision_resnet, tsn_family
 from .common import ImportOptions, ImportReport, Mapped, build_model_from, check_and_fit, scalar_fields, state_dict_of
+from ..model import ModelConfig
+from ..paths import check_path_text, regular_file_problem
 from .safe_load import looks_like_safetensors, read_pickled, read_safetensors
 
 Mapper = Callable[[Any, dict, ImportOptions, ImportReport], Mapped]
@@ -45,6 +50,7 @@ FORMATS: dict[str, tuple[Mapper | None, str]] = {
     "tsn": (lambda o, s, opt, r: tsn_family.map_state(o, s, opt, r, "tsn"), "TSN-pytorch training checkpoint"),
     "tsm": (lambda o, s, opt, r: tsn_family.map_state(o, s, opt, r, "tsm"), "TSM training checkpoint"),
     "gsm": (lambda o, s, opt, r: tsn_family.map_state(o, s, opt, r, "gsm"), "GSM training checkpoint"),
+    "eco": (eco.map_state, "ECO-pytorch ECO-Lite training checkpoint"),
     "mmaction2": (mmaction.map_state, "mmaction2 TSN/TSM recogniser (ResNet)"),
     "torchvision_resnet": (torchvision_resnet.map_state, "torchvision / timm ResNet-18/34/50/101 state dict"),
 }
@@ -54,6 +60,8 @@ def _detect_state(state: Mapping[str, Tensor]) -> str | None:
     state = dict(state)
     if mmaction.detect(state):
         return "mmaction2"
+    if eco.detect(state):
+        return "eco"
     v = tsn_family.variant(state)
     if v is not None:
         return v
@@ -66,8 +74,9 @@ def _detect_state(state: Mapping[str, Tensor]) -> str | None:
 
 def _read(path: Path) -> tuple[str | None, Any]:
     """("hfnet", None) for a native file, else (None, the loaded object)."""
-    if not path.is_file():
-        raise CheckpointError(path, "no such file.", "Check the path.")
+    problem = regular_file_problem(path)
+    if problem:
+        raise CheckpointError(path, problem, "Check the path.")
     if looks_like_safetensors(path):
         tensors, meta = read_safetensors(path)
         if "hfnet" in meta:
@@ -82,7 +91,7 @@ def detect_format(state_or_path: str | os.PathLike[str] | Mapping[str, Any]) -> 
     path = None
     obj: Any = state_or_path
     if isinstance(state_or_path, (str, os.PathLike)):
-        path = Path(state_or_path)
+        path = Path(check_path_text(state_or_path))
         native, obj = _read(path)
         if native:
             return native
@@ -132,7 +141,7 @@ def import_checkpoint(
     The result's ``import_report`` says what was mapped, squeezed, filled, dropped and recovered.
     Raises ``CheckpointError`` naming the file and the keys for every problem.
     """
-    p = Path(path)
+    p = Path(check_path_text(path))
     if format is not None and format not in FORMATS:
         raise CheckpointError(p, f"unknown format {format!r}.", f"Formats: {', '.join(FORMATS)}.")
     try:
@@ -144,7 +153,7 @@ def import_checkpoint(
     if native or format == "hfnet":
         if not native:
             raise CheckpointError(p, "is not an hfnet checkpoint.", "Drop `--format hfnet` to detect the format.")
-        loaded = load_checkpoint(p)
+        loaded = load_native_checkpoint(p)
         report = ImportReport("hfnet", str(p), loaded.config.backbone, loaded.config.width_mult,
                               mapped=len(loaded.model.state_dict()))
         given = {"num_segments": num_segments, "consensus": consensus, "classes_file": classes_file,
@@ -174,7 +183,7 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
     tensor, the file's classifier (dropped: the video model has its own) or, for video checkpoints, its
     HF modules; anything else is an error listing it (``drop_unknown=True`` drops and lists instead).
     """
-    p = Path(path)
+    p = Path(check_path_text(path))
     base = getattr(model, "base_model", None)
     if base is None:
         raise CheckpointError(p, "cannot initialise this model: it has no base_model.")
@@ -182,8 +191,9 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
     try:
         if native:
             tensors, _ = read_safetensors(p)
-            cfg = read_metadata(p)["model_config"]
-            mapped = Mapped({}, {}, cfg["backbone"], float(cfg["width_mult"]), model.input_convention)
+            cfg = read_metadata(p)["model_config"]  # fields type- and range-checked
+            mapped = Mapped({}, {}, cfg.get("backbone", ModelConfig.backbone),
+                            float(cfg.get("width_mult", ModelConfig.width_mult)), model.input_convention)
             for k, v in tensors.items():
                 mapped.put(k, k, v)
             report = ImportReport("hfnet", str(p))
@@ -195,6 +205,8 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
             mapped = mapper(obj, state_dict_of(obj, p), ImportOptions(), report)
         want = getattr(model, "config", None)
         want_bb = want.backbone if want is not None else mapped.backbone
+        if want_bb == "eco_lite" and mapped.backbone == "bninception":
+            return _eco_2d_from_bninception(base, mapped, report, p, float(want.width_mult) if want else 1.0)
         if mapped.backbone != want_bb:
             raise CheckpointError(p, f"holds a {mapped.backbone} backbone; this model's backbone is {want_bb}.")
         if want is not None and abs(float(want.width_mult) - mapped.width_mult) > 1e-6:
@@ -218,6 +230,34 @@ def load_pretrained_backbone(model: torch.nn.Module, path: str | os.PathLike[str
         return report
     except CheckpointError as e:
         raise _with_path(e, p) from None
+
+
+def _eco_2d_from_bninception(base: torch.nn.Module, mapped: Mapped, report: ImportReport, path: Path,
+                             width_mult: float) -> ImportReport:
+    """ECO-Lite's 2D part from a BN-Inception file (how ECO is initialised): every 2D tensor must come from
+    the file; the file's later layers and classifier are dropped (listed); the 3D part keeps its
+    initialisation (listed under ``filled``)."""
+    if abs(mapped.width_mult - width_mult) > 1e-6:
+        raise CheckpointError(path, f"holds a BN-Inception of width {mapped.width_mult:g}; this ECO-Lite's "
+                                    f"width_mult is {width_mult:g}.")
+    own = base.state_dict()
+    two_d = Mapped({}, {}, "eco_lite", mapped.width_mult, mapped.input_convention, squeezable=mapped.squeezable)
+    for k, v in mapped.state.items():
+        rel = k[len("base_model."):] if k.startswith("base_model.") else None
+        if rel is not None and rel in own:
+            two_d.put(rel, mapped.origin[k], v)
+        else:
+            report.dropped[mapped.origin[k]] = "not part of ECO-Lite's 2D part (later BN-Inception layers / classifier)"
+    three_d = {k: own[k] for k in own if k.startswith("res")}
+    for k, v in three_d.items():
+        two_d.put(k, f"(ECO-Lite's own {k})", v)
+    report.backbone, report.width_mult = "eco_lite", mapped.width_mult
+    state = check_and_fit(base, two_d, False, report, path)
+    load_state_dict_strict(base, state, path)
+    report.filled += [f"{k} (3D part: not in an image model; keeps its initialisation)" for k in three_d]
+    report.mapped -= len(three_d)
+    report.renamed -= len(three_d)
+    return report
 
 
 __all__ = ["FORMATS", "ImportReport", "import_checkpoint", "detect_format", "load_pretrained_backbone"]

@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 
-from ..checkpoint import CheckpointError, save_checkpoint
+from ..native_checkpoint import save_checkpoint
+from ..errors import HfnetError
 from . import FORMATS, import_checkpoint
 
 
@@ -54,8 +55,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
                                    consensus=args.consensus, classes_file=args.classes,
                                    drop_unknown=args.drop_unknown, input_size=args.input_size,
                                    temporal=args.temporal, shift_div=args.shift_div, shift_place=args.shift_place)
-    except CheckpointError as e:
-        print(f"hfnet convert: {e}", file=sys.stderr)
+    except HfnetError as e:  # unreadable, hostile or too large (docs/limits.md): one line, nothing written
+        print(f"hfnet convert: {e.one_line()}", file=sys.stderr)
         return 2
     report = loaded.import_report
     from .common import ImportReport
@@ -69,8 +70,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         out = save_checkpoint(args.output, loaded.model, loaded.class_names,
                               extra={"imported_from": report},
                               dtype=torch.float16 if args.fp16 else None)
-    except CheckpointError as e:
-        print(f"hfnet convert: {e}", file=sys.stderr)
+    except HfnetError as e:  # e.g. a full disk or a read-only folder (atomic.WriteError): nothing partial left
+        print(f"hfnet convert: {e.one_line()}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0

@@ -21,11 +21,14 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, LoadedCheckpoint, file_sha256, load_state_dict_strict
+from ..errors import CheckpointError
+from ..native_checkpoint import LoadedCheckpoint, file_sha256, load_state_dict_strict
+from ..errors import ConfigError, HfnetError
 from ..input_convention import InputConvention
+from ..limits import checked_meta_model
 from ..model import ModelConfig, VideoClassifier
 
-CONSENSUS_NAMES = {"avg": "avg", "tsn": "avg", "average": "avg", "trn": "trn"}
+CONSENSUS_NAMES = {"avg": "avg", "tsn": "avg", "average": "avg", "trn": "trn", "identity": "identity"}
 
 
 @dataclass
@@ -360,16 +363,21 @@ def check_and_fit(model: torch.nn.Module, mapped: Mapped, drop_unknown: bool, re
 def build_model_from(mapped: Mapped, opts: ImportOptions, report: ImportReport,
                      path: str | os.PathLike[str]) -> LoadedCheckpoint:
     """Build the ``VideoClassifier`` a mapped file describes and load it strictly, in eval mode."""
-    fc = mapped.state.get("head.new_fc.weight")
+    multitask = "head.fc_verb.weight" in mapped.state  # EPIC-Kitchens' verb / noun heads
+    fc = mapped.state.get("head.new_fc.weight", mapped.state.get("head.fc_verb.weight"))
     if fc is None:
         raise CheckpointError(
             path, "has no classifier, so it is not a complete video model.",
             "Use it to initialise a backbone instead: `hfnet train --pretrained PATH` "
             "(importers.load_pretrained_backbone).")
-    classifier = "head.fc_fusion_scales.0.3.weight" if "head.fc_fusion_scales.0.3.weight" in mapped.state \
-        else "head.new_fc.weight"  # TRN: new_fc projects to the relation features; the MLPs classify
-    num_classes = int(mapped.state[classifier].shape[0])
-    source = f"shape of {mapped.origin[classifier]}"
+    if multitask:  # the output is [verb | noun] (hfnet_core/multitask.py)
+        num_classes = int(mapped.consensus_args["verbs"]) + int(mapped.consensus_args["nouns"])
+        source = f"shapes of {mapped.origin['head.fc_verb.weight']} and {mapped.origin['head.fc_noun.weight']}"
+    else:
+        classifier = "head.fc_fusion_scales.0.3.weight" if "head.fc_fusion_scales.0.3.weight" in mapped.state \
+            else "head.new_fc.weight"  # TRN: new_fc projects to the relation features; the MLPs classify
+        num_classes = int(mapped.state[classifier].shape[0])
+        source = f"shape of {mapped.origin[classifier]}"
     report.recovered["num_classes"] = {"value": num_classes, "source": source}
     num_segments = resolve_num_segments(mapped, opts, report, path)
     consensus = resolve_consensus(mapped, opts, report)
@@ -379,16 +387,31 @@ def build_model_from(mapped: Mapped, opts: ImportOptions, report: ImportReport,
         config = ModelConfig(
             backbone=mapped.backbone, width_mult=mapped.width_mult, num_classes=num_classes,
             num_segments=num_segments, input_size=int(opts.input_size or 224), consensus=consensus,
-            consensus_args=mapped.consensus_args if consensus == "trn" else {}, temporal=mapped.temporal,
+            consensus_args=mapped.consensus_args if consensus in ("trn", "multitask") else {},
+            temporal=mapped.temporal,
             input_convention=mapped.input_convention.to_dict(), name=f"imported from {report.format}",
         )
-        model = VideoClassifier(config)
-    except ValueError as e:
-        raise CheckpointError(path, f"describes a model hfnet cannot build ({e}).") from None
+    except ConfigError as e:
+        raise CheckpointError(path, f"describes a model hfnet cannot use: {e.problem}", e.hint) from None
     report.backbone, report.width_mult = mapped.backbone, mapped.width_mult
-    state = check_and_fit(model, mapped, opts.drop_unknown, report, path)
+    try:  # fields, memory, then keys and shapes - all on the meta device, before the real model exists
+        state = check_and_fit(checked_meta_model(config, path), mapped, opts.drop_unknown, report, path)
+        model = VideoClassifier(config)
+    except ConfigError as e:
+        raise CheckpointError(path, f"describes a model hfnet cannot use: {e.problem}", e.hint) from None
+    except ValueError as e:
+        if isinstance(e, HfnetError):
+            raise
+        raise CheckpointError(path, f"describes a model hfnet cannot build ({e}).") from None
     load_state_dict_strict(model, state, path)
-    class_names = resolve_class_names(mapped, opts, num_classes, report, path)
+    if multitask and opts.classes_file is None:
+        from ..multitask import TaskSpec
+
+        class_names = TaskSpec.from_model(config).class_names()
+        report.recovered["class_names"] = {"value": "verb_000 ... / noun_000 ...",
+                                           "source": "generic (EPIC's class CSVs name them)"}
+    else:
+        class_names = resolve_class_names(mapped, opts, num_classes, report, path)
     model.eval()
     meta = {
         "model_config": config.to_dict(),

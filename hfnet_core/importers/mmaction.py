@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..input_convention import InputConvention
 from .common import ImportOptions, ImportReport, Mapped
 from .torchvision_resnet import resnet_arch
@@ -70,7 +70,7 @@ def _dict_containing(text: str, marker: str) -> str | None:
 
 
 def num_segments_from_config(text: str) -> tuple[int, str] | None:
-    m = re.search(r"\bnum_segments\s*=\s*(\d+)", text)
+    m = re.search(r"\bnum_segments\s*=\s*(\d{1,9})\b", text)
     if m:
         return int(m.group(1)), "config text: num_segments"
     train = text.find("train_pipeline")
@@ -79,7 +79,7 @@ def num_segments_from_config(text: str) -> tuple[int, str] | None:
     d = _dict_containing(text[train:], "SampleFrames")
     if d is None:
         return None
-    clips, clip_len = re.search(r"num_clips\s*=\s*(\d+)", d), re.search(r"clip_len\s*=\s*(\d+)", d)
+    clips, clip_len = re.search(r"num_clips\s*=\s*(\d{1,9})\b", d), re.search(r"clip_len\s*=\s*(\d{1,9})\b", d)
     if clips and (clip_len is None or clip_len.group(1) == "1"):
         return int(clips.group(1)), "config text: train_pipeline SampleFrames num_clips"
     return None

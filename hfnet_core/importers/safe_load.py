@@ -1,10 +1,17 @@
 """Read a foreign checkpoint file without ever running code from it.
 
-* safetensors files are read with ``safetensors`` (tensors only, by design).
+* safetensors files are read with ``safetensors`` (tensors only, by design), after their header has been
+  checked against the file (``hfnet_core.safetensors_file``).
 * Pickle-based files (``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``; zip or legacy format) are read only with
   ``torch.load(path, map_location="cpu", weights_only=True)``: the unpickler builds tensors, containers
   and numbers and refuses every other global. A file that would need to import and call something else
   (a class of the training code, ``os.system``, ...) is refused with the names it asked for.
+
+Bounded before and after loading (docs/limits.md): a zip container's central directory is read first, so
+an entry that would inflate far beyond its compressed size (a zip bomb), a pickle record over
+``MAX_PICKLE_BYTES`` or more tensor data than ``limits.max_model_bytes()`` is refused before any of it is
+decompressed; every loaded tensor is then checked for its element count and for expansion (stride 0),
+before anything materialises it.
 
 A short, fixed list of *inert* metadata types found in real checkpoints is let through, so those files do
 not need re-saving: ``argparse.Namespace`` (training args), numpy scalars/arrays (``best_prec1`` saved as a
@@ -17,17 +24,28 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import re
 import pickletools
+import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError, ResourceLimitError
+from ..limits import check_tensor, format_bytes, max_model_bytes
+from ..paths import check_path_text, regular_file_problem
+from ..safetensors_file import looks_like_safetensors, read_header, read_tensors
+
+#: A pickle record (``data.pkl``) above this is not a checkpoint: real ones are kilobytes to a few MB.
+MAX_PICKLE_BYTES = 64 * 2**20
+#: A compressed zip entry may inflate at most this much (torch.save never compresses; float weights
+#: compress by < 1.2x, so only a zip bomb comes near it). Entries under 1 MiB are exempt.
+MAX_INFLATION = 20
+#: How many containers (dicts, lists, ...) of a loaded object are walked looking for tensors.
+MAX_WALK_NODES = 2_000_000
 
 
 class MetadataPlaceholder:
@@ -71,13 +89,25 @@ _CODE_MARKERS = ("Unsupported global", "unrecognized function", "Can only build"
                  "is blocked", "Unsupported class")
 
 
-def read_pickled(path: str | os.PathLike[str]) -> Any:
-    """The object stored in a ``torch.save`` / pickle file, loaded with ``weights_only=True`` on the CPU."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(p, "no such file.", "Check the path.")
+def read_pickled(path: str | os.PathLike[str], max_bytes: int | None = None) -> Any:
+    """The object stored in a ``torch.save`` / pickle file, loaded with ``weights_only=True`` on the CPU.
+
+    The container is checked before loading (``check_container``) and every tensor after it
+    (``check_loaded_tensors``); ``max_bytes`` overrides ``limits.max_model_bytes()``.
+    """
+    p = Path(check_path_text(path))
+    problem = regular_file_problem(p)
+    if problem:
+        raise CheckpointError(p, problem, "Check the path.")
     if p.stat().st_size == 0:
         raise CheckpointError(p, "is empty.")
+    check_container(p, max_bytes)
+    obj = _load(p)
+    check_loaded_tensors(obj, p, max_bytes)
+    return obj
+
+
+def _load(p: Path) -> Any:
     try:
         with torch.serialization.safe_globals(_inert_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -95,9 +125,81 @@ def read_pickled(path: str | os.PathLike[str]) -> Any:
                 "`torch.save({'state_dict': ckpt['state_dict']}, 'clean.pth')`, and convert that.",
             ) from None
         raise _corrupt(p, msg) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError,
-            AttributeError, TypeError) as e:
+    except MemoryError:
+        raise CheckpointError(p, "cannot be read: loading it ran out of memory.",
+                              "Is it a checkpoint at all? See docs/limits.md.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, LookupError, AttributeError, TypeError,
+            ArithmeticError, struct.error, AssertionError, NotImplementedError) as e:  # torch checks a damaged file
         raise _corrupt(p, f"{type(e).__name__}: {e}") from None
+
+
+def check_container(path: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+    """Refuse a zip-format pickle whose central directory declares a zip bomb, an oversized pickle record
+    or more data than the memory limit - read from the directory alone, before anything is inflated.
+
+    Legacy (non-zip) pickles store their tensors raw, so what they can allocate is bounded by the file.
+    """
+    p = Path(path)
+    try:
+        if not zipfile.is_zipfile(p):
+            return
+        with zipfile.ZipFile(p) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error, NotImplementedError) as e:
+        raise _corrupt(p, f"{type(e).__name__}: {e}") from None
+    limit = max_model_bytes(max_bytes)
+    total = 0
+    for info in infos:
+        total += info.file_size
+        name = info.filename[:120]
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(2**20, MAX_INFLATION * info.compress_size):
+            raise ResourceLimitError(
+                path=p, problem=f"its zip entry {name!r} would inflate from {info.compress_size:,} to "
+                                f"{info.file_size:,} bytes ({info.file_size / max(info.compress_size, 1):,.0f}x), "
+                                f"more than the {MAX_INFLATION}x hfnet accepts: this is how a zip bomb looks.",
+                hint="torch.save never compresses; if the file is genuine, re-save it with torch.save and "
+                     "convert that (docs/limits.md).")
+        if name.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise ResourceLimitError(path=p, problem=f"its pickle {name!r} is {format_bytes(info.file_size)}; a checkpoint's "
+                                                     f"pickle is at most {format_bytes(MAX_PICKLE_BYTES)}.",
+                                     hint="Is it a checkpoint at all? See docs/limits.md.")
+    if total > limit:
+        raise ResourceLimitError(path=p, problem=f"it holds {format_bytes(total)} of data once unpacked, over the limit of "
+                                                 f"{format_bytes(limit)}.",
+                                 hint=f"If the file is genuine and this machine has the memory, raise "
+                                      f"HFNET_MAX_MODEL_BYTES (docs/limits.md).")
+
+
+def check_loaded_tensors(obj: Any, path: str | os.PathLike[str], max_bytes: int | None = None) -> int:
+    """Walk a loaded object (each container once) and ``limits.check_tensor`` every tensor in it; their
+    distinct storages must fit the memory limit. Returns the materialised bytes of all tensors."""
+    limit = max_model_bytes(max_bytes)
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", obj)]
+    total = 0
+    nodes = 0
+    while stack:
+        name, item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        nodes += 1
+        if nodes > MAX_WALK_NODES:
+            raise ResourceLimitError(path=path, problem=f"holds more than {MAX_WALK_NODES:,} objects; a checkpoint "
+                                                        "holds tensors and a little metadata.")
+        if isinstance(item, torch.Tensor):
+            total += check_tensor(name or "<top level>", item, path)
+            if total > limit:
+                raise ResourceLimitError(path=path, problem=f"its tensors take more than {format_bytes(limit)} once "
+                                                            "materialised, over the limit.",
+                                         hint="Raise HFNET_MAX_MODEL_BYTES if the file is genuine (docs/limits.md).")
+        elif isinstance(item, Mapping):
+            stack.extend((f"{name}.{k}" if name else str(k), v) for k, v in item.items())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((f"{name}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, argparse.Namespace):
+            stack.append((name, vars(item)))
+    return total
 
 
 def _corrupt(p: Path, msg: str) -> CheckpointError:
@@ -163,22 +265,10 @@ def _scan_legacy_globals(p: Path, max_pickles: int = 4) -> set[str]:
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, header metadata) of a safetensors file."""
-    p = Path(path)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(p, f"is not a readable safetensors file ({e}).",
-                              "Is it truncated? Compare its size with the original.") from None
+    """(tensors, header metadata) of a safetensors file, its header checked against the file first."""
+    header = read_header(path)
+    return read_tensors(path, header), dict(header.metadata)
 
 
-def looks_like_safetensors(path: str | os.PathLike[str]) -> bool:
-    """safetensors = 8-byte little-endian header length, then a JSON object."""
-    p = Path(path)
-    with open(p, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        return p.suffix == ".safetensors"
-    n = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 0 < n <= p.stat().st_size
+__all__ = ["MetadataPlaceholder", "read_pickled", "check_container", "check_loaded_tensors", "read_safetensors",
+           "looks_like_safetensors"]

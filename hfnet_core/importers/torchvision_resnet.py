@@ -13,7 +13,7 @@ from typing import Any
 from torch import Tensor
 
 from ..backbones.resnet import SPECS
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..input_convention import InputConvention
 from .common import ImportOptions, ImportReport, Mapped, strip_prefix
 

@@ -13,8 +13,9 @@ BN-Inception or a torchvision ResNet. Variants, told apart by their keys (``temp
   convolutions and their BN: they load into hfnet's GSM operator (``gsm.<conv>.*``).
 * **TRN** adds ``consensus.fc_fusion_scales.{i}.{1,3}`` (one MLP per scale T .. 2): loaded into hfnet's
   TRN head; the number of scales gives the frame count.
-* **EPIC-Kitchens-55** files (``model_type``, ``segment_count``, ``arch``, ``fc_verb`` / ``fc_noun``) record
-  their frame count and TSM settings as top-level fields.
+* **EPIC-Kitchens-55** files (``model_type``, ``segment_count``, ``arch``, ``modality``, no ``module.``)
+  record their frame count and TSM settings as top-level fields; their ``fc_verb`` / ``fc_noun`` heads
+  load into hfnet's multi-task head (``consensus = "multitask"``: output [verb | noun]).
 * With ``dropout == 0`` TSN keeps its classifier in the backbone (``base_model.fc``), mapped to ``new_fc``.
 
 Frames per clip (``num_segments``) and the consensus are not in TSN/TSM/GSM files unless the training
@@ -28,7 +29,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..input_convention import InputConvention
 from .caffe_bninception import STEM_KEY
 from .common import (CONSENSUS_NAMES, ImportOptions, ImportReport, Mapped, namespace_fields, strip_prefix)
@@ -87,7 +88,7 @@ def file_facts(obj: Any, mapped: Mapped, path: Any) -> None:
                 else:
                     try:
                         v = int(v)
-                    except (TypeError, ValueError):
+                    except (TypeError, ValueError, OverflowError):  # e.g. inf: not a usable record
                         continue
                 mapped.facts.setdefault(name, (v, f"file {where} {src!r}"))
     for src in ("class_names", "classes", "categories"):
@@ -99,6 +100,10 @@ def file_facts(obj: Any, mapped: Mapped, path: Any) -> None:
 
 def map_state(obj: Any, state: dict[str, Tensor], opts: ImportOptions, report: ImportReport,
               kind: str = "tsn") -> Mapped:
+    modality = obj.get("modality") if isinstance(obj, dict) else None
+    if isinstance(modality, str) and modality.lower() != "rgb":
+        raise CheckpointError(None, f"is a {modality} model (its 'modality' field); hfnet runs RGB models only.",
+                              "Use the RGB checkpoint of the same model.")
     rel = strip_prefix(state, "module.")
     backbone_keys = {fk: r[len("base_model."):] for fk, r in rel.items() if r.startswith("base_model.")}
     if not backbone_keys:
@@ -136,7 +141,7 @@ def map_state(obj: Any, state: dict[str, Tensor], opts: ImportOptions, report: I
         mapped.put(f"gsm.{m.group(1)}.{m.group(2)}.{m.group(3)}", fk, state[fk])
     trn_scales = set()
     for fk, r in rel.items():
-        if r.startswith("new_fc."):
+        if r.startswith(("new_fc.", "fc_verb.", "fc_noun.")):
             mapped.put("head." + r, fk, state[fk])
         elif m := _TRN_KEY.match(r):
             trn_scales.add(int(m.group(1)))
@@ -147,6 +152,8 @@ def map_state(obj: Any, state: dict[str, Tensor], opts: ImportOptions, report: I
     file_facts(obj, mapped, None)
     if trn_scales:
         _trn_facts(mapped, trn_scales)
+    if "head.fc_verb.weight" in mapped.state:
+        _epic_facts(mapped)
     _temporal_entries(mapped, opts, report, shifted, sorted({m.group(1) for m in gsm_keys.values()}), kind)
     arch = obj.get("arch") if isinstance(obj, dict) else None
     if isinstance(arch, str):
@@ -156,6 +163,18 @@ def map_state(obj: Any, state: dict[str, Tensor], opts: ImportOptions, report: I
             report.warnings.append(f"the file's arch field says {arch!r}, but its keys are those of a "
                                    f"{mapped.backbone}; loaded as {mapped.backbone}.")
     return mapped
+
+
+def _epic_facts(mapped: Mapped) -> None:
+    """EPIC-Kitchens' TSN / TSM: ``fc_verb`` and ``fc_noun`` averaged over frames = hfnet's multitask head
+    without an action classifier (their consensus: ``avg``; ``max`` is refused by ``file_facts``)."""
+    if "head.fc_noun.weight" not in mapped.state or "head.new_fc.weight" in mapped.state:
+        raise CheckpointError(None, "has fc_verb without fc_noun (or beside new_fc): not an EPIC-Kitchens "
+                                    "verb / noun model.")
+    verbs = int(mapped.state["head.fc_verb.weight"].shape[0])
+    nouns = int(mapped.state["head.fc_noun.weight"].shape[0])
+    mapped.facts["consensus"] = ("multitask", f"keys: fc_verb ({verbs}) / fc_noun ({nouns}), EPIC-Kitchens")
+    mapped.consensus_args = {"verbs": verbs, "nouns": nouns, "actions": [], "action_bias": False}
 
 
 def _trn_facts(mapped: Mapped, scales: set[int]) -> None:
