@@ -310,3 +310,129 @@ print("STATUS", hf_fused.kernel_status())
     assert "STATUS unavailable: no C compiler: CC=" in proc.stdout
     assert proc.stderr.count("HF runs its eager path") == 1
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.so"))
+
+
+def _eager_equal_forward(m: HFModule, x: torch.Tensor, t: int, monkeypatch) -> None:
+    """``m`` runs without calling the kernel and gives exactly the eager result."""
+    calls = []
+    monkeypatch.setattr(hf_fused, "hf_fused", lambda *a, **k: calls.append(1))
+    with torch.inference_mode():
+        out, maps = m(x, t)
+        ref, ref_maps = eager(m, x, t)
+    assert not calls and torch.equal(out, ref) and torch.equal(maps["gate"], ref_maps["gate"])
+
+
+def test_env_var_turns_the_fused_path_off(tmp_path, monkeypatch, caplog):
+    _reset_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setenv(hf_fused.DISABLE_ENV, "0")
+    with caplog.at_level("INFO", logger=hf_fused.__name__):
+        assert hf_fused.kernel() is None and hf_fused.kernel() is None
+    assert hf_fused.kernel_status() == f"disabled ({hf_fused.DISABLE_ENV}=0)"
+    assert len(caplog.records) == 1 and caplog.records[0].levelname == "INFO"  # asked for: not a warning
+    _eager_equal_forward(random_hf(6), torch.randn(4, 6, 5, 5), 2, monkeypatch)
+    assert not list(tmp_path.iterdir())  # nothing compiled
+
+
+def test_failed_compile_falls_back_once_and_leaves_nothing(tmp_path, monkeypatch, caplog):
+    """A compiler that fails every attempt (here a script that exits 1): one warning, eager results, and no
+    partial library or temp file in the cache."""
+    cc = tmp_path / "broken-cc"
+    cc.write_text("#!/bin/sh\necho 'internal compiler error' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    cache = tmp_path / "cache"
+    _reset_kernel_state(monkeypatch, cache)
+    with caplog.at_level("WARNING", logger=hf_fused.__name__):
+        assert hf_fused.kernel() is None and hf_fused.kernel() is None
+    status = hf_fused.kernel_status()
+    assert status.startswith("unavailable: ") and "internal compiler error" in status
+    assert status.count("broken-cc") == len(hf_fused.ATTEMPTS)  # every flag set was tried
+    assert len(caplog.records) == 1 and "eager path" in caplog.records[0].getMessage()
+    assert not list(cache.iterdir())
+    _eager_equal_forward(random_hf(6), torch.randn(4, 6, 5, 5), 2, monkeypatch)
+
+
+def test_unwritable_cache_folder_falls_back(tmp_path, monkeypatch, caplog):
+    """A cache path that cannot be a folder (below a regular file; a read-only folder fails the same way for
+    a user who is not root)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _reset_kernel_state(monkeypatch, blocker / "kernels")
+    with caplog.at_level("WARNING", logger=hf_fused.__name__):
+        assert hf_fused.kernel() is None
+    assert hf_fused.kernel_status().startswith("unavailable: ") and len(caplog.records) == 1
+    _eager_equal_forward(random_hf(6), torch.randn(4, 6, 5, 5), 2, monkeypatch)
+
+
+@needs_kernel
+def test_two_processes_compiling_at_once_share_one_library(tmp_path):
+    script = "from hfnet_core.temporal import hf_fused; hf_fused.kernel(); print(hf_fused.kernel_status())"
+    env = {**os.environ, "HFNET_KERNEL_CACHE": str(tmp_path),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop(hf_fused.DISABLE_ENV, None)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=REPO) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
+    (so,) = tmp_path.iterdir()  # one library, no temp file left behind
+    assert so.name.startswith("hf_fused-") and so.suffix == ".so"
+    assert all(o[0].strip() == f"ready ({so})" for o in outs)
+
+
+def test_inputs_the_kernel_does_not_take():
+    x = torch.zeros(4, 3, 4, 4)
+    assert hf_fused.layout_of([x]) == "planar"
+    assert hf_fused.layout_of([x[:0]]) is None                        # no frames
+    assert hf_fused.layout_of([torch.zeros(4, 3, 0, 4)]) is None      # no pixels
+    assert hf_fused.layout_of([x.to("meta")]) is None                  # not on the CPU (CUDA, ...)
+    assert hf_fused.layout_of([x.to(torch.bfloat16)]) is None
+    assert hf_fused.layout_of([x, torch.zeros(4, 2, 4, 4, dtype=torch.float64)]) is None
+    assert hf_fused.layout_of([x[:, :, :, :2]]) is None                # a strided view
+    assert hf_fused.layout_of([torch.zeros(4, 3, 4)]) is None          # not 4-D
+    m = random_hf(3)
+    with torch.inference_mode():
+        out, maps = m(x[:0], 2)  # an empty batch runs eager, as before
+    assert out.shape == (0, 3, 4, 4) and maps["gate"].shape == (0, 2, 4, 4)
+
+
+@needs_kernel
+def test_replaced_gate_parameter_is_picked_up():
+    m = random_hf(10, seed=4)
+    x = torch.randn(4, 10, 6, 6)
+    with torch.inference_mode():
+        m(x, 2)
+    m.gate.weight = torch.nn.Parameter(torch.randn(1, 10, 2, 3, 3) * 0.1)
+    m.gate.bias = torch.nn.Parameter(torch.full((1,), 0.2))
+    with torch.inference_mode():
+        assert_close_to_eager(*m(x, 2), *eager(m, x, 2))
+
+
+@needs_kernel
+def test_gradients_of_the_default_model_are_the_eager_ones(monkeypatch):
+    """Grad-CAM / IG ask for gradients: the default (fused) model takes the eager path for them and gives
+    exactly the reference model's gradients, for the input and the gate weights."""
+    calls = []
+    real = hf_fused.hf_fused
+    monkeypatch.setattr(hf_fused, "hf_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(3)
+    model = build_model("hf_tsn_bninception", num_segments=2, num_classes=4, width_mult=0.25).eval()
+    with torch.no_grad():
+        for p in model.hf.parameters():
+            p.normal_(0.0, 0.05)
+    x = torch.randn(1, 2, 3, 64, 64) * 50
+
+    def grads() -> tuple[torch.Tensor, ...]:
+        xi = x.clone().requires_grad_()
+        model.zero_grad()
+        model(xi)[0, 1].backward()
+        return (xi.grad, *(m.gate.weight.grad.clone() for m in model.hf.values()))
+
+    fused = grads()
+    for m in model.hf.values():
+        m.fused = False
+    reference = grads()
+    assert not calls
+    assert all(torch.equal(a, b) for a, b in zip(fused, reference))
+    # (the last block's gate gets none: with conservative HF, the frame average the head takes after it
+    # does not depend on it)
+    assert fused[0].abs().sum() > 0 and fused[1].abs().sum() > 0

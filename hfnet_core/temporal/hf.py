@@ -248,15 +248,19 @@ class HFModule(TemporalOperator):
         return out, ({"gate": g} if g_out is None else {"gate": g, "gate_out": g_out})
 
     def _kernel_gates(self, layout: str) -> tuple[hf_fused.GateWeights, ...]:
-        """The gates' parameters in the kernel's layout, rebuilt only when a parameter changed (in place:
-        its version counter; replaced or moved: its storage)."""
+        """The gates' parameters in the kernel's layout, rebuilt only when a parameter changed: in place (its
+        version counter), its storage moved (``.data`` swapped), or the parameter object replaced - the key
+        holds the parameter itself, so a replaced one cannot be freed and its address reused unnoticed."""
         convs = (self.gate,) if self.gate_out is None else (self.gate, self.gate_out)
+        params = tuple(p for g in convs for p in (g.weight, g.bias))
         try:
-            key = (layout, *((p.data_ptr(), p._version) for g in convs for p in (g.weight, g.bias)))
+            stamp = tuple((p.data_ptr(), p._version) for p in params)
         except RuntimeError:  # inference tensors (built under inference_mode) have no version counter
-            key = None
+            stamp = None
         cached = self._kernel_cache
-        if key is None or cached is None or cached[0] != key:
-            cached = (key, tuple(hf_fused.gate_weights(g.weight, g.bias, layout) for g in convs))
+        fresh = (stamp is not None and cached is not None and cached[0] == layout and cached[2] == stamp
+                 and all(a is b for a, b in zip(cached[1], params)))
+        if not fresh:
+            cached = (layout, params, stamp, tuple(hf_fused.gate_weights(g.weight, g.bias, layout) for g in convs))
             self._kernel_cache = cached  # one tuple, replaced whole: safe for concurrent callers
-        return cached[1]
+        return cached[3]

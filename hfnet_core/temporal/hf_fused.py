@@ -14,12 +14,15 @@ The kernel is compiled on first use (never at import) with the system C compiler
 ``gcc``) in about a second, and cached under ``$HFNET_KERNEL_CACHE`` (default ``~/.cache/hfnet/kernels``)
 by a hash of the source, flags, compiler and CPU, so later processes load it in milliseconds
 (``python -m hfnet_core.temporal.hf_fused`` builds it ahead). One lock makes concurrent first callers
-compile once. Without a compiler, or if compiling or loading fails, one warning is logged and HF keeps
-its eager path - the same results to float32 rounding.
+compile once; concurrent processes each compile to their own temporary file and rename it into place, so
+a reader never sees a partial library. Without a compiler, if compiling or loading fails, or if the cache
+folder cannot be written, one warning is logged and HF keeps its eager path - the same results to float32
+rounding. ``HFNET_HF_FUSED=0`` (read at the first HF call of a process) turns the fused path off.
 
 Used only where it computes what the eager path computes: float32 CPU tensors, all parts in one memory
-format (contiguous or channels_last), no gradient needed (training, Grad-CAM and other autograd uses
-stay eager).
+format (contiguous or channels_last) and non-empty, no gradient needed (training, Grad-CAM and other
+autograd uses stay eager). The kernel keeps no state between calls (its scratch is allocated per call),
+so one cached model can serve concurrent callers.
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC")
 #: without OpenMP (the kernel then runs single-threaded).
 ATTEMPTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
 COMPILE_TIMEOUT_S = 120.0
+#: Set to 0 / off / false / no to keep HF on its eager path in this process.
+DISABLE_ENV = "HFNET_HF_FUSED"
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"lib": None, "status": "not loaded"}
 
 
 def kernel_status() -> str:
-    """"not loaded", "ready (<path>)" or "unavailable: <reason>"."""
+    """"not loaded", "ready (<path>)", "disabled (...)" or "unavailable: <reason>"."""
     return str(_state["status"])
 
 
@@ -104,17 +109,23 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+class _CompileFailed(Exception):
+    """One compile attempt failed (raised inside ``atomic_path`` so that it discards the temp file)."""
+
+
 def _compile(cc: str, target: Path) -> None:
     """Compile ``SOURCE`` into ``target`` (atomically), with the first of ``ATTEMPTS`` the compiler takes."""
     errors = []
     for extra in ATTEMPTS:
-        with atomic_path(target) as tmp:
-            cmd = [cc, *FLAGS, *extra, "-o", str(tmp), str(SOURCE), "-lm"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-            if proc.returncode == 0:
-                return
-            errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()[-400:]}")
-            tmp.unlink(missing_ok=True)
+        try:
+            with atomic_path(target) as tmp:
+                cmd = [cc, *FLAGS, *extra, "-o", str(tmp), str(SOURCE), "-lm"]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+                if proc.returncode != 0:
+                    raise _CompileFailed(f"{' '.join(cmd)}: {proc.stderr.strip()[-400:]}")
+            return
+        except _CompileFailed as e:
+            errors.append(str(e))
     raise RuntimeError("; ".join(errors))
 
 
@@ -152,11 +163,16 @@ def kernel() -> ctypes.CDLL | None:
         return lib  # type: ignore[return-value]
     with _lock:
         if _state["status"] == "not loaded":
+            if os.environ.get(DISABLE_ENV, "").strip().lower() in ("0", "off", "false", "no"):
+                _state["status"] = f"disabled ({DISABLE_ENV}={os.environ[DISABLE_ENV]})"
+                log.info("HF runs its eager path: the fused CPU kernel is turned off by %s", DISABLE_ENV)
+                return None
             try:
                 _state["lib"] = _load()
-            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever stops the build, the eager path still works
                 _state["status"] = f"unavailable: {e}"
-                log.warning("HF runs its eager path: the fused CPU kernel could not be built (%s)", e)
+                log.warning("HF runs its eager path: the fused CPU kernel could not be built (%s); set %s to a "
+                            "writable folder, or %s=0 to silence this", e, "HFNET_KERNEL_CACHE", DISABLE_ENV)
     return _state["lib"]  # type: ignore[return-value]
 
 
@@ -173,7 +189,7 @@ def layout_of(parts: Sequence[Tensor]) -> str | None:
         if not p.is_cpu or p.dtype != torch.float32 or p.dim() != 4:
             return None
         pn, c, ph, pw = p.shape
-        if pn != nt or ph != h or pw != w or c == 0:
+        if pn != nt or ph != h or pw != w or c == 0 or nt == 0 or h == 0 or w == 0:
             return None
         planar = planar and p.is_contiguous()
     if planar:
