@@ -436,3 +436,30 @@ def test_gradients_of_the_default_model_are_the_eager_ones(monkeypatch):
     # (the last block's gate gets none: with conservative HF, the frame average the head takes after it
     # does not depend on it)
     assert fused[0].abs().sum() > 0 and fused[1].abs().sum() > 0
+
+
+@needs_kernel
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_concurrent_callers_of_one_module_get_their_own_results(channels_last):
+    """App sessions share one cached model: the kernel keeps no state between calls (scratch per call, the
+    GIL released during it), so concurrent calls give exactly what each gives alone."""
+    m = random_hf(48, seed=8)
+    inputs = [random_parts(12, [16, 32], 14, 14, channels_last, seed=20 + i) for i in range(4)]
+    with torch.inference_mode():
+        expected = [m(p, 4) for p in inputs]
+    results: list = [None] * 4
+    barrier = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        with torch.inference_mode():
+            for _ in range(5):
+                results[i] = m(inputs[i], 4)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (out, maps), (ref, ref_maps) in zip(results, expected):
+        assert torch.equal(out, ref) and torch.equal(maps["gate"], ref_maps["gate"])
