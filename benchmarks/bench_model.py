@@ -23,7 +23,8 @@ runs inside its block's ``TemporalRun.join`` (where it writes the concatenation)
 and from process-CPU time.
 Target: HF/TSN <= 1.02 (the FLOP ratio is ~1.0104); inspect/forward <= 1.05.
 
-Run: ``python benchmarks/bench_model.py [--threads 2] [--rounds 15] [--quick] [--name NAME]``; writes
+Run: ``python benchmarks/bench_model.py [--threads 2] [--rounds 15] [--calls tsn,hf,hf_eager] [--impls ""]
+[--batches 1,8] [--formats channels_last,contiguous] [--quick] [--name NAME]``; writes
 ``benchmarks/results/<name>.json`` (default ``model_latency``; ``model_latency_1thread`` for
 ``--threads 1``). Cases that would overrun ``--budget-s`` are skipped and listed. The load average is
 recorded before and after each case: compare ratios, not absolute times, across runs.
@@ -47,6 +48,7 @@ from common import median, timed, write_result  # noqa: E402
 from hfnet_core.complexity import count_flops  # noqa: E402
 from hfnet_core.model import VideoClassifier, build_model  # noqa: E402
 from hfnet_core.temporal import hf_fused  # noqa: E402
+from hfnet_core.temporal.hf import GATE_IMPLS  # noqa: E402
 from hfnet_core.temporal.base import TemporalRun  # noqa: E402
 
 FRAMES, SIZE, CLASSES = 8, 224, 174
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds-b8", type=int, default=6, help="timed rounds at batch 8")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--impls", default="shift,concat", help="other gate implementations to time (eager)")
+    ap.add_argument("--calls", default="tsn,hf,hf_eager,tsn_inspect,hf_inspect",
+                    help="calls to time besides --impls (tsn and hf are always timed)")
     ap.add_argument("--formats", default="channels_last,contiguous", help="CPU memory formats")
     ap.add_argument("--devices", default="cpu,cuda", help="cuda is skipped (and said so) without a GPU")
     ap.add_argument("--budget-s", type=float, default=900.0, help="stop adding cases after this many seconds")
@@ -210,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     name = args.name or ("model_latency" if args.threads != 1 else "model_latency_1thread")
     impls = tuple(i for i in args.impls.split(",") if i)
+    base_calls = list(dict.fromkeys(["tsn", "hf"] + [c for c in args.calls.split(",") if c]))
+    unknown = [c for c in base_calls if c not in CALLS or c.removeprefix("hf_") in GATE_IMPLS]
+    if unknown:
+        ap.error(f"unknown --calls {unknown}; choose from tsn, hf, hf_eager, tsn_inspect, hf_inspect")
+    if "hf_inspect" in base_calls and "tsn_inspect" not in base_calls:
+        base_calls.append("tsn_inspect")  # its baseline
     batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
     rounds1, rounds8 = (3, 2) if args.quick else (args.rounds, args.rounds_b8)
     wanted = [d for d in args.devices.split(",") if d]
@@ -231,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         models = build_models(device, impls)
         formats = args.formats.split(",") if device.type == "cpu" else ["channels_last"]
         for batch in batches:
-            calls = ["tsn", "hf", "hf_eager", "tsn_inspect", "hf_inspect"] + [
-                f"hf_{i}" for i in impls if batch == 1 or i != "concat"]
+            calls = base_calls + [f"hf_{i}" for i in impls if batch == 1 or i != "concat"]
             for fmt in formats:
                 rounds, warmup = (rounds1, 2) if batch == 1 else (rounds8, 1)
                 # skip a case that the slowest call so far says would overrun the budget
