@@ -259,3 +259,29 @@ def test_tiny_feature_maps_match_reference(impl, hw):
     for i in range(2):
         ref_out, ref_g = hf_reference(clips[i], params_of(m.gate))
         assert (out[i] - ref_out).abs().max() <= TOL64 and (g[i] - ref_g).abs().max() <= TOL64
+
+
+@pytest.mark.parametrize("conservative", [True, False])
+def test_parts_are_the_concatenation(conservative):
+    """A block may hand HF its branches (``TemporalRun.join``): the result is HF of their concatenation."""
+    m = random_module(conservative, seed=18)
+    assert HFModule.accepts_parts
+    torch.manual_seed(19)
+    x = torch.randn(6, C, H, W, dtype=torch.float64)
+    parts = [x[:, :2], x[:, 2:3], x[:, 3:]]
+    with torch.no_grad():
+        a, ma = m(x, 3)
+        b, mb = m(parts, 3)
+    assert torch.equal(a, b) and all(torch.equal(ma[k], mb[k]) for k in ma)
+    with pytest.raises(ValueError, match="multiple of num_segments"):
+        m(parts, 4)
+
+
+def test_tap_matrix_is_row_major():
+    """The (18, C) tap matrix is a contiguous copy: BLAS on the permuted view is several times slower."""
+    from hfnet_core.temporal.hf import tap_matrix
+    w = torch.randn(1, C, 2, 3, 3, dtype=torch.float64)
+    m = tap_matrix(w, torch.float64)
+    assert m.is_contiguous() and m.shape == (18, C)
+    for k in range(18):
+        assert torch.equal(m[k], w[0, :, k // 9, (k % 9) // 3, k % 3])

@@ -14,7 +14,6 @@ computes exactly what the Caffe model computes.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -153,4 +152,5 @@ class BNInception(Backbone):
             branches.append(pool(p))
         else:
             branches.append(self._cbr(f"{name}_pool_proj", pool(x), run))
-        return torch.cat(branches, dim=1)
+        # the concatenation, or an operator after the block that writes it from the branches (HF)
+        return run.join(name, branches)

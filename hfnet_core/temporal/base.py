@@ -12,13 +12,20 @@ is stored on a module: one model instance can serve concurrent callers.
 
 The same calls are the points where ``forward_intermediates`` can *tap* a tensor (a block output, a
 convolution's, BatchNorm's or ReLU's output, an operator's output) for Grad-CAM or analysis.
+
+A block whose output is a channel concatenation (an Inception block's branches) ends with
+``run.join(block, parts)`` instead of ``torch.cat``: an operator at ``<block>:out`` that declares
+``accepts_parts`` then receives the list of parts and may write the concatenation itself (HF's fused
+path does, saving a pass over the features); every other operator, a site without one, and a site whose
+``"<block>:out"`` is tapped get the concatenated tensor as before.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
 SIDES = ("in", "out")
@@ -58,6 +65,10 @@ class TemporalOperator(nn.Module):
     default_side: ClassVar[str] = "out"
     #: What each inspection map means, for model cards and the explorer (map name -> sentence).
     map_meanings: ClassVar[dict[str, str]] = {}
+    #: True if ``forward`` also takes a list of tensors whose channel concatenation is the input (a
+    #: block's branches, see ``TemporalRun.join``) and returns exactly (bit for bit) what it returns for
+    #: the concatenation.
+    accepts_parts: ClassVar[bool] = False
 
     def forward(self, x: Tensor, num_segments: int, inspect: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """``x``: (N*T, C, H, W) -> (output of the same shape, inspection maps).
@@ -117,7 +128,7 @@ class TemporalRun:
     ``record`` is set, keeps its ``OperatorRecord`` under ``"<op>.<module>"``.
     """
 
-    __slots__ = ("ops", "num_segments", "record", "taps", "tapped", "records", "inplace_ok", "names")
+    __slots__ = ("ops", "num_segments", "record", "taps", "tapped", "records", "inplace_ok", "names", "joined")
 
     def __init__(self, ops: Mapping[str, TemporalOperator], num_segments: int, record: bool = False,
                  taps: frozenset[str] | set[str] = frozenset(), collect_names: bool = False) -> None:
@@ -131,9 +142,13 @@ class TemporalRun:
         self.inplace_ok = not self.taps
         #: With ``collect_names``: every tap name this pass offered, in order (``intermediate_names``).
         self.names: list[str] | None = [] if collect_names else None
+        #: Sites whose operator ``join`` already applied (``at`` then passes the output through).
+        self.joined: set[str] = set()
 
     def at(self, module: str, side: str, x: Tensor) -> Tensor:
         key = f"{module}:{side}"
+        if key in self.joined:
+            return x
         if self.names is not None:
             self.names.append(key)
         if self.taps and key in self.taps:
@@ -141,12 +156,33 @@ class TemporalRun:
         op = self.ops.get(key)
         if op is None:
             return x
+        return self._apply(op, module, side, x, tuple(x.shape))
+
+    def join(self, module: str, parts: Sequence[Tensor]) -> Tensor:
+        """The output of ``module``, the channel concatenation of ``parts``, with the operator at
+        ``<module>:out`` applied here if it ``accepts_parts`` (so it can write the concatenation itself);
+        the ``at(module, "out", ...)`` call that follows then passes the result through. When the tap
+        ``"<module>:out"`` is requested the concatenation is made and handed to the operator instead (a
+        gradient asked for at the tap must flow through it); such an operator must return the same for
+        both."""
+        key = f"{module}:out"
+        op = self.ops.get(key)
+        if op is None or not op.accepts_parts or (self.taps and key in self.taps):
+            return torch.cat(list(parts), dim=1)
+        if self.names is not None:
+            self.names.append(key)
+        shape = (parts[0].shape[0], sum(p.shape[1] for p in parts), *parts[0].shape[2:])
+        self.joined.add(key)
+        return self._apply(op, module, "out", list(parts), shape)
+
+    def _apply(self, op: TemporalOperator, module: str, side: str, x: Tensor | list[Tensor],
+               input_shape: tuple[int, ...]) -> Tensor:
         y, maps = op(x, self.num_segments, self.record)
         label = f"{op.op_name}.{module}"
         if self.names is not None:
             self.names.append(label)
         if self.record:
-            self.records[label] = OperatorRecord(op.op_name, Site(module, side), tuple(x.shape), maps)
+            self.records[label] = OperatorRecord(op.op_name, Site(module, side), input_shape, maps)
         if self.taps and label in self.taps:
             self.tapped[label] = y
         return y

@@ -20,18 +20,23 @@ default, cheapest on CPU: benchmarks/bench_model.py) gets all 18 tap responses f
 product over the features and sums each 3x3 window as shifted views of those small maps. All three
 implementations share the same parameters (``gate.weight`` of shape (1, C, 2, 3, 3)), so a checkpoint
 does not depend on which one runs.
+
+Inference on the CPU (float32, no autograd) with the "matmul" gate runs the same computation as one fused
+call (``hf_fused.py``): the per-tap product, the window sums, tanh and Eq. 7 written straight into the
+output - or, given a block's branches (``TemporalRun.join``), into the block's concatenation. The code
+below is the reference it is tested against, and what training, Grad-CAM and other devices run.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from . import register_operator
+from . import hf_fused, register_operator
 from .base import Site, TemporalOperator
 
 #: MACs per gate pixel per input channel: a 2x3x3 kernel.
@@ -105,10 +110,19 @@ def _per_tap_maps(x: Tensor, weight: Tensor) -> Tensor:
     W (18 x C) @ X^T with X the (N*H*W, C) view of the NHWC memory: the faster orientation here.
     """
     nt, c, h, w = x.shape
-    w18 = weight.permute(2, 3, 4, 1, 0).reshape(18, c).to(x.dtype)
+    w18 = tap_matrix(weight, x.dtype)
     if _is_channels_last(x):
         return torch.mm(w18, x.permute(0, 2, 3, 1).reshape(nt * h * w, c).t()).view(18, nt, h, w)
     return torch.matmul(w18, x.reshape(nt, c, h * w)).view(nt, 18, h, w).transpose(0, 1)
+
+
+def tap_matrix(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """The gate weight (1, C, 2, 3, 3) as an (18, C) row-major matrix, row k = dt*9 + 3i + j.
+
+    Contiguous on purpose: the permuted view has strides (1, 18), and a BLAS product with that operand
+    runs several times slower here (torch.matmul then takes a non-folded batched path).
+    """
+    return weight.permute(2, 3, 4, 1, 0).reshape(18, weight.shape[1]).to(dtype).contiguous()
 
 
 def _is_channels_last(x: Tensor) -> bool:
@@ -137,9 +151,13 @@ class HFModule(TemporalOperator):
     (dL/dW depends on F+, not on W).
 
     Inspection maps: ``gate`` = G- (N, T, H, W) (and ``gate_out`` for the non-conservative ablation).
+
+    ``fused`` (default True; not part of the state dict): use the fused CPU path where it applies (see the
+    module docstring); False keeps the eager reference path everywhere.
     """
 
     default_side = "out"
+    accepts_parts = True
     map_meanings = {
         "gate": "G-_t: what frame t takes from frame t+1 (> 0 averaging, < 0 differencing); 0 at the last frame",
         "gate_out": "non-conservative ablation: what frame t+1 loses (independent of what frame t takes)",
@@ -151,6 +169,8 @@ class HFModule(TemporalOperator):
         self.conservative = conservative
         self.gate = GateConv(channels, impl)
         self.gate_out = None if conservative else GateConv(channels, impl)
+        self.fused = True
+        self._kernel_cache: tuple | None = None
 
     @classmethod
     def from_args(cls, channels: int, args: Mapping[str, Any]) -> "HFModule":
@@ -184,11 +204,18 @@ class HFModule(TemporalOperator):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "conservative": self.conservative, "impl": self.gate.impl}
 
-    def forward(self, x: Tensor, num_segments: int, inspect: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-        """x: (N*T, C, H, W) -> (aggregated features (N*T, C, H, W), {"gate": G- (N, T, H, W)})."""
+    def forward(self, x: Tensor | Sequence[Tensor], num_segments: int,
+                inspect: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """x: (N*T, C, H, W), or its channel parts (a block's branches) -> (aggregated features
+        (N*T, C, H, W), {"gate": G- (N, T, H, W)})."""
+        parts = [x] if isinstance(x, Tensor) else list(x)
+        if parts[0].shape[0] % num_segments:
+            raise ValueError(f"batch of {parts[0].shape[0]} frames is not a multiple of num_segments={num_segments}")
+        layout = hf_fused.layout_of(parts) if self.fused and self.gate.impl == "matmul" else None
+        if layout is not None and not self._needs_autograd(parts) and hf_fused.kernel() is not None:
+            return self._forward_fused(parts, num_segments, layout)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         nt, c, h, w = x.shape
-        if nt % num_segments:
-            raise ValueError(f"batch of {nt} frames is not a multiple of num_segments={num_segments}")
         g_in = self.gate(x, num_segments)
         g_out = g_in if self.gate_out is None else self.gate_out(x, num_segments)
         maps = {"gate": g_in} if self.gate_out is None else {"gate": g_in, "gate_out": g_out}
@@ -209,3 +236,31 @@ class HFModule(TemporalOperator):
         out = x * keep.reshape(nt, 1, h, w)
         out[:-1].addcmul_(g.reshape(nt, 1, h, w)[:-1], x[1:])
         return out, maps
+
+    def _needs_autograd(self, parts: list[Tensor]) -> bool:
+        if not torch.is_grad_enabled():
+            return False
+        return any(p.requires_grad for p in parts) or any(p.requires_grad for p in self.parameters())
+
+    def _forward_fused(self, parts: list[Tensor], num_segments: int, layout: str) -> tuple[Tensor, dict[str, Tensor]]:
+        gates = self._kernel_gates(layout)
+        out, g, g_out = hf_fused.hf_fused(parts, num_segments, layout, *gates)
+        return out, ({"gate": g} if g_out is None else {"gate": g, "gate_out": g_out})
+
+    def _kernel_gates(self, layout: str) -> tuple[hf_fused.GateWeights, ...]:
+        """The gates' parameters in the kernel's layout, rebuilt only when a parameter changed: in place (its
+        version counter), its storage moved (``.data`` swapped), or the parameter object replaced - the key
+        holds the parameter itself, so a replaced one cannot be freed and its address reused unnoticed."""
+        convs = (self.gate,) if self.gate_out is None else (self.gate, self.gate_out)
+        params = tuple(p for g in convs for p in (g.weight, g.bias))
+        try:
+            stamp = tuple((p.data_ptr(), p._version) for p in params)
+        except RuntimeError:  # inference tensors (built under inference_mode) have no version counter
+            stamp = None
+        cached = self._kernel_cache
+        fresh = (stamp is not None and cached is not None and cached[0] == layout and cached[2] == stamp
+                 and all(a is b for a, b in zip(cached[1], params)))
+        if not fresh:
+            cached = (layout, params, stamp, tuple(hf_fused.gate_weights(g.weight, g.bias, layout) for g in convs))
+            self._kernel_cache = cached  # one tuple, replaced whole: safe for concurrent callers
+        return cached[3]
