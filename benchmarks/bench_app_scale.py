@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -110,14 +109,15 @@ FRAMES = 8
 
 
 def per_extra_session(rows: list[dict[str, Any]], key: str = "server_rss_mb") -> float | None:
-    """Slope of memory against sessions between the fewest and the most sessions measured (MB/session)."""
-    rows = [r for r in rows if isinstance(r.get(key), (int, float)) and isinstance(r.get("sessions"), int)]
-    if len(rows) < 2:
+    """Least-squares slope of memory against the number of sessions (MB per extra session): robust to one
+    level where the allocator or a cache happened to give memory back."""
+    pts = [(float(r["sessions"]), float(r[key])) for r in rows
+           if isinstance(r.get(key), (int, float)) and isinstance(r.get("sessions"), int)]
+    if len({x for x, _ in pts}) < 2:
         return None
-    lo, hi = min(rows, key=lambda r: r["sessions"]), max(rows, key=lambda r: r["sessions"])
-    if hi["sessions"] == lo["sessions"]:
-        return None
-    return round((hi[key] - lo[key]) / (hi["sessions"] - lo["sessions"]), 2)
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return round(sum((x - mx) * (y - my) for x, y in pts) / sxx, 2)
 
 
 def _measured(entry: dict[str, Any], name: str) -> float | None:
@@ -185,9 +185,10 @@ def table(result: dict[str, Any]) -> str:
             ws = f"{p['ws_mb']:.2f}" if isinstance(p.get("ws_mb"), (int, float)) else "-"
             lines.append(f"{size:>6}  {name:<17} {usable:>9} {ws:>7}  {p.get('error', '')[:70]}")
         fs = e.get("feature_space") or {}
-        for what in ("rerun", "selection"):
+        for what in ("revisit", "rerun", "selection"):
             m = fs.get(what) or {}
-            lat = f"{m['latency_s']:.1f}" if isinstance(m.get("latency_s"), (int, float)) else "-"
+            v = m.get("latency_s", m.get("usable_s"))
+            lat = f"{v:.1f}" if isinstance(v, (int, float)) else "-"
             ws = f"{m['ws_mb']:.2f}" if isinstance(m.get("ws_mb"), (int, float)) else "-"
             lines.append(f"{size:>6}  fs {what:<14} {lat:>9} {ws:>7}  {m.get('error', '')[:70]}")
         s = e.get("sessions") or {}
@@ -546,7 +547,7 @@ def browse(url: str, pid: int, entry: dict[str, Any], sessions: list[int], page_
             page.set_default_timeout(60_000)
             meter = WsMeter()
             meter.attach(page)
-            entry["webgl"] = step(entry, "webgl", lambda: page.evaluate(
+            step(entry, "webgl", lambda: page.evaluate(
                 "() => !!document.createElement('canvas').getContext('webgl')"))
             entry["memory_idle"] = server_memory(pid)
 
@@ -567,30 +568,36 @@ def browse(url: str, pid: int, entry: dict[str, Any], sessions: list[int], page_
             entry["feature_space"] = {}
             fs_ok = "error" not in entry["pages"].get("feature_space", {"error": ""})
 
-            def to_feature_space() -> None:
+            def to_feature_space() -> None:  # back from the last page: a second, warm visit
                 if page_state(page, "Feature space").get("heading") is not True:
-                    measure_page(page, meter, "Feature space", "Feature space", 2, page_timeout)
+                    entry["feature_space"]["revisit"] = measure_page(page, meter, "Feature space", "Feature space",
+                                                                     2, page_timeout)
 
             if fs_ok:
-                step(entry["feature_space"], "rerun", lambda: (to_feature_space(), measure_rerun(
-                    page, meter, page_timeout))[1])
-                step(entry["feature_space"], "selection", lambda: (to_feature_space(), measure_selection(
-                    page, meter, page_timeout))[1])
+                for what, measure in (("rerun", measure_rerun), ("selection", measure_selection)):
+                    def one(measure=measure) -> dict[str, Any]:
+                        to_feature_space()
+                        return measure(page, meter, page_timeout)
+
+                    step(entry["feature_space"], what, one)
                 if shots:
                     with contextlib.suppress(Exception):
                         page.screenshot(path=str(shots / f"app_scale_{entry['clips']}_selection.png"))
             else:
                 entry["feature_space"] = {"error": "Feature space did not become usable"}
             entry["memory_after_pages"] = server_memory(pid)
-            ctx.close()
-            step(entry, "sessions", lambda: measure_sessions(browser, url, pid, sessions, page_timeout))
+            # this session (on Feature space) is the first of the sessions measured: closing it would
+            # let Streamlit drop its state at some later level and blur the slope
+            step(entry, "sessions", lambda: measure_sessions(browser, url, pid, sessions, page_timeout, [ctx]))
         finally:
             browser.close()
 
 
-def measure_sessions(browser, url: str, pid: int, counts: list[int], timeout_s: float) -> dict[str, Any]:
-    """Server memory with 1, 2, 5, 10 browser contexts open on Feature space (all usable), then closed."""
-    contexts, rows = [], []
+def measure_sessions(browser, url: str, pid: int, counts: list[int], timeout_s: float,
+                     open_contexts: list | None = None) -> dict[str, Any]:
+    """Server memory with 1, 2, 5, 10 browser contexts open on Feature space (all usable; the first may be
+    one already open there), then closed."""
+    contexts, rows = list(open_contexts or []), []
     target = url + "/feature_space"
     try:
         for n in sorted(counts):
@@ -630,9 +637,10 @@ def measure_sessions(browser, url: str, pid: int, counts: list[int], timeout_s: 
 
 
 def run_size(m: int, models_dir: Path, work: Path, args: argparse.Namespace, env: dict[str, str],
-             shots: Path | None) -> dict[str, Any]:
+             shots: Path | None, entry: dict[str, Any]) -> dict[str, Any]:
+    """Every measurement at ``m`` clips, filled into ``entry`` as it goes (an interrupted run keeps them)."""
     print(f"== {m} clips", flush=True)
-    entry: dict[str, Any] = {"clips": m}
+    entry["clips"] = m
     folder = work / f"ckpt_{m}"
     made = step(entry, "bundles", lambda: make_size_folder(models_dir, folder, m))
     if "error" in made:
@@ -710,8 +718,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         try:
             for m in sizes:
-                result["sizes"][str(m)] = run_size(m, models_dir, work, args, env, shots)
-                result["sizes"][str(m)]["measured_on"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+                entry = result["sizes"][str(m)] = {
+                    "measured_on": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+                run_size(m, models_dir, work, args, env, shots, entry)
                 result["wall_s"] = round(time.perf_counter() - t_all, 1)
                 write_json(result, args.results_dir)  # a partial result survives an interrupted run
         finally:

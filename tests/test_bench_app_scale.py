@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -21,10 +22,13 @@ def _entry(project=50.0, usable=2.0, sel=1.0, sel_mb=0.5, per_session=20.0):
             "sessions": {"mb_per_extra_session": per_session}}
 
 
-def test_per_extra_session_is_the_slope_between_fewest_and_most_sessions():
-    rows = [{"sessions": 5, "server_rss_mb": 1300.0}, {"sessions": 1, "server_rss_mb": 1000.0},
+def test_per_extra_session_is_the_least_squares_slope():
+    rows = [{"sessions": 5, "server_rss_mb": 1200.0}, {"sessions": 1, "server_rss_mb": 1000.0},
             {"sessions": 10, "server_rss_mb": 1450.0}, {"sessions": 2, "error": "timeout"}]
-    assert bench.per_extra_session(rows) == 50.0  # (1450 - 1000) / (10 - 1)
+    assert bench.per_extra_session(rows) == 50.0  # 1000 + 50 MB per session beyond the first
+    rows[0]["server_rss_mb"] = 1260.0  # off the line: slope of (1,1000), (5,1260), (10,1450)
+    want = np.polyfit([1, 5, 10], [1000.0, 1260.0, 1450.0], 1)[0]
+    assert bench.per_extra_session(rows) == pytest.approx(want, abs=0.01)
     assert bench.per_extra_session(rows[:1]) is None
     assert bench.per_extra_session([{"sessions": 3, "server_rss_mb": 1.0}] * 2) is None
 
