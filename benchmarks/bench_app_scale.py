@@ -148,10 +148,20 @@ def check_targets(sizes: dict[str, dict[str, Any]], targets: dict[str, dict[str,
     for name, t in targets.items():
         for size, entry in sorted(sizes.items(), key=lambda kv: int(kv[0])):
             v = _measured(entry, name)
-            out.append({"target": name, "what": t["what"], "limit": t["limit"], "size": int(size),
-                        "measured": v, "pass": None if v is None else bool(v <= t["limit"]),
-                        "binding": int(size) == int(t["at"])})
+            row = {"target": name, "what": t["what"], "limit": t["limit"], "size": int(size), "measured": v,
+                   "pass": None if v is None else bool(v <= t["limit"]), "binding": int(size) == int(t["at"])}
+            if name == "mb_per_extra_session" and v is not None and not _monotone(entry):
+                row["pass"] = None
+                row["note"] = ("server RSS fell between session counts (memory given back mid-run): "
+                               "the slope does not bound the cost of a session")
+            out.append(row)
     return out
+
+
+def _monotone(entry: dict[str, Any]) -> bool:
+    rows = sorted((entry.get("sessions") or {}).get("rows") or [], key=lambda r: r.get("sessions", 0))
+    rss = [r.get("server_rss_mb") for r in rows if isinstance(r.get("server_rss_mb"), (int, float))]
+    return all(b >= a for a, b in zip(rss, rss[1:]))
 
 
 def write_json(result: dict[str, Any], results_dir: str | os.PathLike[str] | None = None) -> Path:

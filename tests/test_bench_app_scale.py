@@ -93,3 +93,14 @@ def test_previous_sizes_for_merge(tmp_path):
     assert set(old) == {"11522", "24777"}
     assert old["24777"]["measured_on"] == "earlier"
     assert old["11522"]["measured_on"] == json.loads(path.read_text())["date"]
+
+
+def test_a_memory_slope_over_falling_rss_is_not_a_pass():
+    entry = _entry(per_session=-13.5)
+    entry["sessions"]["rows"] = [{"sessions": 1, "server_rss_mb": 1386.0}, {"sessions": 5, "server_rss_mb": 1499.0},
+                                 {"sessions": 10, "server_rss_mb": 1284.0}]
+    check = next(c for c in bench.check_targets({"24777": entry}) if c["target"] == "mb_per_extra_session")
+    assert check["pass"] is None and "fell" in check["note"]
+    entry["sessions"]["rows"][2]["server_rss_mb"] = 1600.0
+    check = next(c for c in bench.check_targets({"24777": entry}) if c["target"] == "mb_per_extra_session")
+    assert check["pass"] is True and "note" not in check
