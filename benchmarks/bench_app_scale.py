@@ -15,7 +15,10 @@ For each bundle size (default 11,522 = Something-v1 val and 24,777 = Something-v
 
    * per page (Clip lab, Feature space, Class comparison, Attributions, Model cards, Gate maps): time to
      usable after clicking its sidebar link = its title and main element (``PAGES``) visible and no
-     running indicator, and the websocket bytes received meanwhile;
+     running indicator, and the websocket bytes received meanwhile (Attributions computes nothing on
+     arrival: its usable time is the page without a map);
+   * on Attributions: pressing Compute (the default Grad-CAM, a background job per model) until the first
+     map, and until every map, is drawn;
    * on Feature space: a rerun ("r") and a box drag on the first plot until the selected-clips list shows
      (latency and websocket bytes of each);
    * server memory (RSS and PSS of the server process, plus its child processes apart) with 1, 2, 5 and
@@ -87,6 +90,12 @@ PAGES = [
     ("gate_maps", "Gate maps", "Gate maps", 1),
     ("clip_lab", "Clip lab", "Clip lab", 2),
 ]
+
+#: Attributions computes nothing until this button is pressed ("Compute Grad-CAM", "Compute Integrated
+#: Gradients (32 steps)", ...); its usable time is the page without any map, then the press is timed apart.
+COMPUTE_BUTTON = r"\bCompute\b"  # matched against the accessible name (the icon is aria-hidden)
+#: Plots on Attributions once the default (Grad-CAM) maps are done: one per model plus the per-frame bars.
+ATTRIBUTION_PLOTS = 3
 
 #: Issue 9's targets (points 1, 3, 6), each stated at 24,777 clips; points 5's "any other action within
 #: 1 s while IG runs" is measured by bench_jobs.py.
@@ -186,6 +195,19 @@ def previous_sizes(path: Path) -> dict[str, dict[str, Any]]:
             if isinstance(v, dict)}
 
 
+#: Earlier results kept in ``app_scale.json`` across reruns (so a later run cannot erase the baseline).
+HISTORY_KEYS = ("before_rewrite",)
+
+
+def kept_history(path: Path) -> dict[str, Any]:
+    """The ``HISTORY_KEYS`` entries of an earlier ``app_scale.json`` ({} when missing or unreadable)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: old[k] for k in HISTORY_KEYS if isinstance(old, dict) and k in old}
+
+
 def table(result: dict[str, Any]) -> str:
     """A plain-text summary of one result, for the terminal (and the README section)."""
     lines = [f"{'size':>6}  {'page':<17} {'usable s':>9} {'ws MB':>7}  note"]
@@ -201,6 +223,10 @@ def table(result: dict[str, Any]) -> str:
             lat = f"{v:.1f}" if isinstance(v, (int, float)) else "-"
             ws = f"{m['ws_mb']:.2f}" if isinstance(m.get("ws_mb"), (int, float)) else "-"
             lines.append(f"{size:>6}  fs {what:<14} {lat:>9} {ws:>7}  {m.get('error', '')[:70]}")
+        ac = e.get("attributions_compute") or {}
+        if ac:
+            lines.append(f"{size:>6}  attributions Compute: first map {ac.get('first_map_s', '-')} s, all "
+                         f"{ac.get('all_maps_s', '-')} s, {ac.get('ws_mb', '-')} MB {ac.get('error', '')[:60]}")
         s = e.get("sessions") or {}
         if s.get("rows"):
             mem = ", ".join(f"{r['sessions']}: {r.get('server_rss_mb', '-')}" for r in s["rows"])
@@ -544,6 +570,23 @@ def measure_selection(page, meter: WsMeter, timeout_s: float) -> dict[str, Any]:
     return out
 
 
+def measure_compute(page, meter: WsMeter, timeout_s: float) -> dict[str, Any]:
+    """On Attributions: press Compute (background jobs, one per model); seconds until the first map is
+    drawn and until all of them (and the per-frame bars) are, with the app idle, and the websocket bytes."""
+    import re
+
+    button = page.locator(MAIN).get_by_role("button", name=re.compile(COMPUTE_BUTTON)).first
+    label = button.inner_text(timeout=30_000).strip()
+    mark = meter.mark()
+    t0 = time.perf_counter()
+    button.click()
+    first, _ = wait_until(page, lambda s: s["plots"] >= 1, timeout_s, poll_ms=50)
+    done, state = wait_until(page, lambda s: s["plots"] >= ATTRIBUTION_PLOTS and not s["busy"],
+                             max(5.0, timeout_s - (first - t0)), quiet_s=1.0)
+    return {"button": label, "first_map_s": round(first - t0, 2), "all_maps_s": round(done - t0, 2),
+            "plots": state["plots"], **meter.since(mark)}
+
+
 def browse(url: str, pid: int, entry: dict[str, Any], sessions: list[int], page_timeout: float,
            shots: Path | None) -> None:
     """Every browser measurement of one size; each one's failure is recorded in ``entry``."""
@@ -575,6 +618,11 @@ def browse(url: str, pid: int, entry: dict[str, Any], sessions: list[int], page_
                 if shots:
                     with contextlib.suppress(Exception):
                         page.screenshot(path=str(shots / f"app_scale_{entry['clips']}_{path}.png"))
+                if path == "attributions" and "error" not in entry["pages"][path]:
+                    step(entry, "attributions_compute", lambda: measure_compute(page, meter, page_timeout))
+                    if shots:
+                        with contextlib.suppress(Exception):
+                            page.screenshot(path=str(shots / f"app_scale_{entry['clips']}_attributions_maps.png"))
             entry["feature_space"] = {}
             fs_ok = "error" not in entry["pages"].get("feature_space", {"error": ""})
 
@@ -706,8 +754,10 @@ def main(argv: list[str] | None = None) -> int:
         "browser": {"executable": CHROMIUM, "args": CHROMIUM_ARGS, "viewport": [1440, 1000]},
         "code": _git_head(), "sizes": {},
     }
+    previous = Path(args.results_dir or RESULTS_DIR) / "app_scale.json"
+    result.update(kept_history(previous))
     if args.merge:
-        result["sizes"] = previous_sizes(Path(args.results_dir or RESULTS_DIR) / "app_scale.json")
+        result["sizes"] = previous_sizes(previous)
     t_all = time.perf_counter()
 
     def _stop(signum, _frame):  # `timeout` / Ctrl-C: still kill the server and write what was measured

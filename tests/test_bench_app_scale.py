@@ -82,6 +82,22 @@ def test_selectors_live_in_one_place():
     import re
 
     assert int(re.search(bench.SELECTED_HEADER, "Selected clips (1,234)", re.I).group(1).replace(",", "")) == 1234
+    # the button's accessible name (Streamlit marks its material icon aria-hidden)
+    for name in ("Compute Grad-CAM", "Compute Integrated Gradients (32 steps)"):
+        assert re.search(bench.COMPUTE_BUTTON, name)
+    assert not re.search(bench.COMPUTE_BUTTON, "Recompute nothing")
+
+
+def test_table_reports_the_attributions_compute_step():
+    entry = dict(_entry(), attributions_compute={"first_map_s": 12.5, "all_maps_s": 20.1, "ws_mb": 0.8})
+    line = next(x for x in bench.table({"sizes": {"11522": entry}}).splitlines() if "Compute" in x)
+    assert "first map 12.5 s" in line and "all 20.1 s" in line
+
+
+def test_history_survives_a_rerun(tmp_path):
+    assert bench.kept_history(tmp_path / "missing.json") == {}
+    path = bench.write_json({"sizes": {}, "before_rewrite": {"sizes": {"11522": {"x": 1}}}, "other": 2}, tmp_path)
+    assert bench.kept_history(path) == {"before_rewrite": {"sizes": {"11522": {"x": 1}}}}
 
 
 def test_previous_sizes_for_merge(tmp_path):
