@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: chromium app test test-fast fuzz bench demo-checkpoints clean-venv
+.PHONY: chromium app test test-fast fuzz bench demo-checkpoints zoo-checkpoints clean-venv
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 demo-checkpoints: $(STAMP)
 	$(PY) -m hfnet_core.cli train-demo --out checkpoints
 	$(PY) -m hfnet_core.analysis.precompute checkpoints/*.test.npz --prune
+
+# TSM and GSM on the demo pair's recipe and budget (the temporal zoo; resumable, runs/zoo/work)
+zoo-checkpoints: $(STAMP)
+	$(PY) -m hfnet_core.cli train-demo --models tsm,gsm --out checkpoints --work runs/zoo/work
+	$(PY) -m hfnet_core.analysis.precompute checkpoints/tsm_demo.test.npz checkpoints/gsm_demo.test.npz
 
 clean-venv:
 	rm -rf $(VENV)

@@ -47,7 +47,10 @@ def test_attributions_on_request_with_a_colour_bar_cached_and_cancel(server):
             main.get_by_role("button", name="Compute Integrated Gradients (16 steps)").wait_for()
             main.get_by_role("button", name="Compute Integrated Gradients (16 steps)").click()
             main.get_by_role("button", name="Cancel").wait_for(timeout=30_000)
-            assert page.locator('[data-testid="stProgress"]').count() >= 1
+            # a progress bar (running) or a queue position (waiting for the worker): polled, so wait for it
+            page.wait_for_function(
+                "document.querySelectorAll('[data-testid=\"stProgress\"]').length >= 1"
+                " || document.body.innerText.includes('in the queue')", timeout=60_000)
             main.get_by_role("button", name="Cancel").click()
             main.get_by_text("cancelled. Press the button").first.wait_for(timeout=60_000)
             _no_exception(page)

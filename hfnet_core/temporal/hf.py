@@ -202,7 +202,7 @@ class HFModule(TemporalOperator):
         return gates * nt * h * w + per_element * nt * h * w * c
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "conservative": self.conservative, "impl": self.gate.impl}
+        return {**super().describe(), "conservative": self.conservative, "impl": getattr(self.gate, "impl", None)}
 
     def forward(self, x: Tensor | Sequence[Tensor], num_segments: int,
                 inspect: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
@@ -211,7 +211,7 @@ class HFModule(TemporalOperator):
         parts = [x] if isinstance(x, Tensor) else list(x)
         if parts[0].shape[0] % num_segments:
             raise ValueError(f"batch of {parts[0].shape[0]} frames is not a multiple of num_segments={num_segments}")
-        layout = hf_fused.layout_of(parts) if self.fused and self.gate.impl == "matmul" else None
+        layout = hf_fused.layout_of(parts) if self.fused and getattr(self.gate, "impl", None) == "matmul" else None
         if layout is not None and not self._needs_autograd(parts) and hf_fused.kernel() is not None:
             return self._forward_fused(parts, num_segments, layout)
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
