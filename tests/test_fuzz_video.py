@@ -306,7 +306,18 @@ _MEMORY_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
     from hfnet_core.data.video import VideoDecodeError, frame_times, probe_video, read_clip, read_frames
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def high_water():
+        # this process's own peak: ru_maxrss keeps the parent's peak across fork + exec (Linux), VmHWM does not
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    base = high_water()
     warnings.simplefilter("ignore")
     n = 0
     for p in sorted(Path(sys.argv[1]).iterdir()):
@@ -318,7 +329,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
             except VideoDecodeError:
                 pass
             n += 1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = high_water()
     print(json.dumps({"base": base, "peak": peak, "calls": n}))
 """)
 
