@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "NEUTRAL_EPS", "SATURATION", "INACTIVE_MEAN_ABS", "FIXED_TOLERANCE", "LOCAL_MIN", "BEHAVIOURS",
-    "short_block_name", "pair_gates", "summarise_gates", "gate_locality", "locality_row", "most_local_layer",
+    "short_block_name", "clip_maps", "pair_gates", "summarise_gates", "gate_locality", "locality_row", "most_local_layer",
     "gate_matrix", "upsample_gate", "gate_colours", "gate_overlay", "AVERAGING_RGB", "DIFFERENCING_RGB",
 ]
 
@@ -55,16 +55,22 @@ def short_block_name(block: str) -> str:
     return block.split("inception_", 1)[1] if block.startswith("inception_") else block
 
 
+def clip_maps(a: Any, min_frames: int = 1, what: str = "maps") -> np.ndarray:
+    """One clip's per-frame maps (a gate, an operator's map) as float32 (T, H, W), T >= ``min_frames``;
+    accepts a tensor or an array, (T, H, W) or (1, T, H, W)."""
+    m = a.detach().cpu().float().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, np.float32)
+    if m.ndim == 4:
+        if m.shape[0] != 1:
+            raise ValueError(f"{what} of one clip expected; got a batch of {m.shape[0]}")
+        m = m[0]
+    if m.ndim != 3 or m.shape[0] < min_frames:
+        raise ValueError(f"expected {what} (T, H, W) with T >= {min_frames}, got {m.shape}")
+    return m
+
+
 def pair_gates(g: Any) -> np.ndarray:
     """The T-1 meaningful gate maps of one clip, float32 (T-1, H, W); accepts (T,H,W) or (1,T,H,W)."""
-    a = g.detach().cpu().float().numpy() if isinstance(g, torch.Tensor) else np.asarray(g, np.float32)
-    if a.ndim == 4:
-        if a.shape[0] != 1:
-            raise ValueError(f"pair_gates takes one clip; got a batch of {a.shape[0]}")
-        a = a[0]
-    if a.ndim != 3 or a.shape[0] < 2:
-        raise ValueError(f"expected gate maps (T, H, W) with T >= 2, got {a.shape}")
-    return a[:-1]
+    return clip_maps(g, 2, "gate maps")[:-1]
 
 
 def summarise_gates(gates: Mapping[str, Any], eps: float = NEUTRAL_EPS) -> list[dict[str, Any]]:

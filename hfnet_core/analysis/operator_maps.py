@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hfnet_core.analysis.exports import _csv_bytes, _npz_bytes, _plain, _settings_cell, _strs, provenance
-from hfnet_core.analysis.gates import locality_row, short_block_name
+from hfnet_core.analysis.gates import clip_maps, locality_row, short_block_name
 
 __all__ = [
     "GATE_BEHAVIOURS", "site_short", "frame_maps", "of_kind", "map_names", "gate_rows", "most_local_site",
@@ -55,14 +55,7 @@ def site_short(label: str) -> str:
 
 def frame_maps(a: Any) -> np.ndarray:
     """One clip's maps as float32 (T, H, W); accepts (T, H, W) or (1, T, H, W)."""
-    m = np.asarray(a, np.float32)
-    if m.ndim == 4:
-        if m.shape[0] != 1:
-            raise ValueError(f"operator maps of one clip expected; got a batch of {m.shape[0]}")
-        m = m[0]
-    if m.ndim != 3 or m.shape[0] < 1:
-        raise ValueError(f"expected operator maps (T, H, W), got {m.shape}")
-    return m
+    return clip_maps(a, 1, "operator maps")
 
 
 def of_kind(ops: Mapping[str, Any], op: str) -> dict[str, Any]:
