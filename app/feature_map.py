@@ -15,6 +15,7 @@ Pure numpy / plotly; no streamlit (the page is ``app/views/feature_space.py``).
 from __future__ import annotations
 
 import colorsys
+import html
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -34,6 +35,7 @@ __all__ = [
     "clip_placement",
     "map_figure",
     "related_pairs",
+    "reported_rows",
     "resolve_selection",
     "selected_rows_table",
     "stratified_rows",
@@ -158,11 +160,9 @@ def _inside_polygon(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray
 def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str],
                       among: np.ndarray | None = None) -> list[str]:
     """Clip ids a ``st.plotly_chart`` selection means, over *all* points of the plot (not only the drawn
-    ones, when the plot is downsampled): the points it reports (``customdata[1]``) plus every point inside
-    its boxes and lasso paths (limited to ``among``, a bool per point, e.g. the classes shown), in plot
-    order."""
-    from app.analysis_figures import selected_clip_ids
-
+    ones, when the plot is downsampled): the points it reports (their ``customdata``, the row) plus every
+    point inside its boxes and lasso paths (limited to ``among``, a bool per point, e.g. the classes
+    shown), in plot order."""
     sel = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
     hit = np.zeros(len(clip_ids), dtype=bool)
     xy = np.asarray(xy, dtype=np.float64)
@@ -180,8 +180,28 @@ def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str],
             hit |= _inside_polygon(xy[:, 0], xy[:, 1], lx, ly)
     if among is not None:
         hit &= np.asarray(among, dtype=bool)
-    reported = set(selected_clip_ids(event))
-    return [c for c, h in zip(clip_ids, hit) if h or c in reported]
+    for row in reported_rows(event):
+        if row < len(hit):
+            hit[row] = True
+    return [c for c, h in zip(clip_ids, hit) if h]
+
+
+def reported_rows(event: object) -> list[int]:
+    """The rows (``customdata``, an int per point of ``map_figure``'s traces) of the points a selection
+    state reports, once each, in report order; anything else in it is ignored."""
+    sel = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
+    points = (sel.get("points") if isinstance(sel, Mapping) else getattr(sel, "points", None)) if sel else None
+    out: list[int] = []
+    seen: set[int] = set()
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, Mapping) else None
+        if isinstance(cd, (list, tuple)) and len(cd) == 1:
+            cd = cd[0]
+        if isinstance(cd, (int, float)) and not isinstance(cd, bool) and float(cd).is_integer() and cd >= 0 \
+                and int(cd) not in seen:
+            seen.add(int(cd))
+            out.append(int(cd))
+    return out
 
 
 # --- the figure -------------------------------------------------------------------------------------
@@ -201,83 +221,96 @@ def _short(name: str, n: int = 30) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
+def _literal(text: str) -> str:
+    """``text`` safe inside a hover template: HTML-escaped, and never read as a ``%{...}`` variable."""
+    return html.escape(text, quote=False).replace("%{", "%\u200b{")
+
+
 def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str], options: MapOptions,
                focus: np.ndarray | None = None, marker: tuple[float, float] | None = None,
                marker_name: str = "this clip") -> go.Figure:
-    """One model's map: a single ``Scattergl`` of every (or a stratified sample of the) point(s) with a
-    colour value per point, ``customdata`` = [row, clip id, true, prediction, ✓/✗] read by the hover
-    template and by selections. ``focus`` (bool per point) keeps those bright and dims the rest: the rest
-    then goes into a second trace below, grey, with only [row, clip id] (a selection re-sends ~1/3 of the
-    bytes). With ``options.only_classes`` only clips of those classes are drawn. Misclassification rings (of the bright points) and the
-    current clip's star on request."""
+    """One model's map: the (or a stratified sample of the) points as WebGL traces, one per true class,
+    each with a colour value per point. Per point only numbers and two short strings travel: ``customdata``
+    = the row (a typed array, read back by selections), ``text`` = the clip id, ``hovertext`` = the
+    prediction ("✓" alone when it is the true class); the true class's name is written once into its
+    trace's hover template instead of 25k times. ``focus`` (bool per point) keeps those bright and dims the
+    rest into one grey trace below (positions and colours only, no hover). With ``options.only_classes`` only clips of those
+    classes are drawn. Misclassification rings (of the bright points) and the current clip's star on
+    request."""
     m = len(pts)
     n = len(palette)
     xy = np.asarray(pts.xy[slot], dtype=np.float32)
+    labels_all = np.asarray(pts.labels)
     colour_idx = np.asarray(pts.labels if options.colour_by == "true" else pts.preds[slot], dtype=np.int64)
     drawn = np.arange(m)
     if options.only_classes:
-        drawn = np.flatnonzero(np.isin(np.asarray(pts.labels), options.only_classes))
+        drawn = np.flatnonzero(np.isin(labels_all, options.only_classes))
     if options.max_points and len(drawn) > options.max_points:
-        drawn = drawn[stratified_rows(np.asarray(pts.labels)[drawn], options.max_points)]
+        drawn = drawn[stratified_rows(labels_all[drawn], options.max_points)]
     value = np.where(colour_idx >= 0, colour_idx, 2 * n).astype(np.int16)
     dimmed = np.zeros(0, dtype=np.int64)
     if focus is not None:
         dimmed, drawn = drawn[~focus[drawn]], drawn[focus[drawn]]
         value = np.where(focus | (value == 2 * n), value, value + n).astype(np.int16)
-    labels = np.asarray(pts.labels)[drawn]
-    preds = np.asarray(pts.preds[slot])[drawn]
+    preds_all = np.asarray(pts.preds[slot])
     names = [_short(c) for c in pts.class_names]
     pred_names = [_short(c) for c in pts.pred_names[slot]]
-    all_ids = np.asarray(pts.clip_ids, dtype=object)
-    true_txt = np.asarray(names + ["unknown"], dtype=object)[np.where(labels >= 0, labels, len(names))]
-    pred_txt = np.asarray(pred_names, dtype=object)[preds]
-    wrong = preds != labels
-    mark = np.where(labels < 0, "", np.where(wrong, "✗", "✓")).astype(object)
-    custom = np.column_stack([drawn.astype(object), all_ids[drawn], true_txt, pred_txt, mark]) if len(drawn) \
-        else np.zeros((0, 5), dtype=object)
-    hover = ("<b>%{customdata[1]}</b><br>true: %{customdata[2]}<br>" + slot
-             + ": %{customdata[3]} %{customdata[4]}<extra></extra>")
+    ids = pts.clip_ids
+    wrong = (preds_all[drawn] != labels_all[drawn]) & (labels_all[drawn] >= 0)
     total = len(drawn) + len(dimmed)
     size = 7 if total <= 3000 else 5 if total <= 12000 else 4
-    scale = dict(colorscale=_colour_scale(palette), cmin=0, cmax=2 * n, size=size, line=dict(width=0),
-                 showscale=False)
-    fig = go.Figure()
-    if len(dimmed):  # the rest, under the focused points: colour only, the clip id on hover (a small payload)
-        fig.add_trace(go.Scattergl(
-            x=xy[dimmed, 0], y=xy[dimmed, 1], mode="markers", name=f"{len(dimmed):,} other clips (dimmed)",
-            showlegend=False, marker=dict(color=value[dimmed], **scale),
-            customdata=np.column_stack([dimmed.astype(object), all_ids[dimmed]]),
-            hovertemplate="%{customdata[1]}<extra></extra>",
+    scale = dict(coloraxis="coloraxis", size=size, line=dict(width=0))  # one colour scale for every trace
+    traces: list[dict[str, Any]] = []  # validated once, by go.Figure (trace objects would be validated twice)
+    if len(dimmed):  # the rest, under the focused points: positions and colours only (a selection re-sends
+        # this trace; selections find its points by geometry, so it needs neither rows nor hover text)
+        traces.append(dict(
+            type="scattergl", x=xy[dimmed, 0], y=xy[dimmed, 1], mode="markers", showlegend=False,
+            name=f"{len(dimmed):,} other clips (dimmed)", marker=dict(color=value[dimmed], **scale),
+            hoverinfo="skip",
         ))
-    fig.add_trace(go.Scattergl(
-        x=xy[drawn, 0], y=xy[drawn, 1], mode="markers", showlegend=False,
-        name=f"{len(drawn):,} clips" if not len(dimmed) else f"{len(drawn):,} highlighted clips",
-        marker=dict(color=value[drawn], **scale), customdata=custom, hovertemplate=hover,
-    ))
+    true_drawn = labels_all[drawn]
+    for c in np.unique(true_drawn):  # one trace per true class (ascending; unknown = -1 first)
+        rows = drawn[true_drawn == c]
+        if c >= 0:
+            true_name = names[int(c)]
+            pred_txt = ["✓" if q == c else f"{pred_names[q]} ✗" for q in preds_all[rows].tolist()]
+        else:
+            true_name = "unknown"
+            pred_txt = [pred_names[q] for q in preds_all[rows].tolist()]
+        traces.append(dict(
+            type="scattergl", x=xy[rows, 0], y=xy[rows, 1], mode="markers", showlegend=False, name=true_name,
+            marker=dict(color=value[rows], **scale), customdata=rows.astype(np.int32),
+            text=[ids[i] for i in rows], hovertext=pred_txt,
+            hovertemplate=f"<b>%{{text}}</b><br>true: {_literal(true_name)}<br>{_literal(slot)}: %{{hovertext}}"
+                          "<extra></extra>",
+        ))
     if n <= LEGEND_MAX_CLASSES:  # a legend still reads at this size: one legend-only entry per class shown
         legend_names = pts.class_names if options.colour_by == "true" else pts.pred_names[slot]
         for c in np.unique(colour_idx[np.concatenate([drawn, dimmed])]):
-            fig.add_trace(go.Scattergl(
-                x=[None], y=[None], mode="markers", name=_short(legend_names[c]) if c >= 0 else "unknown",
-                marker=dict(color=palette[c] if c >= 0 else _UNKNOWN, size=8), hoverinfo="skip",
-                showlegend=True))
+            traces.append(dict(
+                type="scattergl", x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=True,
+                name=_short(legend_names[c]) if c >= 0 else "unknown",
+                marker=dict(color=palette[c] if c >= 0 else _UNKNOWN, size=8)))
     if options.show_wrong and wrong.any():
         w = drawn[wrong]
-        fig.add_trace(go.Scattergl(
-            x=xy[w, 0], y=xy[w, 1], mode="markers", name=f"✗ {slot} is wrong ({int(wrong.sum()):,})",
+        traces.append(dict(
+            type="scattergl", x=xy[w, 0], y=xy[w, 1], mode="markers", showlegend=True,
+            name=f"✗ {slot} is wrong ({int(wrong.sum()):,})",
             marker=dict(symbol="circle-open", size=size + 4, color="rgba(20,20,20,0.55)", line=dict(width=1)),
-            customdata=custom[wrong][:, :2], hovertemplate="%{customdata[1]}<extra></extra>", showlegend=True,
+            customdata=w.astype(np.int32), text=[ids[i] for i in w], hovertemplate="%{text}<extra></extra>",
         ))
     if marker is not None:
-        fig.add_trace(go.Scattergl(
-            x=[float(marker[0])], y=[float(marker[1])], mode="markers", name=f"★ {marker_name}",
+        traces.append(dict(
+            type="scattergl", x=[float(marker[0])], y=[float(marker[1])], mode="markers", showlegend=True,
+            name=f"★ {marker_name}", hovertemplate=f"<b>{_literal(marker_name)}</b><extra></extra>",
             marker=dict(symbol="star", size=20, color="#ffd400", line=dict(width=1.5, color="#111")),
-            hovertemplate=f"<b>{marker_name}</b><extra></extra>", showlegend=True,
         ))
+    fig = go.Figure(data=traces)
     fig.update_layout(
         title=title, height=options.height, margin=dict(l=10, r=10, t=50, b=10), dragmode="select",
         legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0, font=dict(size=10)),
         uirevision=slot, hovermode="closest",
+        coloraxis=dict(colorscale=_colour_scale(palette), cmin=0, cmax=2 * n, showscale=False),
     )
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False)

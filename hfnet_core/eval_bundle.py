@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import struct
 import zipfile
@@ -136,11 +137,15 @@ class EvalBundle:
             )
         except FileNotFoundError as e:
             raise BundleError(f"{p}: no such eval bundle.", path=p) from e
-        except BundleError:
-            raise
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-            raise BundleError(f"{p}: not a valid hfnet eval bundle ({e}). Regenerate it with `hfnet eval`.",
-                              path=p) from e
+        except BundleError as e:
+            if e.path is not None:
+                raise
+            raise BundleError(f"{p}: {e} Regenerate it with `hfnet eval`.", path=p) from e  # name the file
+        except MemoryError as e:
+            raise BundleError(f"{p}: reading it ran out of memory; is it an eval bundle at all?", path=p) from e
+        except Exception as e:  # noqa: BLE001 - a damaged file breaks zipfile/numpy in many ways; all mean "invalid"
+            raise BundleError(f"{p}: not a valid hfnet eval bundle ({type(e).__name__}: {str(e)[:200]}). "
+                              "Regenerate it with `hfnet eval`.", path=p) from e
         if mmap:
             for arr in (bundle.labels, bundle.logits, bundle.features):
                 arr.setflags(write=False)
@@ -199,20 +204,71 @@ def write_aligned_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray
 
 def read_npz(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, np.ndarray]:
     """Every array of an .npz (no pickles). With ``mmap``, stored numeric members are read-only
-    ``np.memmap`` views; strings, scalars and deflated members are read into memory."""
+    ``np.memmap`` views; strings, scalars and deflated members are read into memory.
+
+    The file may be hostile: a member's .npy header is checked against the member's declared size, and
+    that size against the file (stored) or a bounded inflation (deflated), before anything is allocated.
+    """
     p = Path(path)
     out: dict[str, np.ndarray] = {}
+    file_bytes = p.stat().st_size
     with open(p, "rb") as f, zipfile.ZipFile(f) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 continue
+            _check_member_size(p, info, file_bytes)
             name = info.filename[: -len(".npy")]
             if mmap and info.compress_type == zipfile.ZIP_STORED:
                 out[name] = _map_member(p, f, info)
             else:
-                with zf.open(info) as member:
-                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                out[name] = _read_member(p, zf, info)
     return out
+
+
+#: A deflated member may declare at most this many times its compressed size (beyond 1 MiB): a zip bomb
+#: declares far more. Bundles since format 2 are stored, format 1 ones deflate features ~1.1x.
+_MAX_INFLATION = 50
+
+
+def _check_member_size(path: Path, info: zipfile.ZipInfo, file_bytes: int) -> None:
+    if info.compress_size > file_bytes or (
+            info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size):
+        raise BundleError(f"{path}: member {info.filename} declares {info.file_size:,} bytes, more than the "
+                          f"file holds ({file_bytes:,}); the file is damaged", path=path)
+    if info.file_size > max(2**20, _MAX_INFLATION * info.compress_size):
+        raise BundleError(f"{path}: member {info.filename} would inflate from {info.compress_size:,} to "
+                          f"{info.file_size:,} bytes; refusing it (this is how a zip bomb looks)", path=path)
+
+
+def _read_header(path: Path, f: BinaryIO, info: zipfile.ZipInfo, available: int) -> tuple[tuple[int, ...], bool,
+                                                                                              np.dtype, int]:
+    """(shape, fortran order, dtype, data bytes) of the .npy header at ``f``, checked: no objects, and
+    no more data than the ``available`` bytes of the member."""
+    start = f.tell()
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)  # the header only, never the data
+    if dtype.hasobject:
+        raise BundleError(f"{path}: member {info.filename} holds Python objects; refusing to load it", path=path)
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize  # exact: int64 products can wrap
+    if (f.tell() - start) + nbytes > available:
+        raise BundleError(f"{path}: member {info.filename} is truncated (its header declares more data than "
+                          "it holds)", path=path)
+    return shape, fortran, dtype, nbytes
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """A private, writable copy of one member, read straight into its final buffer."""
+    with zf.open(info) as member:
+        shape, fortran, dtype, nbytes = _read_header(path, member, info, info.file_size)
+        buf = bytearray(nbytes)
+        view, got = memoryview(buf), 0
+        while got < nbytes:
+            n = member.readinto(view[got:])
+            if not n:
+                raise BundleError(f"{path}: member {info.filename} is truncated", path=path)
+            got += n
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def _map_member(path: Path, f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
@@ -222,15 +278,9 @@ def _map_member(path: Path, f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
         raise BundleError(f"{path}: member {info.filename} has a corrupt zip header", path=path)
     name_len, extra_len = struct.unpack("<HH", local[26:30])
     f.seek(info.header_offset + 30 + name_len + extra_len)
-    version = np.lib.format.read_magic(f)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(f)  # the header only, never the data
-    if dtype.hasobject:
-        raise BundleError(f"{path}: member {info.filename} holds Python objects; refusing to load it", path=path)
+    shape, fortran, dtype, nbytes = _read_header(path, f, info, info.file_size)
     offset = f.tell()
-    count = int(np.prod(shape, dtype=np.int64))
-    if offset + count * dtype.itemsize > info.header_offset + 30 + name_len + extra_len + info.file_size:
-        raise BundleError(f"{path}: member {info.filename} is truncated", path=path)
+    count = math.prod(int(n) for n in shape)
     if count == 0 or dtype.kind not in "biuf" or len(shape) == 0:
         # Strings (read into lists anyway), scalars and empty arrays: a plain in-memory copy.
         f.seek(offset)

@@ -23,8 +23,7 @@ from _analysis_fixtures import (  # noqa: F401 - fixtures
 )
 from _app_fixtures import plotly_array
 from _scale_fixtures import FAST, FAST_JSON, K, make_scale_dir, store_projections
-from app.analysis_figures import selected_clip_ids
-from app.feature_map import class_palette, resolve_selection, stratified_rows
+from app.feature_map import class_palette, reported_rows, resolve_selection, stratified_rows
 from hfnet_core.analysis import embeddings as emb
 from hfnet_core.analysis import jobs
 from hfnet_core.analysis import precompute as pre
@@ -60,13 +59,22 @@ def test_default_run_draws_both_models_from_the_cache(analysis_env, no_projectio
     a_sep, b_sep = (float(v.split("**")[1]) for v in seps)
     assert a_sep > b_sep
     spec = specs(at)[0]
-    assert spec["data"][0]["type"] == "scattergl"
-    assert spec["data"][0]["customdata"][0][1].startswith("synth/test/")
+    names = at.session_state["_hf_selection"].class_names
+    short = [n[:29] + "…" if len(n) > 30 else n for n in names]
+    classes = point_traces(spec)
+    assert [t["type"] for t in classes] == ["scattergl"] * 16 and [t["name"] for t in classes] == short
+    assert all(i.startswith("synth/test/") for t in classes for i in t["text"])
     assert [t["name"] for t in specs(at)[1]["data"]][-1] == "✗ B is wrong (23)"  # 64 points: on by default
-    hover = spec["data"][0]["hovertemplate"]
-    assert "A: %{customdata[3]}" in hover and "true: %{customdata[2]}" in hover
-    assert [t["name"] for t in spec["data"][1:17]] == [n[:29] + "…" if len(n) > 30 else n
-                                                      for n in at.session_state["_hf_selection"].class_names]
+    hover = classes[3]["hovertemplate"]  # the true class written once per trace, the prediction per point
+    assert hover == f"<b>%{{text}}</b><br>true: {short[3]}<br>A: %{{hovertext}}<extra></extra>"
+    a = EvalBundle.load(analysis_env / "hf_tsn_demo.test.npz")
+    for t in classes:
+        rows = plotly_array(t["customdata"]).astype(int)
+        assert t["text"] == [a.clip_ids[r] for r in rows]
+        assert t["hovertext"] == ["✓" if p == y else f"{short[p]} ✗"
+                                  for p, y in zip(a.predictions[rows], a.labels[rows])]
+    legend = [t["name"] for t in spec["data"] if t.get("showlegend") and t["name"][0] not in "✗★"]
+    assert legend == short
     assert not at.progress  # nothing to compute
 
 
@@ -76,8 +84,10 @@ def test_widgets_change_the_plots(analysis_env, no_projection_compute):
     no_exceptions(at)
     assert titles(at)[0] == "A · hf_tsn_demo: UMAP of 64 clips"
 
-    def colours():
-        return plotly_array(specs(at)[1]["data"][0]["marker"]["color"])
+    def colours():  # B's colour values of every point, in row order
+        traces = point_traces(specs(at)[1])
+        rows = np.concatenate([plotly_array(t["customdata"]).astype(int) for t in traces])
+        return np.concatenate([plotly_array(t["marker"]["color"]) for t in traces])[np.argsort(rows)]
 
     by_true = colours()
     at.radio(key="fs_colour").set_value("pred").run()
@@ -109,10 +119,11 @@ def test_a_selection_dims_the_rest_in_both_plots_and_lists_them(analysis_env):
     no_exceptions(at)
     assert at.subheader[0].value == "Selected clips (2)"
     for spec in specs(at):
-        dimmed, bright = spec["data"][:2]
-        assert dimmed["name"] == "62 other clips (dimmed)" and bright["name"] == "2 highlighted clips"
-        assert sorted(c[1] for c in bright["customdata"]) == ["synth/test/000003", "synth/test/000019"]
-        assert (plotly_array(bright["marker"]["color"]) < 16).all()
+        dimmed, *bright = point_traces(spec)
+        assert dimmed["name"] == "62 other clips (dimmed)" and n_points(dimmed) == 62
+        assert dimmed["hoverinfo"] == "skip" and "text" not in dimmed and "customdata" not in dimmed
+        assert sorted(i for t in bright for i in t["text"]) == ["synth/test/000003", "synth/test/000019"]
+        assert all((plotly_array(t["marker"]["color"]) < 16).all() for t in bright)
         assert (plotly_array(dimmed["marker"]["color"]) >= 16).all()  # the dimmed copies of the class colours
     table = at.dataframe[0].value
     assert list(table["clip id"]) == ["synth/test/000003", "synth/test/000019"]
@@ -124,11 +135,13 @@ def test_a_selection_dims_the_rest_in_both_plots_and_lists_them(analysis_env):
 
 
 def test_selection_events_are_read_from_customdata():
-    event = {"selection": {"points": [{"customdata": [4, "synth/test/000004"], "point_index": 0},
-                                      {"customdata": [9, "synth/test/000009"]},
-                                      {"customdata": [4, "synth/test/000004"]}, {"x": 1}]}}
-    assert selected_clip_ids(event) == ["synth/test/000004", "synth/test/000009"]
-    assert selected_clip_ids(None) == [] and selected_clip_ids({"selection": {"points": []}}) == []
+    event = {"selection": {"points": [{"customdata": 4, "point_index": 0}, {"customdata": [9]},
+                                      {"customdata": 4.0}, {"x": 1}, {"customdata": "7"}, {"customdata": -1},
+                                      {"customdata": True}, {"customdata": 2.5}]}}
+    assert reported_rows(event) == [4, 9]  # once each, in report order; nothing that is not a row
+    assert reported_rows(None) == [] and reported_rows({"selection": {"points": []}}) == []
+    assert resolve_selection(event, np.zeros((12, 2)) + 5, [f"c{i}" for i in range(12)]) == ["c4", "c9"]
+    assert resolve_selection({"selection": {"points": [{"customdata": 99}]}}, np.zeros((3, 2)), "abc") == []
 
 
 def test_open_in_clip_lab_from_the_full_app(analysis_env):
@@ -168,9 +181,9 @@ def test_one_model_alone_gets_its_own_plot(tmp_path, monkeypatch, analysis_dir, 
     no_exceptions(at)
     assert titles(at) == ["A · hf_tsn_demo: t-SNE of 64 clips"]
     assert at.checkbox(key="fs_restrict").disabled
-    row = specs(at)[0]["data"][0]["customdata"][0]
-    assert len(row) == 5 and row[4] in ("✓", "✗")
-    at.session_state["fs_selected"] = [row[1]]
+    first = point_traces(specs(at)[0])[0]
+    assert first["hovertext"][0] == "✓" or first["hovertext"][0].endswith(" ✗")
+    at.session_state["fs_selected"] = [first["text"][0]]
     at.run()
     assert set(at.dataframe[0].value.columns) == {"clip id", "true", "A predicts"}
 
@@ -194,18 +207,29 @@ def scale_env(scale_dir, monkeypatch, tmp_path):
     return scale_dir
 
 
+def point_traces(spec: dict) -> list[dict]:
+    """A map's traces of points: the dimmed rest (if any), then one per true class."""
+    return [t for t in spec["data"] if t["name"].endswith("(dimmed)")
+            or ("customdata" in t and t["name"][0] not in "✗★")]
+
+
 def map_specs(at) -> list[dict]:
     return [s for s in specs(at) if str(s["layout"]["title"]["text"]).endswith(" clips")]
 
 
 def main_traces(at) -> list[dict]:
-    """Each map's points as one trace (the dimmed and the highlighted trace joined, customdata [row, id])."""
+    """Each map's points joined: ``x`` of all of them (dimmed or not), and of the bright ones (the class
+    traces) their rows (customdata), clip ids (text) and colour values; the dimmed ones' colour values."""
     out = []
     for s in map_specs(at):
-        parts = [t for t in s["data"] if "clips" in t["name"] and t["name"][0] not in "✗★"]
-        out.append({"name": [t["name"] for t in parts], "x": [v for t in parts for v in _list(t["x"])],
-                    "customdata": [c[:2] for t in parts for c in t["customdata"]],
-                    "marker": {"color": [v for t in parts for v in _list(t["marker"]["color"])]}})
+        parts = point_traces(s)
+        bright = [t for t in parts if "customdata" in t]
+        dimmed = [t for t in parts if "customdata" not in t]
+        out.append({"x": [v for t in parts for v in _list(t["x"])],
+                    "rows": [int(v) for t in bright for v in _list(t["customdata"])],
+                    "ids": [i for t in bright for i in t["text"]],
+                    "colour": np.asarray([v for t in bright for v in _list(t["marker"]["color"])]),
+                    "dimmed_colour": np.asarray([v for t in dimmed for v in _list(t["marker"]["color"])])})
     return out
 
 
@@ -218,23 +242,28 @@ def n_points(trace: dict) -> int:
     return len(x) if isinstance(x, list) else len(plotly_array(x))
 
 
-def test_scale_one_webgl_trace_per_plot_with_colour_arrays_and_no_legend(scale_env, no_projection_compute):
+def test_scale_webgl_traces_per_class_with_colour_arrays_and_no_legend(scale_env, no_projection_compute):
     at = page("feature_space").run()
     no_exceptions(at)
     plots = map_specs(at)
     assert [s["layout"]["title"]["text"] for s in plots] == [
         f"A · hf_tsn_demo: t-SNE of {SCALE_CLIPS} clips", f"B · tsn_demo: t-SNE of {SCALE_CLIPS} clips"]
+    a = EvalBundle.load(scale_env / "hf_tsn_demo.test.npz")
     for s in plots:
-        points = [t for t in s["data"] if t["name"].endswith("clips")]
-        assert len(points) == 1 and points[0]["type"] == "scattergl"  # one trace for all 2,400 points
-        colour = plotly_array(points[0]["marker"]["color"])
-        assert len(colour) == n_points(points[0]) == SCALE_CLIPS == len(points[0]["customdata"])
-        assert not points[0]["showlegend"]
+        points = point_traces(s)  # one WebGL trace per true class, nothing per point but numbers and ids
+        assert len(points) == len(set(a.labels.tolist())) and {t["type"] for t in points} == {"scattergl"}
+        rows = np.concatenate([plotly_array(t["customdata"]).astype(int) for t in points])
+        assert sorted(rows.tolist()) == list(range(SCALE_CLIPS))
+        for t in points:
+            assert len(plotly_array(t["marker"]["color"])) == n_points(t) == len(t["text"]) == len(t["hovertext"])
+            assert t["marker"]["coloraxis"] == "coloraxis" and "colorscale" not in t["marker"]
+            assert len({a.labels[r] for r in plotly_array(t["customdata"]).astype(int)}) == 1
+        assert not any(t["showlegend"] for t in points)
         # no legend entries per class; misclassification rings off by default above 2,000 points
         assert [t["name"] for t in s["data"] if t["name"].startswith("✗")] == []
         assert not [t for t in s["data"] if t.get("showlegend") and not t["name"].startswith("★")]
-        scale = points[0]["marker"]["colorscale"]
-        assert len({c for _, c in scale[:K]}) == K  # 174 distinct class colours
+        scale = s["layout"]["coloraxis"]["colorscale"]
+        assert len({c for _, c in scale[:K]}) == K  # 174 distinct class colours, one scale for all traces
     assert at.multiselect(key="fs_classes").value == []
     assert at.toggle(key="fs_wrong").value is False
 
@@ -265,10 +294,9 @@ def test_scale_class_picker_and_ten_most_improved(scale_env, scale_dir):
     top = [r["class_index"] for r in most_improved(a, b, 10)]
     assert at.multiselect(key="fs_classes").value == top
     in_top = np.isin(a.labels, top)
-    for trace in main_traces(at):
-        value = plotly_array(trace["marker"]["color"])
-        rows = np.asarray([int(c[0]) for c in trace["customdata"]])
-        np.testing.assert_array_equal(value < K, in_top[rows])  # the top 10 bright, the rest dimmed
+    for trace in main_traces(at):  # the top 10 bright, the rest dimmed
+        assert sorted(trace["rows"]) == np.flatnonzero(in_top).tolist() and (trace["colour"] < K).all()
+        assert len(trace["dimmed_colour"]) == int((~in_top).sum()) and (trace["dimmed_colour"] >= K).all()
     at.toggle(key="fs_only").set_value(True).run()
     assert [n_points(t) for t in main_traces(at)] == [int(in_top.sum())] * 2
     at.multiselect(key="fs_classes").set_value([5]).run()
@@ -278,7 +306,7 @@ def test_scale_class_picker_and_ten_most_improved(scale_env, scale_dir):
     at.run()  # a selection among the shown classes: only class 5 drawn, all but the one clip dimmed
     for trace in main_traces(at):
         assert n_points(trace) == int((a.labels == 5).sum())
-        assert [c[1] for c, v in zip(trace["customdata"], trace["marker"]["color"]) if v < K] == [one]
+        assert trace["ids"] == [one] and (trace["colour"] < K).all() and (trace["dimmed_colour"] >= K).all()
 
 
 def test_scale_selection_dims_the_rest_and_lists_both_predictions(scale_env, scale_dir):
@@ -288,11 +316,23 @@ def test_scale_selection_dims_the_rest_and_lists_both_predictions(scale_env, sca
     at.run()
     no_exceptions(at)
     for trace in main_traces(at):
-        value = plotly_array(trace["marker"]["color"])
-        assert sorted(c[1] for c, v in zip(trace["customdata"], value) if v < K) == sorted(ids)
-        assert len(trace["customdata"]) == SCALE_CLIPS
+        assert sorted(trace["ids"]) == sorted(ids) and (trace["colour"] < K).all()
+        assert n_points(trace) == SCALE_CLIPS and len(trace["dimmed_colour"]) == SCALE_CLIPS - 3
     table = at.dataframe[0].value
     assert list(table["clip id"]) == ids and set(table.columns) == {"clip id", "true", "A predicts", "B predicts"}
+
+
+def test_scale_a_big_selection_sends_a_short_table_and_offers_all_as_csv(scale_env, scale_dir):
+    at = page("feature_space").run()
+    a = EvalBundle.load(scale_dir / "hf_tsn_demo.test.npz")
+    at.session_state["fs_selected"] = list(a.clip_ids[:1500])
+    at.run()
+    no_exceptions(at)
+    assert at.subheader[0].value == "Selected clips (1,500)"
+    assert list(at.dataframe[0].value["clip id"]) == list(a.clip_ids[:500])
+    assert any("first 500 of the 1,500 selected clips" in c.value for c in at.caption)
+    csv = [b for b in at.get("download_button") if b.proto.label == "Download all 1,500 as CSV"]
+    assert len(csv) == 1
 
 
 def test_scale_misclassification_rings_and_thinning(scale_env, scale_dir):
@@ -308,7 +348,7 @@ def test_scale_misclassification_rings_and_thinning(scale_env, scale_dir):
     at.number_input(key="fs_max_points").set_value(1000).run()
     no_exceptions(at)
     for trace in main_traces(at):
-        rows = np.asarray([int(c[0]) for c in trace["customdata"]])
+        rows = np.asarray(trace["rows"])
         assert n_points(trace) <= 1000 and len(set(a.labels[rows])) == K  # every class keeps a point
 
 
@@ -317,7 +357,7 @@ def test_selection_resolves_boxes_and_lassos_on_the_full_set():
     ids = ["a", "b", "c", "d", "e"]
     box = {"selection": {"points": [], "box": [{"x": [0.8, 2.5], "y": [0.5, 2.5]}], "lasso": []}}
     assert resolve_selection(box, xy, ids) == ["b", "c"]  # d lies left of the box
-    lasso = {"selection": {"points": [{"customdata": [4, "e"]}], "box": [],
+    lasso = {"selection": {"points": [{"customdata": 4}], "box": [],
                            "lasso": [{"x": [-1, 1.5, 0.6, -1], "y": [-1, 0.5, 2, 2]}]}}
     assert resolve_selection(lasso, xy, ids) == ["a", "b", "d", "e"]  # e: reported by the chart
     assert resolve_selection(box, xy, ids, among=np.array([1, 0, 1, 1, 1], bool)) == ["c"]  # b not shown

@@ -1,6 +1,7 @@
 """Feature space in a real headless Chromium at 10,000 points per plot and 174 classes.
 
-The page must draw both maps as WebGL plots (one ``scattergl`` trace of every point each) and a box
+The page must draw both maps as WebGL plots (``scattergl`` traces, one per true class), name a hovered point's
+clip, class and prediction, and a box
 selection dragged on a plot must list the clips inside it. Uses the server and browser helpers of
 ``tests/test_browser.py``; the bundles and projection sets come from ``tests/_scale_fixtures.py``
 (PCA stands in for t-SNE here: the map's quality is not what this test is about). Screenshots go to
@@ -57,14 +58,30 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             main.get_by_role("heading", name="Feature space").wait_for()
             page.wait_for_function(f"{_PLOTS}.length >= 2 && {_PLOTS}.every(p => p.querySelector('canvas'))",
                                    timeout=120_000)
-            counts = page.evaluate(f"{_PLOTS}.map(p => p._fullData[0]._length)")
-            assert counts == [CLIPS, CLIPS]
+            counts = page.evaluate(f"{_PLOTS}.map(p => p._fullData.filter(t => t.customdata && "
+                                   "!/^[✗★]/.test(t.name)).reduce((s, t) => s + t._length, 0))")
+            assert counts == [CLIPS, CLIPS]  # every point, in one WebGL trace per true class
             assert page.evaluate(f"{_PLOTS}.every(p => !p.layout.showlegend || p.data.filter("
                                  "t => t.showlegend !== false).length <= 2)")
             _wait_idle(page, 90_000)
             _no_exception(page)
             main.get_by_text("Selected clips (0)").wait_for()
             page.screenshot(path=str(ARTIFACTS / "browser_scale_feature_space.png"), full_page=True)
+
+            # hovering a point names its clip, its true class (from the trace) and A's prediction (per point)
+            px, py = page.evaluate(f"""() => {{
+                const p = {_PLOTS}[0], fl = p._fullLayout, r = p.getBoundingClientRect();
+                const t = p._fullData.find(t => t.customdata && t._length > 0 && !/^[✗★]/.test(t.name));
+                return [r.left + fl.xaxis._offset + fl.xaxis.l2p(t.x[0]),
+                        r.top + fl.yaxis._offset + fl.yaxis.l2p(t.y[0])];
+            }}""")
+            page.mouse.move(px - 3, py - 3)
+            page.mouse.move(px, py)
+            label = page.locator(".hoverlayer .hovertext").first
+            label.wait_for(timeout=20_000)
+            text = label.text_content()  # an SVG group: its lines (tspans) run together
+            assert re.search(r"^\d+\s*true: Synthetic action \d{3}.*A: (✓|Synthetic action \d{3}.* ✗)$", text), text
+            page.mouse.move(5, 5)
 
             # a widget change that brings back figures the browser already has re-sends only their hashes
             first_load = sum(received)
@@ -90,7 +107,7 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             page.mouse.up()
             heading = main.get_by_text(re.compile(r"Selected clips \((?!0\))\d[\d,]*\)"))
             heading.wait_for(timeout=60_000)
-            n = int(re.search(r"\((\d+)\)", heading.inner_text()).group(1))
+            n = int(re.search(r"\(([\d,]+)\)", heading.inner_text()).group(1).replace(",", ""))
             assert 0 < n < CLIPS
             _wait_idle(page, 60_000)
             _no_exception(page)

@@ -3,9 +3,9 @@ headers and bytes, torch zip containers and the pickles inside them (mutations o
 here). Every case must end in a valid result or one clear ``HfnetError`` - never another exception - within
 the memory target (peak RSS growth per case, measured where Linux lets the peak be reset).
 
-Budget: ``HFNET_FUZZ_EXAMPLES`` examples per test (default 25, seconds in ``make test``); ``make fuzz`` runs
-more. Hypothesis rather than atheris: it runs in-process inside pytest (no separate harness or
-instrumented build), is pure Python, draws structured values (JSON configs, headers, opcode sequences)
+Budget: ``HFNET_FUZZ_EXAMPLES`` examples per test (default 25, derandomized: seconds in ``make test``, the
+same cases every CI run); ``make fuzz`` runs more, randomly explored. Hypothesis rather than atheris: it runs
+in-process inside pytest (no separate harness or instrumented build), is pure Python, draws structured values (JSON configs, headers, opcode sequences)
 rather than only bytes, and shrinks a failure to a minimal reproducible example. See docs/limits.md.
 """
 
@@ -38,13 +38,15 @@ from hfnet_core.safetensors_file import read_header, read_tensors
 
 from _hostile_files import edit_hfnet_metadata, join_safetensors, native_checkpoint, split_safetensors
 
-EXAMPLES = int(os.environ.get("HFNET_FUZZ_EXAMPLES", "25"))
+FUZZ_EXAMPLES = int(os.environ.get("HFNET_FUZZ_EXAMPLES", "0") or 0)  # set: `make fuzz`, randomly explored
+EXAMPLES = FUZZ_EXAMPLES or 25  # unset: `make test`, derandomized so CI sees the same cases every run
 MEMORY_GROWTH_LIMIT = 2**30  # per case, on top of what the test process already holds (target: 1.5 GB total)
 HANG_LIMIT_S = 120  # a case taking this long is a hang, not a slow machine
 
 
 def fuzz_settings(scale: float = 1.0):
     return settings(max_examples=max(1, int(EXAMPLES * scale)), deadline=None, database=None,
+                    derandomize=not FUZZ_EXAMPLES, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 
@@ -283,6 +285,19 @@ def test_mutated_torch_files(legacy, mutations):
         path = Path(d) / "m.pth"
         path.write_bytes(_mutate(LEGACY_PTH if legacy else ZIP_PTH, mutations))
         outcome(read_pickled, path)
+
+
+@pytest.mark.parametrize("field", [4, 16])  # the ZIP64 locator's "disk" and "number of disks"
+def test_a_zip64_locator_naming_several_disks(field):
+    """``zipfile.is_zipfile`` itself raises BadZipFile on this (once found by the fuzzer above)."""
+    data = bytearray(ZIP_PTH)
+    locator = data.rfind(b"PK\x06\x07")
+    assert locator > 0
+    struct.pack_into("<I", data, locator + field, 3)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.pth"
+        path.write_bytes(bytes(data))
+        assert isinstance(outcome(read_pickled, path), HfnetError)
 
 
 def _central_directory_offsets(data: bytes) -> list[int]:

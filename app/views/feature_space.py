@@ -30,6 +30,7 @@ from hfnet_core.analysis.comparison import ClassListMismatch, align, check_same_
 from hfnet_core.errors import HfnetError
 
 MAX_BUTTONS = 24
+MAX_TABLE_ROWS = 500  # rows of the selected-clips table sent to the browser; the CSV has all
 POLL_S = 2.0
 
 sel = S.current()
@@ -261,12 +262,19 @@ def _plots_and_selection() -> None:
 
     first = points[ready[0].slot]
     rows = selected_rows_table(first, selected)
-    st.subheader(f"Selected clips ({len(rows)})")
+    st.subheader(f"Selected clips ({len(rows):,})")
     if not rows:
         st.caption("Nothing selected. Use the box or lasso tool of either plot (double-click clears).")
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.button("Clear the selection", key="fs_clear", on_click=lambda: st.session_state.update(fs_selected=[]))
+    st.dataframe(pd.DataFrame(rows[:MAX_TABLE_ROWS]), hide_index=True, width="stretch")
+    c1, c2 = st.columns(2)
+    c1.button("Clear the selection", key="fs_clear", on_click=lambda: st.session_state.update(fs_selected=[]))
+    c2.download_button(f"Download all {len(rows):,} as CSV", data=lambda: pd.DataFrame(rows).to_csv(index=False),
+                       file_name="selected_clips.csv", mime="text/csv", key="fs_csv", on_click="ignore",
+                       icon=":material/download:")
+    if len(rows) > MAX_TABLE_ROWS:
+        st.caption(f"The table shows the first {MAX_TABLE_ROWS:,} of the {len(rows):,} selected clips (a bigger "
+                   "table is slow to send and no easier to read); the CSV holds them all.")
     if len(rows) > MAX_BUTTONS:
         st.caption(f"Buttons for the first {MAX_BUTTONS} clips; narrow the selection to open the others.")
     index = {c: i for i, c in enumerate(first.clip_ids)}

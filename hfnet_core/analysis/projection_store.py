@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import threading
-import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -257,7 +256,7 @@ def load_set(bundle_path: str | os.PathLike[str], spec: ProjectionSpec | None = 
         if candidate.is_file():
             try:
                 ps = ProjectionSet.from_arrays(read_npz(candidate, mmap=mmap))
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            except Exception:  # noqa: BLE001 - any damage (zipfile and numpy fail in many ways) = missing
                 continue  # a damaged file is a missing one; the next compute replaces it
             if ps.valid():
                 return ps

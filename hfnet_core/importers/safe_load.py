@@ -210,7 +210,7 @@ def _corrupt(p: Path, msg: str) -> CheckpointError:
     if "legacy .tar format" in detail:
         return CheckpointError(p, "is in PyTorch's pre-0.4 .tar format, which cannot be read safely.",
                                "Re-save it with a current PyTorch (torch.save) and convert that.")
-    if zipfile.is_zipfile(p) or "zip archive" in detail:
+    if _looks_like_zip(p) or "zip archive" in detail:
         what = f"its zip archive is damaged or incomplete ({detail[:200]})"
     else:
         what = f"it is neither a torch.save zip archive nor a pickle that can be read safely ({detail[:200]})"
@@ -219,6 +219,17 @@ def _corrupt(p: Path, msg: str) -> CheckpointError:
         "Is the file truncated (an interrupted download?) or not a checkpoint at all? Compare its size "
         "or checksum with the original.",
     )
+
+
+def _looks_like_zip(p: Path) -> bool:
+    """Whether the file ends in a zip end-of-archive record. ``zipfile.is_zipfile`` itself raises on some
+    damaged records (a ZIP64 locator naming several disks), which means the file *is* a damaged zip."""
+    try:
+        return zipfile.is_zipfile(p)
+    except zipfile.BadZipFile:
+        return True
+    except (OSError, ValueError, struct.error):
+        return False
 
 
 def _global_from_message(msg: str) -> list[str]:
@@ -232,7 +243,7 @@ def _unsafe_globals(p: Path) -> list[str]:
     its pickle opcodes (nothing is executed)."""
     try:
         with torch.serialization.safe_globals(_inert_globals()):
-            if zipfile.is_zipfile(p):
+            if _looks_like_zip(p):
                 return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
             allowed = set(torch._weights_only_unpickler._get_allowed_globals())
             allowed |= set(torch._weights_only_unpickler._get_user_allowed_globals())
