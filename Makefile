@@ -39,12 +39,12 @@ bench: $(STAMP)
 
 demo-checkpoints: $(STAMP)
 	$(PY) -m hfnet_core.cli train-demo --out checkpoints
-	$(PY) -m hfnet_core.analysis.precompute checkpoints/*.test.npz --prune
+	$(PY) -m hfnet_core.analysis.precompute checkpoints/hf_tsn_demo.test.npz checkpoints/tsn_demo.test.npz --prune
 
 # TSM and GSM on the demo pair's recipe and budget (the temporal zoo; resumable, runs/zoo/work)
 zoo-checkpoints: $(STAMP)
 	$(PY) -m hfnet_core.cli train-demo --models tsm,gsm --out checkpoints --work runs/zoo/work
-	$(PY) -m hfnet_core.analysis.precompute checkpoints/tsm_demo.test.npz checkpoints/gsm_demo.test.npz
+	$(PY) -m hfnet_core.analysis.precompute checkpoints/tsm_demo.test.npz checkpoints/gsm_demo.test.npz --no-pairs
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ umap-learn's own transforms) and the per-method API existing pages use. Only the
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -366,6 +367,24 @@ def test_hfnet_project_caches_whole_bundles_and_both_pair_directions(pair, capsy
     assert pre.main([str(pa), str(pb), "--methods", "tsne", "--top-k", "3", "--prune"]) == 0
     assert not stale.exists() and other.exists()  # only files of the bundles given are pruned
     assert len(list(pa.parent.glob("hf.test.proj-*"))) == 3
+
+
+def test_the_precompute_module_runs_as_the_makefile_calls_it(pair):
+    """``python -m hfnet_core.analysis.precompute`` (the Makefile's demo targets) does the work and exits
+    non-zero on a missing bundle, instead of importing and silently doing nothing."""
+    import subprocess
+    import sys
+
+    pa, _ = pair
+    cmd = [sys.executable, "-m", "hfnet_core.analysis.precompute"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(cmd + [str(pa), "--methods", "pca", "--no-pairs"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0 and "silhouette" in done.stdout, done.stderr
+    assert emb.cached_projection(pa, "pca") is not None
+    missing = subprocess.run(cmd + [str(pa.parent / "missing.npz")], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert missing.returncode == 2 and "no such eval bundle" in missing.stderr
 
 
 def test_per_method_api_of_existing_pages(pair, thread_pool, monkeypatch):

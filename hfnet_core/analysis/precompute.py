@@ -283,3 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as e:
         print(e.one_line(), file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
