@@ -37,6 +37,7 @@ __all__ = [
     "related_pairs",
     "reported_rows",
     "resolve_selection",
+    "selected_rows_csv",
     "selected_rows_table",
     "stratified_rows",
 ]
@@ -229,14 +230,14 @@ def _literal(text: str) -> str:
 def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str], options: MapOptions,
                focus: np.ndarray | None = None, marker: tuple[float, float] | None = None,
                marker_name: str = "this clip") -> go.Figure:
-    """One model's map: the (or a stratified sample of the) points as WebGL traces, one per true class,
-    each with a colour value per point. Per point only numbers and two short strings travel: ``customdata``
-    = the row (a typed array, read back by selections), ``text`` = the clip id, ``hovertext`` = the
-    prediction ("✓" alone when it is the true class); the true class's name is written once into its
-    trace's hover template instead of 25k times. ``focus`` (bool per point) keeps those bright and dims the
-    rest into one grey trace below (positions and colours only, no hover). With ``options.only_classes`` only clips of those
-    classes are drawn. Misclassification rings (of the bright points) and the current clip's star on
-    request."""
+    """One model's map: a single WebGL trace of every (or a stratified sample of the) point(s) with a colour
+    value per point (a shared colour axis). Per point: ``customdata`` = its row (a typed array, read back by
+    selections), ``text`` = the clip id, ``hovertext`` = true class and prediction ("✓" alone when it is
+    right). One trace, not one per class: plotly.js pays per trace, and 175 WebGL traces drew slower than
+    one of 25k points (docs/scale.md). ``focus`` (bool per point) keeps those bright and dims the rest into
+    a grey trace below with positions and colours only (a selection re-sends it; selections find its points
+    by geometry). With ``options.only_classes`` only clips of those classes are drawn. Misclassification
+    rings (of the bright points) and the current clip's star on request."""
     m = len(pts)
     n = len(palette)
     xy = np.asarray(pts.xy[slot], dtype=np.float32)
@@ -253,9 +254,10 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
         dimmed, drawn = drawn[~focus[drawn]], drawn[focus[drawn]]
         value = np.where(focus | (value == 2 * n), value, value + n).astype(np.int16)
     preds_all = np.asarray(pts.preds[slot])
-    names = [_short(c) for c in pts.class_names]
-    pred_names = [_short(c) for c in pts.pred_names[slot]]
-    ids = pts.clip_ids
+    names = [_literal(_short(c)) for c in pts.class_names]  # plotly renders a subset of HTML in hover text
+    pred_names = [_literal(_short(c)) for c in pts.pred_names[slot]]
+    ids = [_literal(c) for c in pts.clip_ids]
+    slot_txt = _literal(slot)
     wrong = (preds_all[drawn] != labels_all[drawn]) & (labels_all[drawn] >= 0)
     total = len(drawn) + len(dimmed)
     size = 7 if total <= 3000 else 5 if total <= 12000 else 4
@@ -268,21 +270,16 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
             name=f"{len(dimmed):,} other clips (dimmed)", marker=dict(color=value[dimmed], **scale),
             hoverinfo="skip",
         ))
-    true_drawn = labels_all[drawn]
-    for c in np.unique(true_drawn):  # one trace per true class (ascending; unknown = -1 first)
-        rows = drawn[true_drawn == c]
-        if c >= 0:
-            true_name = names[int(c)]
-            pred_txt = ["✓" if q == c else f"{pred_names[q]} ✗" for q in preds_all[rows].tolist()]
-        else:
-            true_name = "unknown"
-            pred_txt = [pred_names[q] for q in preds_all[rows].tolist()]
+    if len(drawn):
+        lab, prd = labels_all[drawn].tolist(), preds_all[drawn].tolist()
+        hover = [f"{names[y]}<br>{slot_txt}: " + ("✓" if p == y else f"{pred_names[p]} ✗") if y >= 0
+                 else f"unknown<br>{slot_txt}: {pred_names[p]}" for y, p in zip(lab, prd)]
         traces.append(dict(
-            type="scattergl", x=xy[rows, 0], y=xy[rows, 1], mode="markers", showlegend=False, name=true_name,
-            marker=dict(color=value[rows], **scale), customdata=rows.astype(np.int32),
-            text=[ids[i] for i in rows], hovertext=pred_txt,
-            hovertemplate=f"<b>%{{text}}</b><br>true: {_literal(true_name)}<br>{_literal(slot)}: %{{hovertext}}"
-                          "<extra></extra>",
+            type="scattergl", x=xy[drawn, 0], y=xy[drawn, 1], mode="markers", showlegend=False,
+            name=f"{len(drawn):,} clips" if not len(dimmed) else f"{len(drawn):,} highlighted clips",
+            marker=dict(color=value[drawn], **scale), customdata=drawn.astype(np.int32),
+            text=[ids[i] for i in drawn], hovertext=hover,
+            hovertemplate="<b>%{text}</b><br>true: %{hovertext}<extra></extra>",
         ))
     if n <= LEGEND_MAX_CLASSES:  # a legend still reads at this size: one legend-only entry per class shown
         legend_names = pts.class_names if options.colour_by == "true" else pts.pred_names[slot]
@@ -334,6 +331,19 @@ def selected_rows_table(pts: FeaturePoints, clip_ids: Sequence[str]) -> list[dic
             row[f"{slot} predicts"] = f"{pts.pred_names[slot][int(p[i])]} ({100 * pts.confs[slot][i]:.0f} %)"
         rows.append(row)
     return rows
+
+
+def selected_rows_csv(rows: Sequence[Mapping[str, str]]) -> str:
+    """``selected_rows_table``'s rows as CSV (every one of them; the page's table shows the first few)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    if rows:
+        w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return out.getvalue()
 
 
 def clip_placement(ps: ProjectionSet, bundle: EvalBundle, clip_id: str | None, features: np.ndarray | None,

@@ -126,6 +126,7 @@ class EvalBundle:
         p = Path(path)
         try:
             z = read_npz(p, mmap=mmap)
+            _check_kinds(p, z)
             bundle = cls(
                 clip_ids=[str(s) for s in z["clip_ids"]],
                 paths=[str(s) for s in z["paths"]],
@@ -150,6 +151,23 @@ class EvalBundle:
             for arr in (bundle.labels, bundle.logits, bundle.features):
                 arr.setflags(write=False)
         return bundle
+
+
+#: The array kinds each member may have (numpy dtype.kind): anything else would be converted at a cost the
+#: file does not show (a float16 or uint8 member becomes a 2-8x bigger copy), or means it is not a bundle.
+_MEMBER_KINDS = {"clip_ids": "US", "paths": "US", "class_names": "US", "metadata": "US", "labels": "iu",
+                 "logits": "fiu", "features": "fiu"}
+
+
+def _check_kinds(path: Path, z: dict[str, np.ndarray]) -> None:
+    for name, kinds in _MEMBER_KINDS.items():
+        arr = z.get(name)
+        if arr is None:
+            raise BundleError(f"{path}: no {name!r} array; not an hfnet eval bundle. Regenerate it with "
+                              "`hfnet eval`.", path=path)
+        if arr.dtype.kind not in kinds or (kinds == "fiu" and arr.dtype.itemsize < 4):
+            raise BundleError(f"{path}: its {name!r} array is of type {arr.dtype}, which an eval bundle never "
+                              "holds. Regenerate it with `hfnet eval`.", path=path)
 
 
 def _strs(xs: Any) -> np.ndarray:
@@ -202,83 +220,111 @@ def write_aligned_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray
                     out.write(memoryview(arr.reshape(-1).view(np.uint8)))
 
 
+#: Deflate cannot inflate more than ~1032x (its longest match per shortest code): a member declaring more is
+#: not deflate data. Within that, memory follows the data actually inflated, never a declared size.
+_DEFLATE_MAX_RATIO = 1032
+#: All arrays of one file, decoded (a 25k-clip bundle at 1024 features: ~120 MB; 16x that at 2048 features
+#: and 200k clips is still far below).
+MAX_NPZ_BYTES = 8 * 2**30
+#: Elements of one string array (clip ids, paths, class names), each becoming a Python str.
+MAX_STRING_ELEMENTS = 5_000_000
+_MAX_MEMBERS = 256  # a bundle has 7, a projection set ~20
+_READ_CHUNK = 16 * 2**20
+
+
 def read_npz(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, np.ndarray]:
     """Every array of an .npz (no pickles). With ``mmap``, stored numeric members are read-only
     ``np.memmap`` views; strings, scalars and deflated members are read into memory.
 
-    The file may be hostile: a member's .npy header is checked against the member's declared size, and
-    that size against the file (stored) or a bounded inflation (deflated), before anything is allocated.
+    The file may be hostile: members may not overlap (one stored member listed many times would multiply
+    what it costs), each .npy header is checked against its member's size, that size against the file
+    (stored) or deflate's largest ratio, and the total against ``MAX_NPZ_BYTES``; a member is read in
+    chunks, so memory grows with the data actually there, not with what a header declares.
     """
     p = Path(path)
     out: dict[str, np.ndarray] = {}
     file_bytes = p.stat().st_size
     with open(p, "rb") as f, zipfile.ZipFile(f) as zf:
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            _check_member_size(p, info, file_bytes)
+        infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+        _check_members(p, infos, file_bytes)
+        budget = [MAX_NPZ_BYTES]
+        for info in infos:
             name = info.filename[: -len(".npy")]
             if mmap and info.compress_type == zipfile.ZIP_STORED:
-                out[name] = _map_member(p, f, info)
+                out[name] = _map_member(p, f, info, budget)
             else:
-                out[name] = _read_member(p, zf, info)
+                out[name] = _read_member(p, zf, info, budget)
     return out
 
 
-#: A deflated member may declare at most this many times its compressed size (beyond 1 MiB): a zip bomb
-#: declares far more. Bundles since format 2 are stored, format 1 ones deflate features ~1.1x.
-_MAX_INFLATION = 50
+def _check_members(path: Path, infos: list[zipfile.ZipInfo], file_bytes: int) -> None:
+    if len(infos) > _MAX_MEMBERS:
+        raise BundleError(f"{path}: {len(infos):,} arrays; an eval bundle has a handful", path=path)
+    end = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset < end:
+            raise BundleError(f"{path}: member {info.filename} overlaps the one before it; the file is damaged "
+                              "or built to multiply what it costs to read", path=path)
+        end = info.header_offset + 30 + info.compress_size  # 30: the local header without name and extra
+        if end > file_bytes or (info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size):
+            raise BundleError(f"{path}: member {info.filename} declares {info.file_size:,} bytes, more than the "
+                              f"file holds ({file_bytes:,}); the file is damaged", path=path)
+        if info.file_size > max(2**20, _DEFLATE_MAX_RATIO * info.compress_size):
+            raise BundleError(f"{path}: member {info.filename} would inflate from {info.compress_size:,} to "
+                              f"{info.file_size:,} bytes, more than deflate can; the file is damaged", path=path)
 
 
-def _check_member_size(path: Path, info: zipfile.ZipInfo, file_bytes: int) -> None:
-    if info.compress_size > file_bytes or (
-            info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size):
-        raise BundleError(f"{path}: member {info.filename} declares {info.file_size:,} bytes, more than the "
-                          f"file holds ({file_bytes:,}); the file is damaged", path=path)
-    if info.file_size > max(2**20, _MAX_INFLATION * info.compress_size):
-        raise BundleError(f"{path}: member {info.filename} would inflate from {info.compress_size:,} to "
-                          f"{info.file_size:,} bytes; refusing it (this is how a zip bomb looks)", path=path)
-
-
-def _read_header(path: Path, f: BinaryIO, info: zipfile.ZipInfo, available: int) -> tuple[tuple[int, ...], bool,
-                                                                                              np.dtype, int]:
-    """(shape, fortran order, dtype, data bytes) of the .npy header at ``f``, checked: no objects, and
-    no more data than the ``available`` bytes of the member."""
+def _read_header(path: Path, f: BinaryIO, info: zipfile.ZipInfo, available: int,
+                 budget: list[int]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, data bytes) of the .npy header at ``f``, checked: no objects, no more
+    data (nor elements: each takes a byte at least) than the ``available`` bytes of the member, strings
+    within ``MAX_STRING_ELEMENTS``, and the data within what is left of ``budget`` (then taken from it)."""
     start = f.tell()
     version = np.lib.format.read_magic(f)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read_header(f)  # the header only, never the data
     if dtype.hasobject:
         raise BundleError(f"{path}: member {info.filename} holds Python objects; refusing to load it", path=path)
-    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize  # exact: int64 products can wrap
-    if (f.tell() - start) + nbytes > available:
+    count = math.prod(int(n) for n in shape)  # exact: int64 products can wrap
+    nbytes = count * dtype.itemsize
+    header = f.tell() - start
+    if min(shape, default=0) < 0 or header + max(nbytes, count) > available:
         raise BundleError(f"{path}: member {info.filename} is truncated (its header declares more data than "
                           "it holds)", path=path)
+    if dtype.kind in "USV" and count > MAX_STRING_ELEMENTS:
+        raise BundleError(f"{path}: member {info.filename} holds {count:,} strings, more than the "
+                          f"{MAX_STRING_ELEMENTS:,} hfnet reads", path=path)
+    if nbytes > budget[0]:
+        raise BundleError(f"{path}: its arrays hold more than {MAX_NPZ_BYTES / 2**30:.0f} GiB once decoded; "
+                          "an eval bundle is far smaller", path=path)
+    budget[0] -= nbytes
     return shape, fortran, dtype, nbytes
 
 
-def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    """A private, writable copy of one member, read straight into its final buffer."""
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int]) -> np.ndarray:
+    """A private, writable copy of one member, read in chunks (memory follows the data really there)."""
     with zf.open(info) as member:
-        shape, fortran, dtype, nbytes = _read_header(path, member, info, info.file_size)
-        buf = bytearray(nbytes)
-        view, got = memoryview(buf), 0
-        while got < nbytes:
-            n = member.readinto(view[got:])
-            if not n:
+        shape, fortran, dtype, nbytes = _read_header(path, member, info, info.file_size, budget)
+        buf = bytearray()
+        while len(buf) < nbytes:
+            chunk = member.read(min(_READ_CHUNK, nbytes - len(buf)))
+            if not chunk:
                 raise BundleError(f"{path}: member {info.filename} is truncated", path=path)
-            got += n
+            buf += chunk
     return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _map_member(path: Path, f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
+def _map_member(path: Path, f: BinaryIO, info: zipfile.ZipInfo, budget: list[int]) -> np.ndarray:
     f.seek(info.header_offset)
     local = f.read(30)
     if len(local) != 30 or local[:4] != b"PK\x03\x04":
         raise BundleError(f"{path}: member {info.filename} has a corrupt zip header", path=path)
     name_len, extra_len = struct.unpack("<HH", local[26:30])
+    if f.read(name_len) != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"):
+        raise BundleError(f"{path}: member {info.filename}'s local header names another file; the file is "
+                          "damaged", path=path)
     f.seek(info.header_offset + 30 + name_len + extra_len)
-    shape, fortran, dtype, nbytes = _read_header(path, f, info, info.file_size)
+    shape, fortran, dtype, nbytes = _read_header(path, f, info, info.file_size, budget)
     offset = f.tell()
     count = math.prod(int(n) for n in shape)
     if count == 0 or dtype.kind not in "biuf" or len(shape) == 0:

@@ -23,7 +23,9 @@ from _analysis_fixtures import (  # noqa: F401 - fixtures
 )
 from _app_fixtures import plotly_array
 from _scale_fixtures import FAST, FAST_JSON, K, make_scale_dir, store_projections
-from app.feature_map import class_palette, reported_rows, resolve_selection, stratified_rows
+from app.analysis_figures import FeaturePoints
+from app.feature_map import (MapOptions, class_palette, map_figure, reported_rows, resolve_selection, selected_rows_csv,
+                             selected_rows_table, stratified_rows)
 from hfnet_core.analysis import embeddings as emb
 from hfnet_core.analysis import jobs
 from hfnet_core.analysis import precompute as pre
@@ -61,18 +63,16 @@ def test_default_run_draws_both_models_from_the_cache(analysis_env, no_projectio
     spec = specs(at)[0]
     names = at.session_state["_hf_selection"].class_names
     short = [n[:29] + "…" if len(n) > 30 else n for n in names]
-    classes = point_traces(spec)
-    assert [t["type"] for t in classes] == ["scattergl"] * 16 and [t["name"] for t in classes] == short
-    assert all(i.startswith("synth/test/") for t in classes for i in t["text"])
+    (main,) = point_traces(spec)  # one WebGL trace of every point
+    assert main["type"] == "scattergl" and main["name"] == "64 clips"
     assert [t["name"] for t in specs(at)[1]["data"]][-1] == "✗ B is wrong (23)"  # 64 points: on by default
-    hover = classes[3]["hovertemplate"]  # the true class written once per trace, the prediction per point
-    assert hover == f"<b>%{{text}}</b><br>true: {short[3]}<br>A: %{{hovertext}}<extra></extra>"
+    assert main["hovertemplate"] == "<b>%{text}</b><br>true: %{hovertext}<extra></extra>"
     a = EvalBundle.load(analysis_env / "hf_tsn_demo.test.npz")
-    for t in classes:
-        rows = plotly_array(t["customdata"]).astype(int)
-        assert t["text"] == [a.clip_ids[r] for r in rows]
-        assert t["hovertext"] == ["✓" if p == y else f"{short[p]} ✗"
-                                  for p, y in zip(a.predictions[rows], a.labels[rows])]
+    rows = plotly_array(main["customdata"]).astype(int)  # the rows, as a typed array
+    assert sorted(rows.tolist()) == list(range(64))
+    assert main["text"] == [a.clip_ids[r] for r in rows]
+    assert main["hovertext"] == [f"{short[y]}<br>A: " + ("✓" if p == y else f"{short[p]} ✗")
+                                 for p, y in zip(a.predictions[rows], a.labels[rows])]
     legend = [t["name"] for t in spec["data"] if t.get("showlegend") and t["name"][0] not in "✗★"]
     assert legend == short
     assert not at.progress  # nothing to compute
@@ -182,7 +182,7 @@ def test_one_model_alone_gets_its_own_plot(tmp_path, monkeypatch, analysis_dir, 
     assert titles(at) == ["A · hf_tsn_demo: t-SNE of 64 clips"]
     assert at.checkbox(key="fs_restrict").disabled
     first = point_traces(specs(at)[0])[0]
-    assert first["hovertext"][0] == "✓" or first["hovertext"][0].endswith(" ✗")
+    assert first["hovertext"][0].endswith("<br>A: ✓") or first["hovertext"][0].endswith(" ✗")
     at.session_state["fs_selected"] = [first["text"][0]]
     at.run()
     assert set(at.dataframe[0].value.columns) == {"clip id", "true", "A predicts"}
@@ -208,7 +208,7 @@ def scale_env(scale_dir, monkeypatch, tmp_path):
 
 
 def point_traces(spec: dict) -> list[dict]:
-    """A map's traces of points: the dimmed rest (if any), then one per true class."""
+    """A map's traces of points: the dimmed rest (if any), then the bright (or all) points."""
     return [t for t in spec["data"] if t["name"].endswith("(dimmed)")
             or ("customdata" in t and t["name"][0] not in "✗★")]
 
@@ -242,7 +242,7 @@ def n_points(trace: dict) -> int:
     return len(x) if isinstance(x, list) else len(plotly_array(x))
 
 
-def test_scale_webgl_traces_per_class_with_colour_arrays_and_no_legend(scale_env, no_projection_compute):
+def test_scale_one_webgl_trace_per_plot_with_colour_arrays_and_no_legend(scale_env, no_projection_compute):
     at = page("feature_space").run()
     no_exceptions(at)
     plots = map_specs(at)
@@ -250,15 +250,14 @@ def test_scale_webgl_traces_per_class_with_colour_arrays_and_no_legend(scale_env
         f"A · hf_tsn_demo: t-SNE of {SCALE_CLIPS} clips", f"B · tsn_demo: t-SNE of {SCALE_CLIPS} clips"]
     a = EvalBundle.load(scale_env / "hf_tsn_demo.test.npz")
     for s in plots:
-        points = point_traces(s)  # one WebGL trace per true class, nothing per point but numbers and ids
-        assert len(points) == len(set(a.labels.tolist())) and {t["type"] for t in points} == {"scattergl"}
-        rows = np.concatenate([plotly_array(t["customdata"]).astype(int) for t in points])
-        assert sorted(rows.tolist()) == list(range(SCALE_CLIPS))
-        for t in points:
-            assert len(plotly_array(t["marker"]["color"])) == n_points(t) == len(t["text"]) == len(t["hovertext"])
-            assert t["marker"]["coloraxis"] == "coloraxis" and "colorscale" not in t["marker"]
-            assert len({a.labels[r] for r in plotly_array(t["customdata"]).astype(int)}) == 1
-        assert not any(t["showlegend"] for t in points)
+        points = point_traces(s)
+        assert len(points) == 1 and points[0]["type"] == "scattergl"  # one trace for all 2,400 points
+        t = points[0]
+        rows = plotly_array(t["customdata"]).astype(int)
+        assert t["customdata"]["dtype"] == "i4" and sorted(rows.tolist()) == list(range(SCALE_CLIPS))
+        assert len(plotly_array(t["marker"]["color"])) == n_points(t) == len(t["text"]) == len(t["hovertext"])
+        assert t["marker"]["coloraxis"] == "coloraxis" and "colorscale" not in t["marker"]
+        assert t["text"][:3] == [a.clip_ids[r] for r in rows[:3]] and not t["showlegend"]
         # no legend entries per class; misclassification rings off by default above 2,000 points
         assert [t["name"] for t in s["data"] if t["name"].startswith("✗")] == []
         assert not [t for t in s["data"] if t.get("showlegend") and not t["name"].startswith("★")]
@@ -333,6 +332,24 @@ def test_scale_a_big_selection_sends_a_short_table_and_offers_all_as_csv(scale_e
     assert any("first 500 of the 1,500 selected clips" in c.value for c in at.caption)
     csv = [b for b in at.get("download_button") if b.proto.label == "Download all 1,500 as CSV"]
     assert len(csv) == 1
+
+
+def test_hover_text_and_the_csv_keep_odd_names_as_text():
+    """Clip ids and class names are text in the hover (plotly renders a subset of HTML) and in the CSV."""
+    names = ["<b>bold</b> & co", "100%{x} done", "plain"]
+    pts = FeaturePoints(["a<br>1", "b,2", 'c"3'], ["", "", ""], np.array([0, 1, 2]), names,
+                        xy={"A": np.arange(6, dtype=np.float32).reshape(3, 2)}, preds={"A": np.array([1, 1, 2])},
+                        confs={"A": np.array([0.5, 0.9, 1.0])}, pred_names={"A": names})
+    spec = json.loads(map_figure(pts, "A", "t", class_palette(3), MapOptions()).to_json())
+    (main,) = point_traces(spec)
+    assert main["text"] == ["a&lt;br&gt;1", "b,2", 'c"3']
+    assert main["hovertext"][0] == "&lt;b&gt;bold&lt;/b&gt; &amp; co<br>A: 100%\u200b{x} done ✗"
+    assert main["hovertext"][2] == "plain<br>A: ✓"
+    rows = selected_rows_table(pts, ["b,2", "a<br>1", "nope"])
+    csv = selected_rows_csv(rows).splitlines()
+    assert csv[0] == "clip id,true,A predicts" and len(csv) == 3
+    assert csv[1] == '"b,2",100%{x} done,100%{x} done (90 %)' and csv[2].startswith("a<br>1,<b>bold</b> & co,")
+    assert selected_rows_csv([]) == ""
 
 
 def test_scale_misclassification_rings_and_thinning(scale_env, scale_dir):

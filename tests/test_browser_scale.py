@@ -1,6 +1,6 @@
 """Feature space in a real headless Chromium at 10,000 points per plot and 174 classes.
 
-The page must draw both maps as WebGL plots (``scattergl`` traces, one per true class), name a hovered point's
+The page must draw both maps as WebGL plots (one ``scattergl`` trace of every point each), name a hovered point's
 clip, class and prediction, and a box
 selection dragged on a plot must list the clips inside it. Uses the server and browser helpers of
 ``tests/test_browser.py``; the bundles and projection sets come from ``tests/_scale_fixtures.py``
@@ -60,7 +60,7 @@ def test_feature_space_at_ten_thousand_points(scale_server):
                                    timeout=120_000)
             counts = page.evaluate(f"{_PLOTS}.map(p => p._fullData.filter(t => t.customdata && "
                                    "!/^[✗★]/.test(t.name)).reduce((s, t) => s + t._length, 0))")
-            assert counts == [CLIPS, CLIPS]  # every point, in one WebGL trace per true class
+            assert counts == [CLIPS, CLIPS]  # every point, in one WebGL trace
             assert page.evaluate(f"{_PLOTS}.every(p => !p.layout.showlegend || p.data.filter("
                                  "t => t.showlegend !== false).length <= 2)")
             _wait_idle(page, 90_000)
@@ -68,7 +68,7 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             main.get_by_text("Selected clips (0)").wait_for()
             page.screenshot(path=str(ARTIFACTS / "browser_scale_feature_space.png"), full_page=True)
 
-            # hovering a point names its clip, its true class (from the trace) and A's prediction (per point)
+            # hovering a point names its clip, its true class and A's prediction
             px, py = page.evaluate(f"""() => {{
                 const p = {_PLOTS}[0], fl = p._fullLayout, r = p.getBoundingClientRect();
                 const t = p._fullData.find(t => t.customdata && t._length > 0 && !/^[✗★]/.test(t.name));

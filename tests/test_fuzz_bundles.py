@@ -134,3 +134,69 @@ def test_the_unmutated_bundles_load_exactly(compressed, mmap):
     np.testing.assert_array_equal(b.labels, _bundle().labels)
     assert b.class_names == _bundle().class_names and b.metadata == {"split": "val"}
     assert b.features.flags.writeable is not mmap
+
+
+def test_a_highly_compressible_format_1_bundle_still_loads(tmp_path):
+    """Sorted labels of 140k clips deflate ~500x, zero features ~1030x: real data, not a bomb (deflate's
+    limit is ~1032x)."""
+    m, k = 140_000, 20
+    labels = np.repeat(np.arange(k), m // k)
+    rng = np.random.default_rng(0)
+    ids = [f"{i:06d}" for i in range(m)]
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, clip_ids=np.array(ids), paths=np.array([f"/data/ssv2/{i}.webm" for i in ids]),
+                        labels=labels, logits=rng.standard_normal((m, k), np.float32),
+                        features=np.zeros((m, 2), np.float32),  # zeros: deflate's largest ratio, ~1030x
+                        class_names=np.array([f"c{i}" for i in range(k)]), metadata=np.array("{}"))
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("labels.npy")
+        assert info.file_size > 2**20 and info.file_size > 100 * info.compress_size
+    for mmap in (False, True):
+        b = EvalBundle.load(path, mmap=mmap)
+        np.testing.assert_array_equal(b.labels, labels)
+
+
+def _overlapping(copies: int) -> bytes:
+    """STORED with its clip_ids member listed ``copies`` more times under other names (the directory
+    entries all point at the one member: reading each would cost its size again)."""
+    data = bytearray(STORED)
+    eocd = data.rfind(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack_from("<II", data, eocd + 12)
+    records = _central_directory_offsets(bytes(data))
+    rec = next(r for r in records if data[r + 46:r + 46 + struct.unpack_from("<H", data, r + 28)[0]] == b"clip_ids.npy")
+    n_len, x_len, c_len = struct.unpack_from("<HHH", data, rec + 28)
+    original = bytes(data[rec:rec + 46 + n_len + x_len + c_len])
+    extra = b""
+    for i in range(copies):
+        name = f"k{i:07d}.npy".encode()
+        assert len(name) == n_len
+        extra += original[:46] + name + original[46 + n_len:]
+    total = struct.unpack_from("<H", data, eocd + 10)[0] + copies
+    tail = bytearray(data[eocd:])
+    struct.pack_into("<HHI", tail, 8, total, total, cd_size + len(extra))
+    return bytes(data[:cd_offset + cd_size]) + extra + bytes(tail)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_directory_entries_that_share_one_member_are_refused(mmap):
+    assert isinstance(_load(_overlapping(40), mmap), BundleError)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize("descr", ["<U0", "|S0", "|V0"])
+def test_zero_size_elements_cannot_declare_a_billion_of_them(descr, mmap):
+    data = _npz_with_member("clip_ids", {"descr": descr, "fortran_order": False, "shape": (10**9,)}, b"",
+                            zipfile.ZIP_STORED)
+    assert isinstance(_load(data, mmap), BundleError)
+
+
+@pytest.mark.parametrize("name,descr", [("features", "<f2"), ("logits", "|u1"), ("labels", "<f4"),
+                                        ("clip_ids", "<f4"), ("labels", "<c16")])
+def test_members_of_a_type_no_bundle_holds_are_refused(name, descr):
+    b = _bundle()
+    arr = {"features": b.features, "logits": b.logits, "labels": b.labels, "clip_ids": np.zeros(3)}[name]
+    raw = np.ascontiguousarray(arr).astype(np.dtype(descr)).tobytes()
+    data = _npz_with_member(name, {"descr": descr, "fortran_order": False, "shape": arr.shape}, raw,
+                            zipfile.ZIP_STORED)
+    result = _load(data, False)
+    assert isinstance(result, BundleError) and name in str(result)

@@ -21,7 +21,7 @@ from app.clip_map import METHOD_LABELS, map_points, neighbour_frame, palette_of,
     session_owner
 from app.downloads import download_figure
 from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, map_figure, related_pairs,
-                             resolve_selection, selected_rows_table)
+                             resolve_selection, selected_rows_csv, selected_rows_table)
 from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis import precompute as pre
 from hfnet_core.analysis import projection_store as store
@@ -269,7 +269,7 @@ def _plots_and_selection() -> None:
     st.dataframe(pd.DataFrame(rows[:MAX_TABLE_ROWS]), hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
     c1.button("Clear the selection", key="fs_clear", on_click=lambda: st.session_state.update(fs_selected=[]))
-    c2.download_button(f"Download all {len(rows):,} as CSV", data=lambda: pd.DataFrame(rows).to_csv(index=False),
+    c2.download_button(f"Download all {len(rows):,} as CSV", data=lambda: selected_rows_csv(rows),
                        file_name="selected_clips.csv", mime="text/csv", key="fs_csv", on_click="ignore",
                        icon=":material/download:")
     if len(rows) > MAX_TABLE_ROWS:
