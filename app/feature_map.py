@@ -34,6 +34,7 @@ __all__ = [
     "class_palette",
     "clip_placement",
     "map_figure",
+    "plot_coords",
     "related_pairs",
     "reported_rows",
     "resolve_selection",
@@ -222,6 +223,28 @@ def _short(name: str, n: int = 30) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
+_GRID = 65535  # plot coordinates: a 16-bit grid over the map's extent (typed uint16 arrays, half of float32)
+
+
+def _grid_transform(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low corner, scale) mapping the map's extent onto [0, _GRID] on both axes."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    finite = xy[np.isfinite(xy).all(axis=1)]
+    if not len(finite):
+        return np.zeros(2), np.ones(2)
+    lo, hi = finite.min(axis=0), finite.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return lo, _GRID / span
+
+
+def plot_coords(xy: np.ndarray) -> np.ndarray:
+    """The positions ``map_figure`` draws (and a selection's boxes and lassos come back in): the map on a
+    16-bit grid - lossless at any plot size a screen shows, and half the bytes of float32 per point."""
+    lo, scale = _grid_transform(xy)
+    grid = np.rint((np.nan_to_num(np.asarray(xy, dtype=np.float64).reshape(-1, 2), nan=lo[0]) - lo) * scale)
+    return np.clip(grid, 0, _GRID).astype(np.uint16)
+
+
 def _literal(text: str) -> str:
     """``text`` safe inside a hover template: HTML-escaped, and never read as a ``%{...}`` variable."""
     return html.escape(text, quote=False).replace("%{", "%\u200b{")
@@ -240,7 +263,7 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
     rings (of the bright points) and the current clip's star on request."""
     m = len(pts)
     n = len(palette)
-    xy = np.asarray(pts.xy[slot], dtype=np.float32)
+    xy = plot_coords(pts.xy[slot])
     labels_all = np.asarray(pts.labels)
     colour_idx = np.asarray(pts.labels if options.colour_by == "true" else pts.preds[slot], dtype=np.int64)
     drawn = np.arange(m)
@@ -297,6 +320,8 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
             customdata=w.astype(np.int32), text=[ids[i] for i in w], hovertemplate="%{text}<extra></extra>",
         ))
     if marker is not None:
+        lo, grid_scale = _grid_transform(pts.xy[slot])
+        marker = tuple((np.asarray(marker, dtype=np.float64) - lo) * grid_scale)  # may lie outside the grid
         traces.append(dict(
             type="scattergl", x=[float(marker[0])], y=[float(marker[1])], mode="markers", showlegend=True,
             name=f"★ {marker_name}", hovertemplate=f"<b>{_literal(marker_name)}</b><extra></extra>",

@@ -24,8 +24,8 @@ from _analysis_fixtures import (  # noqa: F401 - fixtures
 from _app_fixtures import plotly_array
 from _scale_fixtures import FAST, FAST_JSON, K, make_scale_dir, store_projections
 from app.analysis_figures import FeaturePoints
-from app.feature_map import (MapOptions, class_palette, map_figure, reported_rows, resolve_selection, selected_rows_csv,
-                             selected_rows_table, stratified_rows)
+from app.feature_map import (MapOptions, class_palette, map_figure, plot_coords, reported_rows, resolve_selection,
+                             selected_rows_csv, selected_rows_table, stratified_rows)
 from hfnet_core.analysis import embeddings as emb
 from hfnet_core.analysis import jobs
 from hfnet_core.analysis import precompute as pre
@@ -350,6 +350,31 @@ def test_hover_text_and_the_csv_keep_odd_names_as_text():
     assert csv[0] == "clip id,true,A predicts" and len(csv) == 3
     assert csv[1] == '"b,2",100%{x} done,100%{x} done (90 %)' and csv[2].startswith("a<br>1,<b>bold</b> & co,")
     assert selected_rows_csv([]) == ""
+
+
+def test_maps_are_drawn_on_a_16_bit_grid_that_selections_come_back_in():
+    rng = np.random.default_rng(3)
+    xy = rng.normal(0, 40, (500, 2)).astype(np.float32)
+    grid = plot_coords(xy)
+    assert grid.dtype == np.uint16 and grid.min(axis=0).tolist() == [0, 0] and grid.max(axis=0).tolist() == [65535] * 2
+    back = grid / 65535.0 * (xy.max(axis=0) - xy.min(axis=0)) + xy.min(axis=0)
+    assert np.abs(back - xy).max() <= (xy.max() - xy.min()) / 65535  # within one grid step
+    np.testing.assert_array_equal(np.argsort(grid[:, 0], kind="stable"), np.argsort(np.rint(
+        (xy[:, 0].astype(np.float64) - xy[:, 0].min()) * 65535 / np.ptp(xy[:, 0])), kind="stable"))
+    names = ["a", "b"]
+    pts = FeaturePoints([f"c{i}" for i in range(500)], [""] * 500, np.arange(500) % 2, names, xy={"A": xy},
+                        preds={"A": np.zeros(500, int)}, confs={"A": np.ones(500)}, pred_names={"A": names})
+    star = (float(xy[7, 0]), float(xy[7, 1]))
+    spec = json.loads(map_figure(pts, "A", "t", class_palette(2), MapOptions(), marker=star).to_json())
+    (main,) = point_traces(spec)
+    assert main["x"]["dtype"] == "u2" and main["y"]["dtype"] == "u2"
+    rows = plotly_array(main["customdata"]).astype(int)
+    np.testing.assert_array_equal(plotly_array(main["x"]), grid[rows, 0])
+    (marker,) = [t for t in spec["data"] if t["name"].startswith("★")]
+    assert abs(marker["x"][0] - grid[7, 0]) <= 0.5 and abs(marker["y"][0] - grid[7, 1]) <= 0.5
+    box = {"selection": {"points": [], "box": [{"x": [0, 32767], "y": [0, 65535]}]}}
+    assert resolve_selection(box, grid, pts.clip_ids) == [c for c, g in zip(pts.clip_ids, grid) if g[0] <= 32767]
+    assert plot_coords(np.zeros((0, 2))).shape == (0, 2) and plot_coords(np.ones((3, 2))).tolist() == [[0, 0]] * 3
 
 
 def test_scale_misclassification_rings_and_thinning(scale_env, scale_dir):

@@ -20,8 +20,8 @@ from app import selection as S
 from app.clip_map import METHOD_LABELS, map_points, neighbour_frame, palette_of, placements, projection_spec, \
     session_owner
 from app.downloads import download_figure
-from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, map_figure, related_pairs,
-                             resolve_selection, selected_rows_csv, selected_rows_table)
+from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, map_figure, plot_coords,
+                             related_pairs, resolve_selection, selected_rows_csv, selected_rows_table)
 from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis import precompute as pre
 from hfnet_core.analysis import projection_store as store
@@ -215,8 +215,8 @@ only_classes = tuple(int(c) for c in picked) if only and picked else ()
 def _remember(key: str, slot: str) -> None:
     pts = points[slot]
     among = np.isin(np.asarray(pts.labels), only_classes) if only_classes else None
-    st.session_state["fs_selected"] = resolve_selection(st.session_state.get(key), pts.xy[slot], pts.clip_ids,
-                                                        among)
+    st.session_state["fs_selected"] = resolve_selection(st.session_state.get(key), plot_coords(pts.xy[slot]),
+                                                        pts.clip_ids, among)  # boxes come back in plot units
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
