@@ -33,7 +33,8 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 from common import write_result  # noqa: E402
 
-from app.analysis_figures import feature_points, projection_figure  # noqa: E402
+from app.analysis_figures import feature_points  # noqa: E402
+from app.feature_map import MapOptions, class_palette, map_figure  # noqa: E402
 from hfnet_core.analysis import embeddings as emb  # noqa: E402
 from hfnet_core.analysis.comparison import align  # noqa: E402
 from hfnet_core.eval_bundle import EvalBundle  # noqa: E402
@@ -90,7 +91,9 @@ def figures_once(pa: Path, pb: Path) -> dict[str, float]:
                          al.clip_ids)
     t["align_and_join"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    figs = [projection_figure(pts, s, f"{s}: t-SNE", pts.clip_ids[:20]) for s in ("A", "B")]
+    focus = np.isin(np.asarray(pts.clip_ids, dtype=object), pts.clip_ids[:20])  # 20 clips selected
+    palette = class_palette(len(a.class_names))
+    figs = [map_figure(pts, s, f"{s}: t-SNE", palette, MapOptions(), focus) for s in ("A", "B")]
     t["build_figures"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for f in figs:
@@ -108,7 +111,8 @@ def apptest_runs(d: Path, repeats: int) -> dict[str, float]:
     from streamlit.testing.v1 import AppTest
 
     os.environ["HFNET_CHECKPOINT_DIR"] = str(d)
-    at = AppTest.from_file(str(ROOT / "app" / "views" / "feature_space.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "app" / "streamlit_app.py"), default_timeout=300)
+    at.switch_page("views/feature_space.py")  # pages run inside the explorer (sidebar, selection)
     t0 = time.perf_counter()
     at.run()
     first = time.perf_counter() - t0
