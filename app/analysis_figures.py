@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-import plotly.colors as pc
 import plotly.graph_objects as go
 
 from hfnet_core.analysis.comparison import ConfusionView, softmax
@@ -21,21 +20,12 @@ __all__ = [
     "FeaturePoints",
     "accuracy_figure",
     "attribution_figure",
-    "class_colours",
     "confusion_figure",
     "feature_points",
     "heat_colourscale",
     "most_improved_figure",
-    "projection_figure",
-    "selected_clip_ids",
     "unique_labels",
 ]
-
-
-def class_colours(n: int) -> list[str]:
-    """One colour per class, the same in every figure (cycles past 36 classes)."""
-    palette = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24[:12])
-    return [palette[i % len(palette)] for i in range(n)]
 
 
 def _short(name: str, n: int = 38) -> str:
@@ -90,80 +80,7 @@ def feature_points(sources: dict[str, tuple[EvalBundle, np.ndarray, np.ndarray]]
     return pts
 
 
-def _hover(pts: FeaturePoints) -> list[str]:
-    names = pts.class_names
-    lines = []
-    for i, cid in enumerate(pts.clip_ids):
-        y = int(pts.labels[i])
-        text = f"<b>{cid}</b><br>true: {names[y] if y >= 0 else 'unknown'}"
-        for slot in pts.preds:
-            p = int(pts.preds[slot][i])
-            ok = "✓" if p == y else "✗"
-            text += f"<br>{slot}: {pts.pred_names[slot][p]} ({100 * pts.confs[slot][i]:.0f} %) {ok}"
-        lines.append(text)
-    return lines
 
-
-def projection_figure(pts: FeaturePoints, slot: str, title: str, selected: Sequence[str] = (),
-                      colour_by: str = "true", height: int = 640) -> go.Figure:
-    """Scatter of one model's projection: one trace per class (legend), a black cross over every clip
-    that model gets wrong, rings around the clips in ``selected`` (the rest dimmed).
-    ``customdata`` = [row, clip id] on every point, for selections."""
-    xy = pts.xy[slot]
-    colour_idx = pts.labels if colour_by == "true" else pts.preds[slot]
-    legend_names = pts.class_names if colour_by == "true" else pts.pred_names[slot]
-    colours = class_colours(len(legend_names))
-    hover = np.asarray(_hover(pts), dtype=object)
-    wrong = pts.preds[slot] != pts.labels
-    rows = np.arange(len(pts))
-    custom = np.stack([rows.astype(object), np.asarray(pts.clip_ids, dtype=object)], axis=1) if len(pts) \
-        else np.zeros((0, 2), dtype=object)
-    chosen = set(selected)
-    is_sel = np.asarray([c in chosen for c in pts.clip_ids], dtype=bool)
-    fig = go.Figure()
-    for c in np.unique(colour_idx):
-        m = colour_idx == c
-        name = legend_names[int(c)] if c >= 0 else "unknown"
-        fig.add_trace(go.Scatter(
-            x=xy[m, 0], y=xy[m, 1], mode="markers", name=_short(name),
-            marker=dict(color=colours[int(c)] if c >= 0 else "#999", size=8, line=dict(width=0),
-                        opacity=0.3 if chosen else 0.85),
-            customdata=custom[m], hovertext=hover[m], hoverinfo="text",
-        ))
-    if wrong.any():
-        fig.add_trace(go.Scatter(
-            x=xy[wrong, 0], y=xy[wrong, 1], mode="markers", name=f"✗ {slot} is wrong ({int(wrong.sum())})",
-            marker=dict(symbol="x-thin", size=7, line=dict(width=1.5, color="rgba(0,0,0,0.75)")),
-            customdata=custom[wrong], hovertext=hover[wrong], hoverinfo="text",
-        ))
-    if is_sel.any():
-        fig.add_trace(go.Scatter(
-            x=xy[is_sel, 0], y=xy[is_sel, 1], mode="markers", name=f"selected ({int(is_sel.sum())})",
-            marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="#111")),
-            customdata=custom[is_sel], hovertext=hover[is_sel], hoverinfo="text",
-        ))
-    fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), dragmode="lasso",
-        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0, font=dict(size=10)),
-        uirevision=slot,
-    )
-    fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
-    fig.update_yaxes(showticklabels=False, title=None, zeroline=False)
-    return fig
-
-
-def selected_clip_ids(event: object) -> list[str]:
-    """Clip ids from a ``st.plotly_chart`` selection state (its points' ``customdata[1]``)."""
-    try:
-        points = event["selection"]["points"]  # type: ignore[index]
-    except (KeyError, TypeError):
-        points = getattr(getattr(event, "selection", None), "points", None) or []
-    out: list[str] = []
-    for p in points or []:
-        cd = p.get("customdata") if isinstance(p, dict) else None
-        if isinstance(cd, (list, tuple)) and len(cd) >= 2 and str(cd[1]) not in out:
-            out.append(str(cd[1]))
-    return out
 
 
 # --- Class comparison -------------------------------------------------------------------------------

@@ -159,25 +159,27 @@ def _inside_polygon(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray
     return inside
 
 
+def _field(obj: Any, name: str) -> Any:
+    """``obj[name]`` of a selection state read as a mapping or as attributes (Streamlit gives either)."""
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
 def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str],
                       among: np.ndarray | None = None) -> list[str]:
     """Clip ids a ``st.plotly_chart`` selection means, over *all* points of the plot (not only the drawn
     ones, when the plot is downsampled): the points it reports (their ``customdata``, the row) plus every
     point inside its boxes and lasso paths (limited to ``among``, a bool per point, e.g. the classes
     shown), in plot order."""
-    sel = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
+    sel = _field(event, "selection")
     hit = np.zeros(len(clip_ids), dtype=bool)
     xy = np.asarray(xy, dtype=np.float64)
 
-    def get(obj: Any, name: str) -> Any:
-        return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-    for box in (get(sel, "box") or []) if sel is not None else []:
-        bx, by = get(box, "x") or [], get(box, "y") or []
+    for box in (_field(sel, "box") or []) if sel is not None else []:
+        bx, by = _field(box, "x") or [], _field(box, "y") or []
         if len(bx) >= 2 and len(by) >= 2:
             hit |= ((xy[:, 0] >= min(bx)) & (xy[:, 0] <= max(bx)) & (xy[:, 1] >= min(by)) & (xy[:, 1] <= max(by)))
-    for lasso in (get(sel, "lasso") or []) if sel is not None else []:
-        lx, ly = np.asarray(get(lasso, "x") or [], float), np.asarray(get(lasso, "y") or [], float)
+    for lasso in (_field(sel, "lasso") or []) if sel is not None else []:
+        lx, ly = np.asarray(_field(lasso, "x") or [], float), np.asarray(_field(lasso, "y") or [], float)
         if len(lx) >= 3 and len(lx) == len(ly):
             hit |= _inside_polygon(xy[:, 0], xy[:, 1], lx, ly)
     if among is not None:
@@ -191,8 +193,8 @@ def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str],
 def reported_rows(event: object) -> list[int]:
     """The rows (``customdata``, an int per point of ``map_figure``'s traces) of the points a selection
     state reports, once each, in report order; anything else in it is ignored."""
-    sel = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
-    points = (sel.get("points") if isinstance(sel, Mapping) else getattr(sel, "points", None)) if sel else None
+    sel = _field(event, "selection")
+    points = _field(sel, "points") if sel else None
     out: list[int] = []
     seen: set[int] = set()
     for p in points or []:
