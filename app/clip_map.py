@@ -77,7 +77,8 @@ def map_points(models: list[LoadedModel], sets: dict[str, ProjectionSet], method
     written); the key names them in figure caches."""
     first = models[0]
     ids = clip_ids if clip_ids is not None else [first.bundle.clip_ids[int(r)] for r in sets[first.slot].rows]
-    key = "|".join([method, store.subset_digest(ids) or ""] + [_set_key(m, spec, set_ids) for m in models])
+    key = "|".join([method, store.subset_digest(ids) or ""]
+                   + [_set_key(m, spec, set_ids) + (f"#{m.task}" if m.task else "") for m in models])
     sources = {m.slot: (m.bundle, sets[m.slot].coords[method], sets[m.slot].rows) for m in models}
     return key, _points_cached(key, sources, list(ids))
 
@@ -105,8 +106,8 @@ def placements(models: list[LoadedModel], sets: dict[str, ProjectionSet], clip: 
         cid = clip.clip_id if clip.clip_id and m.bundle.row_of(clip.clip_id) is not None else None
         try:
             feats = None if cid is not None else np.asarray(predict(m, clip).pooled_features)
-            out[m.slot] = _placement_cached(_set_key(m, spec, clip_ids), f"{clip.clip_hash}|{cid}", ps, m.bundle,
-                                            cid, feats)
+            out[m.slot] = _placement_cached(_set_key(m, spec, clip_ids), f"{clip.clip_hash}|{cid}|{m.task}", ps,
+                                            m.bundle, cid, feats)
         except HfnetError as e:
             problems.append(f"{m.label}: {e.one_line()}")
     return out, problems

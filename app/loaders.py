@@ -27,14 +27,16 @@ from app.settings import data_root, file_stamp, max_upload_bytes, samples_dir
 from hfnet_core.analysis.clips import ClipError, decode_clip, frames_hash, parse_synth_clip_id, resolve_clip, \
     sampled_frames
 from hfnet_core.analysis.inference import ClipPrediction, run_clip
+from hfnet_core.analysis.task_view import task_view, view_class_names
 from hfnet_core.checkpoint import LoadedCheckpoint, load_checkpoint
 from hfnet_core.errors import BundleError, CheckpointError, HfnetError
 from hfnet_core.eval_bundle import EvalBundle
+from hfnet_core.multitask import TaskSpec
 
 __all__ = [
     "LoadedModel", "ClipInfo", "ClipChoice", "load_model", "load_bundle", "find_bundle", "attach_bundle",
     "read_classes_file", "with_class_names", "sample_entries", "sample_title", "sample_clip", "synth_clip", "file_clip",
-    "upload_clip", "bundle_clip", "sampled", "sampled_input", "sampled_view", "predict",
+    "upload_clip", "bundle_clip", "sampled", "sampled_input", "sampled_view", "predict", "shown_task",
 ]
 
 #: Frames per second of a regenerated SynthSomething clip (it has no file to say).
@@ -55,6 +57,20 @@ class LoadedModel:
     bundle: EvalBundle | None = None
     bundle_path: str | None = None
     names_source: str = "checkpoint"  # where the class names come from: "checkpoint", a file, "model A"
+    #: a multi-task model (hfnet_core/multitask.py): the task the explorer shows ("verb", "noun", "action");
+    #: ``bundle`` is then that task's view of ``task_source`` (hfnet_core/analysis/task_view.py)
+    task: str | None = None
+    task_source: EvalBundle | None = None
+
+    @property
+    def spec(self) -> TaskSpec | None:
+        """Its verbs, nouns and actions when the model is multi-task, else None."""
+        return TaskSpec.from_model(self.checkpoint.config, self.checkpoint.class_names)
+
+    @property
+    def view_key(self) -> str:
+        """The bundle as shown: its file, and the task for a multi-task model (keys of derived caches)."""
+        return f"{self.bundle_path}" + (f"#{self.task}" if self.task else "")
 
     @property
     def label(self) -> str:
@@ -71,7 +87,9 @@ class LoadedModel:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.checkpoint.class_names)
+        """The classes the explorer shows: the checkpoint's, or the shown task's for a multi-task model."""
+        spec = self.spec if self.task else None
+        return view_class_names(spec, self.task) if spec is not None else list(self.checkpoint.class_names)
 
     @property
     def key(self) -> str:
@@ -406,7 +424,34 @@ def _predict_cached(key: str, dev: str, clip_hash: str, reverse: bool, _model: L
 
 
 def predict(model: LoadedModel | LoadedCheckpoint, clip: ClipChoice, reverse: bool = False) -> ClipPrediction:
-    """``run_clip`` on the clip's sampled input (reversed on request), cached by model + clip."""
+    """``run_clip`` on the clip's sampled input (reversed on request), cached by model + clip; a multi-task
+    model in a slot answers as its shown task (``ClipPrediction.for_task``; ``tasks`` holds all three)."""
     ckpt = model.checkpoint if isinstance(model, LoadedModel) else model
     dev = str(next(ckpt.model.parameters()).device)
-    return _predict_cached(model_key(ckpt), dev, clip.clip_hash, bool(reverse), ckpt, clip)
+    pred = _predict_cached(model_key(ckpt), dev, clip.clip_hash, bool(reverse), ckpt, clip)
+    spec = model.spec if isinstance(model, LoadedModel) and model.task else None
+    return pred.for_task(spec, model.task) if spec is not None else pred
+
+
+def shown_task(model: LoadedModel, task: str) -> LoadedModel:
+    """A multi-task model as the explorer shows it for ``task``: its bundle replaced by that task's view
+    (computed once per bundle file and task, shared by every session); other models unchanged."""
+    if model.spec is None:
+        return model
+    raw = model.task_source if model.task_source is not None else model.bundle
+    if raw is None:
+        return dataclasses.replace(model, task=task)
+    try:
+        if model.bundle_path:
+            path = Path(model.bundle_path)
+            view = _task_view_cached(str(path.resolve()), file_stamp(path), task, raw)
+        else:
+            view = task_view(raw, task)
+    except BundleError as e:
+        raise BundleError(f"{model.bundle_path or 'the eval bundle'}: {e}", path=model.bundle_path) from e
+    return dataclasses.replace(model, bundle=view, task=task, task_source=raw)
+
+
+@st.cache_resource(show_spinner="Cutting the multi-task bundle into its tasks…", max_entries=16)
+def _task_view_cached(path: str, stamp: tuple[int, int], task: str, _raw: EvalBundle) -> EvalBundle:
+    return task_view(_raw, task)

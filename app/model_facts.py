@@ -57,14 +57,20 @@ def matches_table_row(checkpoint: Any, row: dict[str, Any]) -> bool:
 
 
 def model_kind(checkpoint: Any) -> str:
-    """A short family name built from the architecture: "HF-TSN", "TSN", "HF-TRN", "TSM (TSN head)"."""
-    head = {"avg": "TSN", "trn": "TRN"}.get(str(checkpoint.config.consensus), str(checkpoint.config.consensus).upper())
+    """A short family name built from the architecture: "HF-TSN", "TSN", "HF-TRN", "TSM (TSN head)",
+    "ECO-Lite", "multi-task HF-TSN"."""
+    cfg = checkpoint.config
+    head = {"avg": "TSN", "trn": "TRN", "gru": "GRU", "multitask": "TSN"}.get(str(cfg.consensus),
+                                                                            str(cfg.consensus).upper())
+    if str(getattr(cfg, "backbone", "")) == "eco_lite":
+        head = "ECO-Lite"
+    prefix = "multi-task " if str(cfg.consensus) == "multitask" else ""
     ops = [e["op"] for e in operators(checkpoint)]
     if not ops:
-        return head
+        return prefix + head
     if ops == ["hf"]:
-        return f"HF-{head}"
-    return "+".join(op.upper() for op in ops) + f" ({head} head)"
+        return f"{prefix}HF-{head}" if head != "ECO-Lite" else "HF-ECOLite"
+    return prefix + "+".join(op.upper() for op in ops) + f" ({head} head)"
 
 
 def hf_summary(checkpoint: Any) -> str:

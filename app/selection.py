@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "model_B": None, "model_B_path": "", "model_B_classes": "", "model_B_frames": 8, "model_B_names_from": "",
     "clip_source": "sample", "sample": None, "root_file": "", "bundle_clip": None,
     "reverse": False, "layer": None, "pair": 0, "method": "gradcam", "gate_model": "A", "tour": 0,
+    "task": "verb",  # what a multi-task model's bundle is shown as: "verb", "noun" or "action"
     "start": 0.0, "start_for": "",  # where a long file's shown span starts (seconds), and for which file
 }
 
@@ -146,6 +147,8 @@ def url_params() -> dict[str, str]:
         out["method"] = c["method"]
     if c["gate_model"] != DEFAULTS["gate_model"]:
         out["gate"] = c["gate_model"]
+    if c["task"] != DEFAULTS["task"]:
+        out["task"] = c["task"]
     return out
 
 
@@ -208,6 +211,8 @@ def restore_from_url() -> None:
         c["method"] = q["method"]
     if q.get("gate") in ("A", "B"):
         c["gate_model"] = q["gate"]
+    if q.get("task") in ("verb", "noun", "action"):
+        c["task"] = q["task"]
     c["_from_url"] = bool(q)
 
 

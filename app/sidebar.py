@@ -6,6 +6,7 @@ source switches and the URL can restore them) and returns what the user chose, a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ import torch
 
 from app import selection as S
 from app.loaders import (ClipChoice, LoadedModel, attach_bundle, bundle_clip, file_clip, load_model,
-                         read_classes_file, sample_clip, sample_entries, sample_title, synth_clip, upload_clip,
-                         with_class_names)
+                         read_classes_file, sample_clip, sample_entries, sample_title, shown_task, synth_clip,
+                         upload_clip, with_class_names)
 from app.settings import (DEFAULT_A, DEFAULT_B, checkpoint_dir, clip_path, data_root, device,
                           list_checkpoints, max_upload_bytes, model_path, user_file)
 from app.ui import internal_error_text
@@ -109,7 +110,7 @@ def _generic_names(names: list[str]) -> bool:
 
 def _adopt_ui(a: LoadedModel | None, b: LoadedModel | None) -> tuple[LoadedModel | None, LoadedModel | None]:
     """Models whose class lists differ but whose counts match: offer (never impose) one's names to the other."""
-    if a is None or b is None:
+    if a is None or b is None or a.spec is not None or b.spec is not None:  # multi-task: names are per task
         return a, b
     out = {"A": a, "B": b}
     for slot, other in (("A", "B"), ("B", "A")):
@@ -138,6 +139,35 @@ def _adopt_ui(a: LoadedModel | None, b: LoadedModel | None) -> tuple[LoadedModel
     return a, b
 
 
+TASK_WORDS = {"verb": "verb", "noun": "noun", "action": "action"}
+
+
+def _task_ui(a: LoadedModel | None, b: LoadedModel | None) -> tuple[LoadedModel | None, LoadedModel | None]:
+    """Multi-task models (verb / noun / action): which task every page shows them as; one choice for both
+    slots, so two multi-task models - or a multi-task model's verbs and a plain model - compare."""
+    multi = [m for m in (a, b) if m is not None and m.spec is not None]
+    if not multi:
+        return a, b
+    sb = st.sidebar
+    task = sb.segmented_control(
+        "Multi-task models show", list(TASK_WORDS), format_func=TASK_WORDS.get,
+        help="A multi-task model (EPIC-Kitchens style) predicts a verb, a noun and their pair, the action. "
+             "Clip lab shows all three; the other pages show the task chosen here. Actions are ranked by "
+             "p(verb) × p(noun), as the EPIC-Kitchens challenge scores them.",
+        **S.bind("task", list(TASK_WORDS), fallback="verb")) or S.choice("task") or "verb"
+    out = []
+    for m in (a, b):
+        if m is None or m.spec is None:
+            out.append(m)
+            continue
+        try:
+            out.append(shown_task(m, task))
+        except HfnetError as e:
+            sb.warning(f"Model {m.slot}: {e} Its eval bundle is not used.")
+            out.append(dataclasses.replace(m, bundle=None, bundle_path=None, task=task))
+    return out[0], out[1]
+
+
 def models_ui() -> tuple[LoadedModel | None, LoadedModel | None]:
     """Model A and B pickers; returns the loaded models (None where none is chosen or loading failed)."""
     sb = st.sidebar
@@ -149,6 +179,7 @@ def models_ui() -> tuple[LoadedModel | None, LoadedModel | None]:
     a = _model_ui("A", names)
     b = _model_ui("B", names)
     a, b = _adopt_ui(a, b)
+    a, b = _task_ui(a, b)
     sb.caption(f"Device: **{device()}**" + ("" if torch.cuda.is_available() else " (no CUDA GPU found)"))
     return a, b
 

@@ -97,6 +97,32 @@ def make_operator_dir(d: Path) -> Path:
     return d
 
 
+def make_multitask_dir(d: Path, clips: int = 2) -> Path:
+    """The demo pair plus ``mt_hf_tsn_demo``: a random multi-task HF-TSN on SynthSomething's verb / noun
+    view (16 verbs = the motions, 6 nouns = shapes, 82 action classes), with its eval bundle and the
+    metrics ``hfnet eval`` writes beside it."""
+    import json
+
+    from hfnet_core.data.synthetic import synth_task_spec
+    from hfnet_core.evaluate import evaluate_model
+
+    make_demo_dir(d)
+    spec = synth_task_spec()
+    torch.manual_seed(7)
+    model = build_model("mt_hf_tsn_bninception_demo", width_mult=0.25, input_size=SIZE, num_segments=FRAMES,
+                        num_classes=spec.num_outputs, consensus_args=spec.consensus_args()).eval()
+    with torch.no_grad():
+        for p in model.gate_parameters():
+            p.normal_(0.0, 0.05)
+    save_checkpoint(d / "mt_hf_tsn_demo.safetensors", model, spec.class_names(), training={"note": "random init"})
+    ds = SynthSomethingDataset("test", clips, num_frames=FRAMES, size=SIZE, seed=0, view="verb_noun")
+    metrics, bundle = evaluate_model(model, ds, metadata={"dataset": "synth", "split": "test", "synth_seed": 0,
+                                                          "synth_per_class": clips})
+    bundle.save(d / "mt_hf_tsn_demo.test.npz")
+    (d / "mt_hf_tsn_demo.test.json").write_text(json.dumps(metrics))
+    return d
+
+
 def copy_demo_dir(src: Path, dst: Path) -> Path:
     """A writable copy of a fixture folder (copies, not symlinks: the app refuses links out of its roots)."""
     import shutil
@@ -111,6 +137,11 @@ def copy_demo_dir(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     return make_demo_dir(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="session")
+def multitask_dir(tmp_path_factory) -> Path:
+    return make_multitask_dir(tmp_path_factory.mktemp("multitask"))
 
 
 @pytest.fixture(scope="session")

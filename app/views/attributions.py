@@ -95,7 +95,7 @@ method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, **S.bind
 target_mode = c2.radio("Target class", list(TARGETS), format_func=TARGETS.get, key="at_target")
 chosen_name = None
 if target_mode == "class":
-    chosen_name = c3.selectbox("Class", list(models[0].checkpoint.class_names), key="at_class")
+    chosen_name = c3.selectbox("Class", list(models[0].class_names), key="at_class")
 steps = attr.DEFAULT_IG_STEPS
 if method == "ig":
     steps = int(c3.slider("IG steps", 8, 64, attr.DEFAULT_IG_STEPS, step=8, key="at_steps",
@@ -107,8 +107,30 @@ reverse = c4.toggle("Backwards too", **S.bind("reverse"),
 
 
 def _target(m, pred, reverse: bool) -> tuple[int, str]:
-    """Target class index for model ``m`` and a note on how it was chosen."""
-    names = list(m.checkpoint.class_names)
+    """Target output column for model ``m`` and a note on how it was chosen. A multi-task model is read
+    as its shown task (sidebar): the column of that task's class (an action: its action classifier's)."""
+    index, how = _target_class(m, pred, reverse)
+    column = pred.output_column(index)
+    if column < 0:  # the best pair is one the action classifier has no class for: explain its verb
+        verb = int(pred.tasks["action"].indices[0]) // m.spec.num_nouns
+        return verb, f"{how}: the verb of a pair with no action class"
+    return column, how
+
+
+def _target_prob(pred, column: int) -> float:
+    """The shown probability of the class an output column scores (a multi-task model: within its task)."""
+    if pred.output_columns is None:
+        return float(pred.probs[column])
+    hit = np.flatnonzero(np.asarray(pred.output_columns) == column)
+    if len(hit):
+        return float(pred.probs[int(hit[0])])
+    verb = pred.tasks["verb"]
+    return float(verb.probs[verb.indices.index(column)]) if column in verb.indices else float("nan")
+
+
+def _target_class(m, pred, reverse: bool) -> tuple[int, str]:
+    """Target class (an index into the shown classes, ``m.class_names``) and how it was chosen."""
+    names = list(m.class_names)
     top1 = int(pred.top5_indices[0])
     truth = sel.true_label(reverse)
     if target_mode == "true":
@@ -149,8 +171,9 @@ for n, m in enumerate(models):
             break
         target, how = _target(m, pred, rev)
         digest = aj.clip_hash(x)
+        prob = _target_prob(pred, target)
         requests.append(Request(m, rev, np.asarray(idx), np.asarray(view), x, target, how, ckpt.class_names[target],
-                                float(pred.probs[target]), pred, layer, digest,
+                                prob, pred, layer, digest,
                                 aj.attribution_key(ckpt.sha256, digest, JOB_METHODS[method], target, steps, layer)))
 
 pool, me = bg.pool(), bg.owner()

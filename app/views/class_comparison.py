@@ -107,9 +107,13 @@ def _flipped(key: tuple, class_index: int, _sa: EvalBundle, _sb: EvalBundle) -> 
 try:
     check_same_classes(ba, bb, a.label, b.label)
 except ClassListMismatch as e:
-    error_box(str(e), "Pick two models trained on the same dataset in the sidebar.")
+    multi = [m.label for m in (a, b) if m.task]
+    error_box(str(e), (f"{' and '.join(multi)} shows its {a.task or b.task}s: a multi-task model compares with a "
+                       "single-task one through the task they share (the sidebar's *Multi-task models show*; at "
+                       "SynthSomething the verbs are the motions). " if multi and len(multi) == 1 else "")
+              + "Pick two models trained on the same dataset in the sidebar.")
     st.stop()
-key = (a.label, str(a.bundle_path), _stamp(a.bundle_path), b.label, str(b.bundle_path), _stamp(b.bundle_path))
+key = (a.label, a.view_key, _stamp(a.bundle_path), b.label, b.view_key, _stamp(b.bundle_path))
 match = _matched(key, ba, bb)
 al, sa, sb = match["al"], match["sa"], match["sb"]  # sa / sb: the matched clips only, in the same order
 if al.n_matched == 0:
@@ -270,7 +274,7 @@ if found:
 m = a if shown == a.slot else b
 bundle = sa if m is a else sb
 if order_name == "cluster":
-    order = _cluster((a.key, b.key, str(a.bundle_path), str(b.bundle_path), str(al.n_matched)),
+    order = _cluster((a.key, b.key, a.view_key, b.view_key, str(al.n_matched)),
                      match["ca"] + match["cb"])
 else:
     order = order_name

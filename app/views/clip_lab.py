@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import streamlit as st
 
@@ -15,6 +17,8 @@ from app.ui import error_box, guard, need_clip, no_models_message, page_title
 from hfnet_core.analysis.inference import ClipPrediction
 from hfnet_core.analysis.exports import reversal_comparison
 from hfnet_core.analysis.scope import scope_notes, training_dataset
+from hfnet_core.analysis.true_labels import reversed_label
+from hfnet_core.multitask import TASKS
 from hfnet_core.data.video import to_browser_mp4
 
 sel = S.current()
@@ -70,10 +74,53 @@ def _top5_row(preds: dict[str, ClipPrediction], truth: str | None, reverse: bool
             head, menu = st.columns([5, 1], vertical_alignment="center")
             way = "backwards" if reverse else "forward"
             head.markdown(f"**{m.label}** · {way}{_verdict(m, p, truth)}", help=f"{m.kind}, {hf_summary(m.checkpoint)}")
+            if p.tasks and m.spec is not None:
+                _task_tops(m, p, _task_truths(m, truth, reverse), color, way, menu)
+                continue
             show_figure(top5_figure(p, f"top-5 of {m.label} · {way}", truth, color, show_title=False),
                         f"top5_{m.slot}_{'bwd' if reverse else 'fwd'}", sel, {"clip played": way}, menu_at=menu)
             if truth and truth in m.class_names and truth not in p.top5_names:
                 st.caption(f"True class not in the top 5 (p = {float(p.probs[m.class_names.index(truth)]):.3f}).")
+
+
+def _task_truths(m: LoadedModel, truth: str | None, reverse: bool) -> dict[str, str | None]:
+    """The clip's true verb, noun and action for a multi-task model: from its eval bundle when the clip is
+    one of the bundle's, else the verb alone when the clip's label names one. Played backwards the noun
+    stays (the same object) and the verb becomes its reversed pair, where the dataset says which."""
+    spec = m.spec
+    verb = noun = None
+    src = m.task_source
+    row = src.row_of(clip.clip_id) if src is not None and clip.clip_id else None
+    if row is not None and 0 <= int(src.labels[row]) < spec.num_verbs * spec.num_nouns:
+        v, n = divmod(int(src.labels[row]), spec.num_nouns)
+        verb, noun = spec.verb_names[v], spec.noun_names[n]
+        if reverse:
+            verb = reversed_label(verb, spec.verb_names)[0]
+    elif m.task == "verb" and truth in spec.verb_names:
+        verb = truth  # already the reversed pair's when reverse (the page passes the backwards truth)
+    action = f"{verb} {noun}" if verb and noun else None
+    return {"verb": verb, "noun": noun, "action": action}
+
+
+def _task_tops(m: LoadedModel, p: ClipPrediction, truths: dict[str, str | None], color: str, way: str,
+               menu) -> None:
+    """A multi-task model's verb, noun and action top-5, one short chart each; the shown task is marked."""
+    marks = []
+    for task in TASKS:
+        t = truths.get(task)
+        if t:
+            marks.append(f"{task} {'✓' if p.tasks[task].names[0] == t else '✗'}")
+    if marks:
+        st.caption(" · ".join(marks))
+    for n, task in enumerate(TASKS):
+        top = p.tasks[task]
+        shown = " (the task the other pages show)" if task == m.task else ""
+        st.markdown(f"**{task}** top-5{shown}" + (" · ranked by p(verb) × p(noun)" if task == "action" else ""))
+        view = SimpleNamespace(top5_names=top.names, top5_probs=top.probs)
+        show_figure(top5_figure(view, f"{task} top-5 of {m.label} · {way}", truths.get(task), color, height=190,
+                                show_title=False),
+                    f"top5_{m.slot}_{task}_{'bwd' if way == 'backwards' else 'fwd'}", sel,
+                    {"clip played": way, "task": task}, menu_at=menu if n == 0 else None)
 
 
 def _class_list_warning() -> None:

@@ -124,6 +124,60 @@ def _operators_table(m: LoadedModel, complexity: dict[str, Any] | None) -> None:
     st.table(table)
 
 
+def _epic_metrics(m: LoadedModel) -> dict[str, Any] | None:
+    """The EPIC-Kitchens metrics of a multi-task model's eval bundle: those ``hfnet eval`` wrote beside it
+    (``<stem>.test.json``, many-shot classes from the training counts) when they are for this bundle, else
+    computed from the bundle (every class present counts as many-shot)."""
+    import json
+    from pathlib import Path
+
+    from hfnet_core.evaluate import multitask_metrics
+
+    if m.task_source is None:
+        return None
+    side = Path(str(m.bundle_path)).with_suffix(".json") if m.bundle_path else None
+    try:
+        saved = json.loads(side.read_text(encoding="utf-8")) if side is not None and side.is_file() else {}
+        if isinstance(saved, dict) and isinstance(saved.get("epic"), dict) \
+                and saved.get("num_clips") == len(m.task_source.clip_ids):
+            return saved
+    except (OSError, ValueError):
+        pass
+    return multitask_metrics(m.task_source.logits, m.task_source.labels, m.spec)
+
+
+def _tasks_section(m: LoadedModel) -> None:
+    """Verb, noun and action: the heads, the action bias as implemented, and the challenge's metrics."""
+    spec = m.spec
+    st.markdown("**Verb, noun and action** (a multi-task model, EPIC-Kitchens style)")
+    facts = {
+        "verb classes": f"{spec.num_verbs}",
+        "noun classes": f"{spec.num_nouns}",
+        "action classifier": (f"{len(spec.actions)} classes (the verb-noun pairs seen in training)"
+                              if spec.actions else "none (verb and noun heads only, as the EPIC baselines)"),
+        "action bias": ("on: verb′ = verb + log Σₙ softmax(action)₍ᵥ,ₙ₎, noun′ likewise "
+                        "(floor log 10⁻⁶)" if spec.actions and spec.action_bias else "off"),
+        "action ranking": "p(verb) × p(noun) over every pair, as the EPIC-Kitchens challenge scores it",
+        "shown on the other pages as": m.task or "verb",
+    }
+    st.table({"": list(facts), "value": list(facts.values())})
+    with guard("Could not compute the EPIC-Kitchens metrics of this bundle"):
+        metrics = _epic_metrics(m)
+        if metrics is None:
+            return
+        e = metrics["epic"]
+        rows = {"": ["top-1", "top-5", "precision", "recall"]}
+        for task in ("verb", "noun", "action"):
+            rows[task] = [f"{100 * float(e[k][task] or 0.0):.1f} %" for k in ("top1", "top5", "precision", "recall")]
+        st.table(rows)
+        shots = metrics.get("many_shot")
+        st.caption(f"EPIC-Kitchens metrics on {metrics['num_clips']} clips of the eval bundle. Precision and "
+                   "recall are macro-averaged over the many-shot classes "
+                   + (f"(> {shots['threshold']} training clips: {shots['verbs']} verbs, {shots['nouns']} nouns, "
+                      f"{shots['actions']} actions)." if isinstance(shots, dict) else
+                      "(no training counts recorded: every class present in the bundle)."))
+
+
 def _card(m: LoadedModel) -> None:
     ck = m.checkpoint
     cfg = ck.config
@@ -132,7 +186,8 @@ def _card(m: LoadedModel) -> None:
     arch = {
         "backbone": f"{cfg.backbone} (width ×{cfg.width_mult:g})",
         "scale beside Table I": scale_vs_paper(m.checkpoint),
-        "consensus": {"avg": "TSN average", "trn": "TRN multi-scale relation"}.get(cfg.consensus, cfg.consensus),
+        "consensus": {"avg": "TSN average", "trn": "TRN multi-scale relation", "gru": "GRU over the frames",
+                      "multitask": "TSN average, verb / noun / action classifiers"}.get(cfg.consensus, cfg.consensus),
         "frames per clip": cfg.num_segments,
         "input": f"{cfg.input_size}×{cfg.input_size} px",
         "classes": f"{len(ck.class_names)}" + ("" if m.names_source == "checkpoint"
@@ -149,6 +204,9 @@ def _card(m: LoadedModel) -> None:
         st.warning("This model has HF only after the last block. With TSN's average consensus that cannot change "
                    "its predictions in eval mode (the gate only moves features between frames; the average "
                    "of the frames is unchanged).")
+
+    if m.spec is not None:
+        _tasks_section(m)
 
     c = None
     with guard("Could not count this model's parameters and FLOPs"):
@@ -185,7 +243,8 @@ def _card(m: LoadedModel) -> None:
         b = m.bundle
         known = int((b.labels >= 0).sum())
         st.markdown(f"**Eval bundle** `{m.bundle_path}`: {len(b.clip_ids)} clips"
-                    + (f", top-1 accuracy **{b.accuracy:.1%}** on {known} labelled clips" if known else "")
+                    + (f", top-1 {m.task + ' ' if m.task else ''}accuracy **{b.accuracy:.1%}** on {known} "
+                       "labelled clips" if known else "")
                     + (f" ({b.metadata.get('dataset')}, {b.metadata.get('split')})" if b.metadata.get("dataset") else ""))
     else:
         st.caption("No eval bundle next to this checkpoint (`<name>.test.npz`).")

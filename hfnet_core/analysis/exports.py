@@ -186,6 +186,10 @@ def prediction_record(clip: str, predictions: Mapping[str, Any], *, true_label: 
         })
         if include_logits:
             per_model[-1]["logits"] = [float(v) for v in logits]
+        if getattr(p, "tasks", None):  # a multi-task model: which task ``top_k`` is, and all three top-5s
+            per_model[-1]["task"] = getattr(p, "task", None)
+            per_model[-1]["tasks"] = {t: [{"class": c, "prob": float(q)} for c, q in zip(top.names, top.probs)]
+                                      for t, top in p.tasks.items()}
     return {"clip": clip, "path": path or clip, "direction": direction, "true_label": true_label,
             "true_label_source": true_label_source, "k": int(k), "models": per_model,
             "agreement": agreement(predictions, k)}

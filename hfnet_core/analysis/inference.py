@@ -54,10 +54,55 @@ class ClipPrediction:
     #: multi-task models (hfnet_core/multitask.py): "verb", "noun", "action" -> TaskTop; {} otherwise.
     #: For them ``top5_*`` repeat the action's top-5 and ``probs`` is not a distribution over one task.
     tasks: dict[str, TaskTop] = field(default_factory=dict)
+    #: set by ``for_task``: the task this prediction is a view of, and the model output column of each of
+    #: its classes (-1: none, the action view's unlisted pairs); None = one column per class
+    task: str | None = None
+    output_columns: np.ndarray | None = None
 
     @property
     def top1(self) -> str:
         return self.top5_names[0]
+
+    def output_column(self, class_index: int) -> int:
+        """The model output column that scores class ``class_index`` of ``class_names`` (what an
+        attribution differentiates); -1 when no single column does."""
+        if self.output_columns is None:
+            return int(class_index)
+        return int(self.output_columns[int(class_index)])
+
+    def for_task(self, spec: TaskSpec, task: str) -> "ClipPrediction":
+        """A multi-task prediction as one task's prediction (the explorer's task view, ``task_view.py``):
+        ``class_names`` / ``logits`` / ``probs`` / ``top5_*`` of the verbs, the nouns or the actions (listed
+        pairs + ``UNLISTED``, scored log p(verb) + log p(noun); top-5 over every pair). ``tasks`` keeps
+        all three."""
+        from .task_view import UNLISTED, action_view_scores
+
+        if not self.tasks:
+            return self
+        parts = spec.split(np.asarray(self.logits, np.float64)[None])
+        v, n = spec.num_verbs, spec.num_nouns
+        top = self.tasks[task]
+        if task in ("verb", "noun"):
+            scores = parts[task][0]
+            z = scores - scores.max()
+            probs = np.exp(z) / np.exp(z).sum()
+            names = list(spec.verb_names if task == "verb" else spec.noun_names)
+            columns = np.arange(len(names)) + (0 if task == "verb" else v)
+            indices = list(top.indices)
+        else:
+            listed = np.asarray(spec.actions if spec.actions else range(v * n), np.int64)
+            with_unlisted = len(listed) < v * n
+            scores = action_view_scores(parts["verb"], parts["noun"], listed, with_unlisted)[0].astype(np.float64)
+            probs = np.exp(scores)
+            names = [spec.action_name(int(a)) for a in listed] + ([UNLISTED] if with_unlisted else [])
+            position = {int(a): i for i, a in enumerate(listed)}
+            columns = np.full(len(names), -1, np.int64)
+            if spec.actions:  # the action classifier's columns follow the verbs and nouns
+                columns[:len(listed)] = v + n + np.arange(len(listed))
+            indices = [position.get(int(a), len(names) - 1) for a in top.indices]
+        return ClipPrediction(names, np.asarray(scores, np.float32), probs.astype(np.float32), indices,
+                              list(top.names), list(top.probs), self.gates, self.pooled_features,
+                              self.frame_features, self.operator_maps, self.tasks, task, columns)
 
 
 def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:

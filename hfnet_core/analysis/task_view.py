@@ -1,0 +1,116 @@
+"""One task of a multi-task eval bundle as an ordinary single-task bundle: verb, noun or action.
+
+Why: every bundle-reading view of the explorer (Feature space, Class comparison, model cards) works on
+one label per clip and one score per class. A multi-task bundle (``hfnet_core/multitask.py``) holds
+action ids as labels and ``[verb | noun | action classifier]`` as logits, so it is cut into the view of
+one task here, once, and every page keeps working unchanged:
+
+* **verb** / **noun** - labels = the clip's verb (noun) class, logits = the verb (noun) scores, class names
+  = the verb (noun) names. At SynthSomething the verbs are the 16 motions, spelled as the single-task
+  classes, so a multi-task model's verb view compares clip by clip with a plain TSN.
+* **action** - one class per listed action (the action classifier's classes: the pairs seen in training),
+  scored as the challenge ranks actions: ``log p(verb) + log p(noun)`` (``metrics_epic.py``). When the
+  listed actions do not cover every (verb, noun) pair, one more class, ``UNLISTED``, scores the best
+  unlisted pair, so the view's top-1 is the challenge's top-1 exactly (a clip whose best pair is unlisted
+  predicts ``UNLISTED``). A clip whose true pair is unlisted has no class in this view: label -1
+  (unknown), as the explorer treats any clip without a label. Softmax over the view's columns renormalises
+  p(verb) p(noun) over the listed pairs (+ the best unlisted one): read it as a ranking confidence.
+
+The view shares the bundle's features and clip lists (no copy) and is read-only like the shared bundle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hfnet_core.errors import BundleError, HfnetError
+from hfnet_core.eval_bundle import EvalBundle
+from hfnet_core.multitask import TASKS, TaskSpec
+
+__all__ = ["TASKS", "UNLISTED", "task_view", "view_class_names", "action_view_scores"]
+
+#: The action view's extra class: the best-scoring (verb, noun) pair outside the listed actions.
+UNLISTED = "(an unlisted verb-noun pair)"
+
+#: Clips per chunk when scoring every (verb, noun) pair: 512 x 44,000 pairs (EPIC-55) x 4 B = 90 MB.
+_CHUNK = 512
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    z = x - x.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def action_view_scores(verb_scores: np.ndarray, noun_scores: np.ndarray, actions: np.ndarray,
+                       with_unlisted: bool) -> np.ndarray:
+    """(M, A [+1]) float32: ``log p(v) + log p(n)`` of each listed action id, and, with ``with_unlisted``,
+    the best such score among the pairs not listed."""
+    m, nv = verb_scores.shape
+    nn_ = noun_scores.shape[1]
+    actions = np.asarray(actions, np.int64)
+    out = np.empty((m, len(actions) + int(with_unlisted)), np.float32)
+    unlisted = np.ones(nv * nn_, bool)
+    unlisted[actions] = False
+    for lo in range(0, m, _CHUNK):
+        hi = min(m, lo + _CHUNK)
+        lv, ln = _log_softmax(verb_scores[lo:hi]), _log_softmax(noun_scores[lo:hi])
+        out[lo:hi, :len(actions)] = lv[:, actions // nn_] + ln[:, actions % nn_]
+        if with_unlisted:
+            joint = (lv[:, :, None] + ln[:, None, :]).reshape(hi - lo, -1)
+            out[lo:hi, -1] = joint[:, unlisted].max(axis=1)
+    return out
+
+
+def view_class_names(spec: TaskSpec, task: str) -> list[str]:
+    """The class names of ``task``'s view of a model or bundle with this spec (what ``task_view`` gives)."""
+    if task == "verb":
+        return list(spec.verb_names)
+    if task == "noun":
+        return list(spec.noun_names)
+    listed = spec.actions if spec.actions else range(spec.num_verbs * spec.num_nouns)
+    names = [spec.action_name(int(a)) for a in listed]
+    return names + ([UNLISTED] if len(names) < spec.num_verbs * spec.num_nouns else [])
+
+
+def task_view(bundle: EvalBundle, task: str) -> EvalBundle:
+    """The ``task`` ("verb", "noun", "action") view of a multi-task bundle; a single-task bundle as it is.
+
+    Raises ``BundleError`` when the bundle's ``tasks`` metadata does not fit its logits. The result is
+    read-only when ``bundle`` is (the app's shared bundles); its metadata says ``task``, ``task_classes``
+    (how many classes the view has) and, for the action view, how many clips have an unlisted true pair
+    (``unlisted_true``).
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    try:
+        spec = TaskSpec.from_bundle(bundle)
+        if spec is None:
+            return bundle
+        parts = spec.split(bundle.logits)
+    except (KeyError, TypeError, ValueError, HfnetError) as e:
+        raise BundleError(f"its multi-task metadata ('tasks') does not describe its logits ({e}).") from e
+    raw = np.asarray(bundle.labels, np.int64)
+    raw = np.where((raw >= 0) & (raw < spec.num_verbs * spec.num_nouns), raw, -1)  # a damaged label: unknown
+    verbs, nouns = spec.decode(raw)
+    meta = dict(bundle.metadata)
+    if task in ("verb", "noun"):
+        labels = verbs if task == "verb" else nouns
+        logits = np.ascontiguousarray(parts[task], dtype=np.float32)
+        names = list(spec.verb_names if task == "verb" else spec.noun_names)
+    else:
+        listed = np.asarray(spec.actions if spec.actions else range(spec.num_verbs * spec.num_nouns), np.int64)
+        with_unlisted = len(listed) < spec.num_verbs * spec.num_nouns
+        logits = action_view_scores(parts["verb"], parts["noun"], listed, with_unlisted)
+        names = view_class_names(spec, "action")
+        column = np.full(spec.num_verbs * spec.num_nouns, -1, np.int64)
+        column[listed] = np.arange(len(listed))
+        labels = np.where(raw >= 0, column[raw.clip(0)], -1)
+        meta["unlisted_true"] = int(((raw >= 0) & (labels < 0)).sum())
+    meta.update(task=task, task_classes=len(names))
+    view = EvalBundle(bundle.clip_ids, bundle.paths, np.asarray(labels, np.int64), logits, bundle.features,
+                      names, meta)
+    if bundle.read_only:
+        for arr in (view.labels, view.logits):
+            arr.setflags(write=False)
+    return view
