@@ -99,7 +99,7 @@ def prediction_files(sel: Any, forward: Mapping[str, Any], backward: Mapping[str
     from hfnet_core.analysis import exports
 
     clip, _, settings = figure_context(sel)
-    infos = [exports.model_info(m.checkpoint, m.label) for m in sel.models]
+    infos = [exports.model_info(m.checkpoint, m.label, m.class_names, m.task) for m in sel.models]
 
     def records() -> list[dict[str, Any]]:
         out = [exports.prediction_record(clip, _named(sel, forward), true_label=sel.clip.label_name, direction="forward", path=sel.clip.path)]
@@ -130,7 +130,7 @@ def gate_files(sel: Any, model: Any, gates: Mapping[str, Any], settings: Mapping
     from hfnet_core.analysis import exports
 
     clip, _, s = figure_context(sel, settings)
-    info = exports.model_info(model.checkpoint, model.label)
+    info = exports.model_info(model.checkpoint, model.label, model.class_names, model.task)
     base = slug(f"gates_{model.name}_{clip}" + ("_backwards" if s.get("clip played") == "backwards" else ""))
     return [("Per-layer summary (CSV)", lambda: exports.gate_summary_csv(gates, clip, info, s), f"{base}_layers.csv"),
             ("Every gate value (CSV)", lambda: exports.gates_csv(gates, clip, info, s), f"{base}.csv"),
@@ -144,7 +144,7 @@ def attribution_files(sel: Any, maps: Mapping[str, Any], method: str, targets: M
     from hfnet_core.analysis import exports
 
     clip, _, s = figure_context(sel, settings)
-    infos = [exports.model_info(m.checkpoint, m.label) for m in sel.models if m.label in maps]
+    infos = [exports.model_info(m.checkpoint, m.label, m.class_names, m.task) for m in sel.models if m.label in maps]
     base = slug(f"attributions_{method}_{clip}")
     return [("CSV", lambda: exports.attributions_csv(maps, clip, method, targets, s), f"{base}.csv"),
             ("JSON", lambda: exports.attributions_json(maps, clip, method, targets, s, infos), f"{base}.json"),

@@ -11,6 +11,7 @@ Shared by every browser session of the server process (safe because nothing shar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import tempfile
@@ -62,7 +63,7 @@ class LoadedModel:
     task: str | None = None
     task_source: EvalBundle | None = None
 
-    @property
+    @functools.cached_property
     def spec(self) -> TaskSpec | None:
         """Its verbs, nouns and actions when the model is multi-task, else None."""
         return TaskSpec.from_model(self.checkpoint.config, self.checkpoint.class_names)
@@ -85,11 +86,16 @@ class LoadedModel:
     def has_hf(self) -> bool:
         return bool(hf_blocks(self.checkpoint))
 
-    @property
+    @functools.cached_property
     def class_names(self) -> list[str]:
         """The classes the explorer shows: the checkpoint's, or the shown task's for a multi-task model."""
         spec = self.spec if self.task else None
-        return view_class_names(spec, self.task) if spec is not None else list(self.checkpoint.class_names)
+        if spec is None:
+            return list(self.checkpoint.class_names)
+        try:
+            return view_class_names(spec, self.task)
+        except ValueError:  # no action view (no action classifier, too many pairs): the sidebar shows its verbs
+            return list(spec.verb_names)
 
     @property
     def key(self) -> str:
@@ -436,11 +442,20 @@ def predict(model: LoadedModel | LoadedCheckpoint, clip: ClipChoice, reverse: bo
 def shown_task(model: LoadedModel, task: str) -> LoadedModel:
     """A multi-task model as the explorer shows it for ``task``: its bundle replaced by that task's view
     (computed once per bundle file and task, shared by every session); other models unchanged."""
-    if model.spec is None:
+    spec = model.spec
+    if spec is None:
         return model
     raw = model.task_source if model.task_source is not None else model.bundle
     if raw is None:
         return dataclasses.replace(model, task=task)
+    try:
+        theirs = TaskSpec.from_bundle(raw)
+    except (KeyError, TypeError, ValueError, HfnetError):
+        theirs = None
+    if theirs != spec:
+        raise BundleError(f"{model.bundle_path}: its multi-task metadata ('tasks') does not match the model's "
+                          f"verbs, nouns and action classes, so its labels cannot be read.",
+                          path=model.bundle_path, hint="Evaluate the checkpoint again with `hfnet eval`.")
     try:
         if model.bundle_path:
             path = Path(model.bundle_path)

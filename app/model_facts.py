@@ -188,6 +188,10 @@ def mixing_words(checkpoint: Any) -> str:
     consensus = str(checkpoint.config.consensus)
     if consensus == "trn":
         return "the relation head, which sees each frame's pooled features (a plain TRN)"
+    if consensus == "gru":
+        return "the GRU, which reads the frames' pooled features in order"
+    if str(getattr(checkpoint.config, "backbone", "")) == "eco_lite":
+        return "the 3D ResNet, which convolves the stacked 2D feature maps over time (a plain ECO-Lite)"
     return f"the final average (a plain {model_kind(checkpoint)})"
 
 

@@ -257,10 +257,26 @@ class Selection:
 
     @property
     def reversed_label(self) -> str | None:
-        """The true label of the clip played backwards, when the dataset's pair map knows it."""
+        """The true label of the clip played backwards, when the dataset's pair map knows it. A multi-task
+        model shown as nouns keeps the noun (the same object); as actions, the verb reverses, the noun stays."""
         if self.clip is None:
             return None
-        return reversed_label(self.clip.label_name, self.class_names)[0]
+        first = self.models[0] if self.models else None
+        spec = first.spec if first is not None and first.task in ("noun", "action") else None
+        if spec is None:
+            return reversed_label(self.clip.label_name, self.class_names)[0]
+        label = self.clip.label_name
+        if not label:
+            return None
+        if label in spec.noun_names:
+            return label
+        if label in spec.verb_names or first.task == "noun":  # a clip labelled by its motion
+            return reversed_label(label, spec.verb_names)[0]
+        for noun in spec.noun_names:  # an action is named "<verb> <noun>"
+            if label.endswith(f" {noun}") and label[:-len(noun) - 1] in spec.verb_names:
+                verb = reversed_label(label[:-len(noun) - 1], spec.verb_names)[0]
+                return f"{verb} {noun}" if verb else None
+        return None
 
     def true_label(self, reverse: bool) -> str | None:
         if self.clip is None:

@@ -20,6 +20,7 @@ from app.loaders import (ClipChoice, LoadedModel, attach_bundle, bundle_clip, fi
 from app.settings import (DEFAULT_A, DEFAULT_B, checkpoint_dir, clip_path, data_root, device,
                           list_checkpoints, max_upload_bytes, model_path, user_file)
 from app.ui import internal_error_text
+from hfnet_core.analysis.task_view import has_action_view
 from hfnet_core.errors import HfnetError
 
 __all__ = ["render_sidebar", "models_ui", "clip_ui"]
@@ -160,11 +161,17 @@ def _task_ui(a: LoadedModel | None, b: LoadedModel | None) -> tuple[LoadedModel 
         if m is None or m.spec is None:
             out.append(m)
             continue
+        mine = task
+        if task == "action" and not has_action_view(m.spec):
+            mine = "verb"
+            sb.caption(f"Model {m.slot} has no action classifier and {m.spec.num_verbs} × {m.spec.num_nouns} "
+                       "verb-noun pairs, too many to show as classes: its verbs are shown (Clip lab still "
+                       "ranks its actions).")
         try:
-            out.append(shown_task(m, task))
+            out.append(shown_task(m, mine))
         except HfnetError as e:
             sb.warning(f"Model {m.slot}: {e} Its eval bundle is not used.")
-            out.append(dataclasses.replace(m, bundle=None, bundle_path=None, task=task))
+            out.append(dataclasses.replace(m, bundle=None, bundle_path=None, task=mine))
     return out[0], out[1]
 
 
@@ -269,7 +276,7 @@ def _root_ui() -> ClipChoice | None:
 
 def _opened_ui(models: list[LoadedModel]) -> ClipChoice | None:
     req = S.choice("bundle_clip")
-    key = (req["clip_id"], req.get("path"), tuple(m.key for m in models))
+    key = (req["clip_id"], req.get("path"), tuple((m.key, m.view_key) for m in models))  # a task's own label
     cached = st.session_state.get("_hf_opened_clip")
     if cached is None or cached[0] != key:
         cached = (key, bundle_clip(req["clip_id"], req.get("path"), models))

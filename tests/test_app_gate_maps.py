@@ -203,3 +203,7 @@ def test_hf_ecolite_gate_maps(tmp_path, monkeypatch):
     assert len(titled_spec(at, "How local")["data"][0]["y"]) == 2
     header = next(m for m in texts(at, "markdown") if "hf-header" in m)
     assert "HF-ECOLite, HF after 2 blocks" in header
+    at.switch_page("views/model_cards.py").run()
+    assert_ok(at)
+    card = " ".join(str(t.value) for t in at.table)
+    assert "none: the 3D part gives one clip feature (ECO)" in card and "after 3a, 3b" in card

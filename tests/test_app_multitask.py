@@ -70,6 +70,8 @@ def test_the_task_choice_is_shared_by_the_pages_and_the_url():
     assert choices(at)["task"] == "noun" and at.query_params.get("task") == "noun"
     raw = sel.a.task_source
     assert np.array_equal(sel.a.bundle.labels, raw.labels % len(SYNTH_NOUNS))
+    assert any("is shown as its **nouns**" in i for i in texts(at, "info")) and not texts(at, "error")  # Clip lab
+    assert "verb ✓" in texts(at, "caption") or "verb ✗" in texts(at, "caption")  # the sample names its motion
     at.switch_page("views/class_comparison.py").run()
     assert_ok(at)
     err = " ".join(texts(at, "error"))
@@ -134,3 +136,44 @@ def test_attributions_target_the_shown_task(monkeypatch):
         assert any("has no class 'ellipse'" in w for w in texts(at, "warning"))  # model B: a plain TSN
     finally:
         pool.shutdown(timeout=30)
+
+
+def test_a_bundle_whose_task_metadata_does_not_fit_is_set_aside(multitask_dir, tmp_path, monkeypatch):
+    """Same class names, but the bundle does not say which columns are verbs, nouns and actions: its labels
+    cannot be read, so the sidebar says so and the model is shown without it."""
+    from _app_fixtures import copy_demo_dir
+    from hfnet_core.eval_bundle import EvalBundle
+
+    d = copy_demo_dir(multitask_dir, tmp_path / "ckpt")
+    for f in d.glob("mt_hf_tsn_demo.test.proj-*.npz"):
+        f.unlink()
+    b = EvalBundle.load(d / "mt_hf_tsn_demo.test.npz")
+    b.metadata.pop("tasks")
+    b.save(d / "mt_hf_tsn_demo.test.npz")
+    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(d))
+    at = _with_multitask_a()
+    assert any("does not match the model's verbs, nouns and action classes" in w for w in texts(at, "warning"))
+    assert selection(at).a.bundle is None and selection(at).a.task == "verb"
+    at.switch_page("views/feature_space.py").run()
+    assert_ok(at)
+
+
+def test_the_backwards_truth_follows_the_task():
+    """Backwards, a noun stays the same object; an action's verb reverses and its noun stays."""
+    from types import SimpleNamespace
+
+    from app.selection import Selection
+    from hfnet_core.data.synthetic import synth_task_spec
+
+    spec = synth_task_spec()
+
+    def sel(task: str, label: str) -> Selection:
+        m = SimpleNamespace(spec=spec, task=task, class_names=[])
+        return Selection(m, None, SimpleNamespace(label_name=label), None, True, None, 0, "gradcam", "clip_lab")
+
+    assert sel("noun", "arrow").reversed_label == "arrow"
+    assert sel("noun", "Moving something from left to right").reversed_label == "Moving something from right to left"
+    assert sel("action", "Moving something from left to right arrow").reversed_label == \
+        "Moving something from right to left arrow"
+    assert sel("action", "Shaking something flag").reversed_label == "Shaking something flag"  # order-free
+    assert sel("action", "not an action").reversed_label is None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from _app_fixtures import demo_dir, operator_dir  # noqa: F401
+from _app_fixtures import demo_dir, multitask_dir, operator_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -353,6 +353,29 @@ def test_gate_maps_of_a_gsm_model(operator_dir, width, height):  # noqa: F811
             _no_exception(page)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / f"screen_{width}x{height}_gsm_failure.png"), full_page=True)
+            raise
+
+
+def test_clip_lab_of_a_multitask_model(multitask_dir):  # noqa: F811
+    """A multi-task model in slot A, shown as nouns from a link: its verb, noun and action top-5 render
+    beside the plain TSN's, nothing cut at 1280 px, and the sidebar offers the three tasks."""
+    with _streamlit(multitask_dir, "streamlit_multitask.log") as url, _browser(1280, 800) as page:
+        try:
+            _open(page, url + "/?a=mt_hf_tsn_demo.safetensors&task=noun")
+            main = page.get_by_test_id("stMain")
+            main.get_by_text("noun top-5 (the task the other pages show)").wait_for()
+            page.wait_for_function("document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot').length >= 4")
+            _wait_idle(page)
+            for words in ("verb top-5", "action top-5 · ranked by p(verb) × p(noun)"):
+                assert main.get_by_text(words).count() == 1
+            sidebar = page.get_by_test_id("stSidebar")
+            assert sidebar.get_by_text("Multi-task models show").count() == 1
+            for task in ("verb", "noun", "action"):
+                assert sidebar.get_by_text(task, exact=True).count() == 1
+            _fits(page, "screen_1280x800_multitask_clip_lab", 1280, 3000)
+            _no_exception(page)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "screen_multitask_failure.png"), full_page=True)
             raise
 
 

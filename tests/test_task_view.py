@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 from types import SimpleNamespace
 
 import numpy as np
@@ -163,3 +164,68 @@ def test_prediction_export_names_the_task_and_keeps_all_three():
     assert m["task"] == "noun" and set(m["tasks"]) == {"verb", "noun", "action"}
     assert m["top1"] == noun.top5_names[0] and m["correct"] == (noun.top5_names[0] == "n2")
     assert len(m["logits"]) == N and m["top_k"][0]["logit"] == pytest.approx(float(noun.logits.max()))
+
+
+def test_no_action_classifier_lists_every_pair_up_to_the_cap():
+    small = TaskSpec(("a", "b"), ("x", "y", "z"))
+    assert np.array_equal(tv.listed_actions(small), np.arange(6)) and tv.has_action_view(small)
+    assert tv.UNLISTED not in tv.view_class_names(small, "action")
+    epic = TaskSpec(tuple(f"v{i}" for i in range(125)), tuple(f"n{i}" for i in range(352)))  # EPIC-55, no action head
+    assert tv.listed_actions(epic) is None and not tv.has_action_view(epic)
+    with pytest.raises(ValueError):
+        tv.view_class_names(epic, "action")
+    b = EvalBundle(["c"], ["c"], np.array([352 * 3 + 7]), np.zeros((1, 477), np.float32), np.zeros((1, 2), np.float32),
+                   epic.class_names(), {"tasks": epic.bundle_metadata()})
+    with pytest.raises(BundleError, match="no action classifier"):
+        tv.task_view(b, "action")
+    assert tv.task_view(b, "verb").labels[0] == 3 and tv.task_view(b, "noun").labels[0] == 7
+
+
+def test_projections_of_a_multitask_bundle_group_by_verb(tmp_path):
+    """Action ids reach verb x noun (1,499 here), far past the bundle's V + N columns: projections group by
+    the decoded verbs instead (class centroids, silhouette) and say so."""
+    from hfnet_core.analysis.precompute import project_bundle
+    from hfnet_core.analysis.projection_store import ProjectionSpec
+
+    spec = TaskSpec(tuple(f"v{i}" for i in range(5)), tuple(f"n{i}" for i in range(300)))
+    rng = np.random.default_rng(0)
+    m = 60
+    labels = rng.integers(0, 5, m) * 300 + rng.integers(0, 300, m)
+    labels[0] = 5 * 300 + 9  # out of range: unknown
+    feats = rng.normal(size=(m, 8)).astype(np.float32) + labels[:, None] // 300
+    b = EvalBundle([f"c{i}" for i in range(m)], [""] * m, labels, rng.normal(size=(m, 305)).astype(np.float32),
+                   feats, spec.class_names(), {"tasks": spec.bundle_metadata()})
+    y, k, what = tv.grouping_labels(b)
+    assert k == 5 and what == "verb" and y[0] == -1 and np.array_equal(y[1:], labels[1:] // 300)
+    b.save(tmp_path / "mt.test.npz")
+    done = project_bundle(tmp_path / "mt.test.npz", ProjectionSpec(), methods=("pca",), parallel=False)
+    assert done.set.info["grouped_by"] == "verb" and done.set.centroids["pca"].shape == (5, 2)
+    assert done.set.silhouette is not None
+
+
+def test_column_prob_is_the_softmax_within_the_columns_task():
+    spec = _spec()
+    pred = _clip_prediction(spec, 2)
+    noun = pred.for_task(spec, "noun")
+    raw = pred.logits.astype(np.float64)
+    for column, (lo, hi) in ((1, (0, V)), (V + 2, (V, V + N)), (V + N + 3, (V + N, spec.num_outputs))):
+        z = np.exp(raw[lo:hi] - raw[lo:hi].max())
+        assert noun.column_prob(spec, column) == pytest.approx(z[column - lo] / z.sum(), rel=1e-5)
+    assert pred.column_prob(None, 5) == pytest.approx(float(pred.probs[5]))
+    assert noun.for_task(spec, "verb").class_names == list(_spec().verb_names)  # a view of a view
+
+
+def test_a_task_view_exports_as_numpy_with_its_own_class_list():
+    from hfnet_core.analysis import exports
+
+    spec = _spec()
+    pred = _clip_prediction(spec, 3)
+    ckpt = SimpleNamespace(config=None, class_names=spec.class_names(), sha256="x", path="mt.safetensors")
+    for task in tv.TASKS:
+        view = pred.for_task(spec, task)
+        info = exports.model_info(ckpt, "A", view.class_names, task)
+        assert info["task"] == task and info["class_names"] == view.class_names
+        recs = [exports.prediction_record("clip", {"A": view})]
+        with np.load(io.BytesIO(exports.predictions_npz(recs, [info], {}))) as z:
+            logits = [z[k] for k in z.files if "logits" in k]
+            assert logits and logits[0].shape[-1] == len(view.class_names)

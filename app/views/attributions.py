@@ -31,6 +31,7 @@ from app.ui import guard, need_clip, need_models, page_title
 from hfnet_core.analysis import attribution_jobs as aj
 from hfnet_core.analysis import attributions as attr
 from hfnet_core.analysis.jobs import JobStatus
+from hfnet_core.analysis.task_view import listed_actions
 
 PAGE = "attributions"
 METHODS = {"gradcam": "Grad-CAM", "ig": "Integrated Gradients", "saliency": "Saliency"}
@@ -111,21 +112,11 @@ def _target(m, pred, reverse: bool) -> tuple[int, str]:
     as its shown task (sidebar): the column of that task's class (an action: its action classifier's)."""
     index, how = _target_class(m, pred, reverse)
     column = pred.output_column(index)
-    if column < 0:  # the best pair is one the action classifier has no class for: explain its verb
-        verb = int(pred.tasks["action"].indices[0]) // m.spec.num_nouns
-        return verb, f"{how}: the verb of a pair with no action class"
+    if column < 0:  # an action with no action-classifier column: explain the score of its verb
+        listed = listed_actions(m.spec)
+        pair = int(listed[index]) if index < len(listed) else int(pred.tasks["action"].indices[0])  # UNLISTED: top-1
+        return pair // m.spec.num_nouns, f"{how}: its verb (no action classifier column)"
     return column, how
-
-
-def _target_prob(pred, column: int) -> float:
-    """The shown probability of the class an output column scores (a multi-task model: within its task)."""
-    if pred.output_columns is None:
-        return float(pred.probs[column])
-    hit = np.flatnonzero(np.asarray(pred.output_columns) == column)
-    if len(hit):
-        return float(pred.probs[int(hit[0])])
-    verb = pred.tasks["verb"]
-    return float(verb.probs[verb.indices.index(column)]) if column in verb.indices else float("nan")
 
 
 def _target_class(m, pred, reverse: bool) -> tuple[int, str]:
@@ -171,7 +162,7 @@ for n, m in enumerate(models):
             break
         target, how = _target(m, pred, rev)
         digest = aj.clip_hash(x)
-        prob = _target_prob(pred, target)
+        prob = pred.column_prob(m.spec, target)
         requests.append(Request(m, rev, np.asarray(idx), np.asarray(view), x, target, how, ckpt.class_names[target],
                                 prob, pred, layer, digest,
                                 aj.attribution_key(ckpt.sha256, digest, JOB_METHODS[method], target, steps, layer)))

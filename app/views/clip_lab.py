@@ -96,8 +96,10 @@ def _task_truths(m: LoadedModel, truth: str | None, reverse: bool) -> dict[str, 
         verb, noun = spec.verb_names[v], spec.noun_names[n]
         if reverse:
             verb = reversed_label(verb, spec.verb_names)[0]
-    elif m.task == "verb" and truth in spec.verb_names:
+    elif truth in spec.verb_names:
         verb = truth  # already the reversed pair's when reverse (the page passes the backwards truth)
+    elif truth in spec.noun_names:
+        noun = truth
     action = f"{verb} {noun}" if verb and noun else None
     return {"verb": verb, "noun": noun, "action": action}
 
@@ -126,6 +128,12 @@ def _task_tops(m: LoadedModel, p: ClipPrediction, truths: dict[str, str | None],
 def _class_list_warning() -> None:
     a, b = sel.a, sel.b
     if a is None or b is None or sel.comparable:
+        return
+    multi = [m for m in (a, b) if m.task]
+    if len(multi) == 1:  # a multi-task model shown as another task than the plain model's classes
+        st.info(f"{multi[0].label} is shown as its **{multi[0].task}s**, which the other model does not predict. "
+                "Choose *verb* under *Multi-task models show* in the sidebar to compare the two (at SynthSomething "
+                "the verbs are the motions). Each model's own answer is shown below.", icon=":material/info:")
         return
     same_count = len(a.class_names) == len(b.class_names)
     error_box(f"Models A and B have different class lists ({len(a.class_names)} vs {len(b.class_names)} classes"

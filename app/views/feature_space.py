@@ -256,9 +256,10 @@ def _plots_and_selection() -> None:
             if sil:
                 how = "exact" if sil.get("exact") else \
                     f"on a class-stratified sample of {sil['n']:,} of {sil['of']:,} clips"
-                st.caption(f"Class separation of the pooled features (silhouette by true class over the "
+                by = str(sets[m.slot].info.get("grouped_by") or "class")  # a multi-task bundle: its verbs
+                st.caption(f"Class separation of the pooled features (silhouette by true {by} over the "
                            f"{sets[m.slot].n:,} projected clips, full feature space, {how}): **{sil['value']:.3f}**; "
-                           "higher = tighter, better separated classes.")
+                           f"higher = tighter, better separated {'classes' if by == 'class' else by + 's'}.")
 
     first = points[ready[0].slot]
     rows = selected_rows_table(first, selected)

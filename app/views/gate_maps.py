@@ -115,7 +115,7 @@ def _operator_files(ops: dict[str, Any], rows: list[dict[str, Any]], direction: 
     from hfnet_core.analysis.exports import model_info
 
     clip_name, _, s = figure_context(sel, {"direction": direction})
-    info = model_info(model.checkpoint, model.label)
+    info = model_info(model.checkpoint, model.label, model.class_names, model.task)
     base = slug(f"{kind}_maps_{model.name}_{clip_name}" + ("_backwards" if direction == "backwards" else ""))
     what = "Backwards: " if direction == "backwards" else ""
     return [(f"{what}Per-site summary (CSV)", lambda: om.operator_summary_csv(rows, clip_name, info, s),

@@ -187,6 +187,7 @@ def _card(m: LoadedModel) -> None:
         "backbone": f"{cfg.backbone} (width ×{cfg.width_mult:g})",
         "scale beside Table I": scale_vs_paper(m.checkpoint),
         "consensus": {"avg": "TSN average", "trn": "TRN multi-scale relation", "gru": "GRU over the frames",
+                      "identity": "none: the 3D part gives one clip feature (ECO)",
                       "multitask": "TSN average, verb / noun / action classifiers"}.get(cfg.consensus, cfg.consensus),
         "frames per clip": cfg.num_segments,
         "input": f"{cfg.input_size}×{cfg.input_size} px",
@@ -245,6 +246,8 @@ def _card(m: LoadedModel) -> None:
         st.markdown(f"**Eval bundle** `{m.bundle_path}`: {len(b.clip_ids)} clips"
                     + (f", top-1 {m.task + ' ' if m.task else ''}accuracy **{b.accuracy:.1%}** on {known} "
                        "labelled clips" if known else "")
+                    + (f" ({b.metadata['unlisted_true']} clips whose true pair has no action class are left out "
+                       "here; the EPIC table above counts them)" if b.metadata.get("unlisted_true") else "")
                     + (f" ({b.metadata.get('dataset')}, {b.metadata.get('split')})" if b.metadata.get("dataset") else ""))
     else:
         st.caption("No eval bundle next to this checkpoint (`<name>.test.npz`).")

@@ -40,6 +40,7 @@ import numpy as np
 
 from hfnet_core.analysis.jobs import JobCancelled
 from hfnet_core.analysis.projection_store import METHODS, ProjectionSet, ProjectionSpec
+from hfnet_core.analysis.task_view import grouping_labels
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -516,7 +517,8 @@ def spec_for(method: str, seed: int = 0, params: dict[str, Any] | None = None) -
 
 def base_set(bundle: Any, rows: np.ndarray, spec: ProjectionSpec) -> ProjectionSet:
     """A set with PCA, neighbours and silhouette but no map (what a stored map is added to)."""
-    return compute_set(bundle.features[rows], bundle.labels[rows], len(bundle.class_names), spec, [], rows)
+    y, k, _ = grouping_labels(bundle)
+    return compute_set(bundle.features[rows], y[rows], k, spec, [], rows)
 
 
 def store_coords(bundle_path: str | os.PathLike[str], coords: np.ndarray, method: str, spec: ProjectionSpec,
@@ -538,7 +540,8 @@ def store_coords(bundle_path: str | os.PathLike[str], coords: np.ndarray, method
         ps.info.update(bundle_sha256=store.bundle_sha256(bundle_path), bundle=Path(bundle_path).name,
                        subset=store.subset_digest(clip_ids))
     ps.coords[method] = coords
-    ps.centroids[method] = class_centroids(coords, bundle.labels[rows], len(bundle.class_names))
+    y, k, _ = grouping_labels(bundle)
+    ps.centroids[method] = class_centroids(coords, y[rows], k)
     ps.info.setdefault("methods", {})[method] = {"note": "stored by store_projection"}
     return store.save_set(bundle_path, ps, spec, clip_ids)
 

@@ -65,25 +65,31 @@ EXPORT_FORMAT_VERSION = 1
 
 # --- provenance ---------------------------------------------------------------------------------------
 
-def model_info(checkpoint: Any, name: str | None = None) -> dict[str, Any]:
+def model_info(checkpoint: Any, name: str | None = None, class_names: Sequence[str] | None = None,
+               task: str | None = None) -> dict[str, Any]:
     """What identifies a model in an export: display name, file, sha256, architecture, input and its
     class list (the order of every ``logits`` vector of its records).
 
     ``checkpoint`` is a ``LoadedCheckpoint`` (anything with ``config``, ``class_names``, ``sha256``,
-    ``path``); ``name`` defaults to the file's stem.
+    ``path``); ``name`` defaults to the file's stem. A multi-task model's predictions exported as one task
+    (``ClipPrediction.for_task``) give that ``task`` and its ``class_names``.
     """
     cfg = getattr(checkpoint, "config", None)
     path = str(getattr(checkpoint, "path", "") or "")
-    return {
+    names = list(class_names) if class_names is not None else list(getattr(checkpoint, "class_names", []) or [])
+    info = {
         "name": name or (Path(path).stem if path else getattr(cfg, "name", "") or "model"),
         "file": Path(path).name if path else "",
         "sha256": str(getattr(checkpoint, "sha256", "") or ""),
         "architecture": str(getattr(cfg, "name", "") or getattr(cfg, "backbone", "")),
         "num_segments": int(getattr(cfg, "num_segments", 0) or 0),
         "input_size": int(getattr(cfg, "input_size", 0) or 0),
-        "num_classes": len(getattr(checkpoint, "class_names", []) or []),
-        "class_names": [str(c) for c in getattr(checkpoint, "class_names", []) or []],
+        "num_classes": len(names),
+        "class_names": [str(c) for c in names],
     }
+    if task:
+        info["task"] = task
+    return info
 
 
 def _model_names(models: Sequence[Any]) -> list[str]:

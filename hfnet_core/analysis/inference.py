@@ -58,6 +58,8 @@ class ClipPrediction:
     #: its classes (-1: none, the action view's unlisted pairs); None = one column per class
     task: str | None = None
     output_columns: np.ndarray | None = None
+    #: set by ``for_task``: the model's whole output (``logits`` is then the task's scores)
+    output_logits: np.ndarray | None = None
 
     @property
     def top1(self) -> str:
@@ -70,16 +72,31 @@ class ClipPrediction:
             return int(class_index)
         return int(self.output_columns[int(class_index)])
 
+    def column_prob(self, spec: TaskSpec | None, column: int) -> float:
+        """The probability of the class an output column scores: softmax within its task (verb, noun or
+        action classifier) for a multi-task output, else over all classes."""
+        if spec is None or self.output_logits is None:
+            return float(self.probs[int(column)])
+        v, n = spec.num_verbs, spec.num_nouns
+        lo, hi = (0, v) if column < v else (v, v + n) if column < v + n else (v + n, spec.num_outputs)
+        z = np.asarray(self.output_logits[lo:hi], np.float64)
+        p = np.exp(z - z.max())
+        return float(p[int(column) - lo] / p.sum())
+
     def for_task(self, spec: TaskSpec, task: str) -> "ClipPrediction":
         """A multi-task prediction as one task's prediction (the explorer's task view, ``task_view.py``):
         ``class_names`` / ``logits`` / ``probs`` / ``top5_*`` of the verbs, the nouns or the actions (listed
-        pairs + ``UNLISTED``, scored log p(verb) + log p(noun); top-5 over every pair). ``tasks`` keeps
-        all three."""
-        from .task_view import UNLISTED, action_view_scores
+        pairs + ``UNLISTED``, scored log p(verb) + log p(noun)). The action's ``probs`` are p(verb) p(noun),
+        not renormalised over the listed pairs, and its top-5 runs over every pair, as the challenge ranks
+        them: ``top5_names`` name the pairs, ``top5_indices`` their class (``UNLISTED`` for any pair the
+        action classifier does not list). ``tasks`` keeps all three; ``output_logits`` the whole output.
+        Raises ``ValueError`` for an action view the model cannot have (``task_view.listed_actions``)."""
+        from .task_view import UNLISTED, action_view_scores, listed_actions
 
         if not self.tasks:
             return self
-        parts = spec.split(np.asarray(self.logits, np.float64)[None])
+        raw = self.output_logits if self.output_logits is not None else self.logits  # a view of a view: the same
+        parts = spec.split(np.asarray(raw, np.float64)[None])
         v, n = spec.num_verbs, spec.num_nouns
         top = self.tasks[task]
         if task in ("verb", "noun"):
@@ -90,7 +107,9 @@ class ClipPrediction:
             columns = np.arange(len(names)) + (0 if task == "verb" else v)
             indices = list(top.indices)
         else:
-            listed = np.asarray(spec.actions if spec.actions else range(v * n), np.int64)
+            listed = listed_actions(spec)
+            if listed is None:
+                raise ValueError(f"no action view: {v} verbs x {n} nouns and no action classifier")
             with_unlisted = len(listed) < v * n
             scores = action_view_scores(parts["verb"], parts["noun"], listed, with_unlisted)[0].astype(np.float64)
             probs = np.exp(scores)
@@ -102,7 +121,8 @@ class ClipPrediction:
             indices = [position.get(int(a), len(names) - 1) for a in top.indices]
         return ClipPrediction(names, np.asarray(scores, np.float32), probs.astype(np.float32), indices,
                               list(top.names), list(top.probs), self.gates, self.pooled_features,
-                              self.frame_features, self.operator_maps, self.tasks, task, columns)
+                              self.frame_features, self.operator_maps, self.tasks, task, columns,
+                              np.asarray(raw, np.float32))
 
 
 def run_clip(checkpoint: Any, x: torch.Tensor, k: int = 5) -> ClipPrediction:

@@ -31,6 +31,7 @@ from hfnet_core.analysis.embeddings import (  # noqa: F401 (re-exported: the for
     store_coords)
 from hfnet_core.analysis.jobs import JobContext, JobPool, JobStatus, shared_pool
 from hfnet_core.analysis.projection_store import METHODS, ProjectionSet, ProjectionSpec
+from hfnet_core.analysis.task_view import grouping_labels
 from hfnet_core.eval_bundle import EvalBundle
 from hfnet_core.errors import BundleError
 
@@ -86,10 +87,11 @@ def project_bundle(bundle_path: str | os.PathLike[str], spec: ProjectionSpec | N
         return ProjectedSet(str(bundle_path), subset, path, [], 0.0, existing)
     t0 = time.perf_counter()
     todo = [m for m in methods if existing is None or not existing.has(m)]
-    ps = compute_set(bundle.features[rows], bundle.labels[rows], len(bundle.class_names), spec, methods, rows,
+    labels, num_classes, grouped_by = grouping_labels(bundle)  # a multi-task bundle: by verb
+    ps = compute_set(bundle.features[rows], labels[rows], num_classes, spec, methods, rows,
                      existing, progress, cancel, parallel)
     ps.info.update(bundle_sha256=store.bundle_sha256(bundle_path), bundle=Path(bundle_path).name,
-                   subset=store.subset_digest(clip_ids), subset_label=subset)
+                   subset=store.subset_digest(clip_ids), subset_label=subset, grouped_by=grouped_by)
     path = store.save_set(bundle_path, ps, spec, clip_ids)
     return ProjectedSet(str(bundle_path), subset, path, todo, time.perf_counter() - t0, ps)
 

@@ -8,7 +8,8 @@ one task here, once, and every page keeps working unchanged:
 * **verb** / **noun** - labels = the clip's verb (noun) class, logits = the verb (noun) scores, class names
   = the verb (noun) names. At SynthSomething the verbs are the 16 motions, spelled as the single-task
   classes, so a multi-task model's verb view compares clip by clip with a plain TSN.
-* **action** - one class per listed action (the action classifier's classes: the pairs seen in training),
+* **action** - one class per listed action (the action classifier's classes: the pairs seen in training;
+  a model without one lists every pair, up to ``MAX_ACTION_CLASSES``, and has no action view beyond),
   scored as the challenge ranks actions: ``log p(verb) + log p(noun)`` (``metrics_epic.py``). When the
   listed actions do not cover every (verb, noun) pair, one more class, ``UNLISTED``, scores the best
   unlisted pair, so the view's top-1 is the challenge's top-1 exactly (a clip whose best pair is unlisted
@@ -27,13 +28,31 @@ from hfnet_core.errors import BundleError, HfnetError
 from hfnet_core.eval_bundle import EvalBundle
 from hfnet_core.multitask import TASKS, TaskSpec
 
-__all__ = ["TASKS", "UNLISTED", "task_view", "view_class_names", "action_view_scores"]
+__all__ = ["MAX_ACTION_CLASSES", "TASKS", "UNLISTED", "action_view_scores", "grouping_labels", "has_action_view",
+           "listed_actions", "task_view", "view_class_names"]
 
 #: The action view's extra class: the best-scoring (verb, noun) pair outside the listed actions.
 UNLISTED = "(an unlisted verb-noun pair)"
 
-#: Clips per chunk when scoring every (verb, noun) pair: 512 x 44,000 pairs (EPIC-55) x 4 B = 90 MB.
-_CHUNK = 512
+#: Clips per chunk when scoring every (verb, noun) pair: 256 x 44,000 pairs (EPIC-55) x 4 B = 45 MB.
+_CHUNK = 256
+
+#: The most classes an action view may have. A model without an action classifier would otherwise get
+#: one class per verb x noun pair: 44,000 at EPIC-55, a 44,000² confusion matrix in Class comparison.
+MAX_ACTION_CLASSES = 5000
+
+
+def listed_actions(spec: TaskSpec) -> np.ndarray | None:
+    """The action ids the action view has a class for: the action classifier's, else every pair when
+    there are at most ``MAX_ACTION_CLASSES``; None when the view would be larger (no action view)."""
+    if spec.actions:
+        return np.asarray(spec.actions, np.int64)
+    pairs = spec.num_verbs * spec.num_nouns
+    return np.arange(pairs, dtype=np.int64) if pairs <= MAX_ACTION_CLASSES else None
+
+
+def has_action_view(spec: TaskSpec) -> bool:
+    return listed_actions(spec) is not None
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -56,10 +75,28 @@ def action_view_scores(verb_scores: np.ndarray, noun_scores: np.ndarray, actions
         hi = min(m, lo + _CHUNK)
         lv, ln = _log_softmax(verb_scores[lo:hi]), _log_softmax(noun_scores[lo:hi])
         out[lo:hi, :len(actions)] = lv[:, actions // nn_] + ln[:, actions % nn_]
-        if with_unlisted:
-            joint = (lv[:, :, None] + ln[:, None, :]).reshape(hi - lo, -1)
-            out[lo:hi, -1] = joint[:, unlisted].max(axis=1)
+        if with_unlisted:  # the best pair outside the list: listed pairs masked in place (no copy)
+            joint = (lv.astype(np.float32)[:, :, None] + ln.astype(np.float32)[:, None, :]).reshape(hi - lo, -1)
+            joint[:, ~unlisted] = -np.inf
+            out[lo:hi, -1] = joint.max(axis=1)
     return out
+
+
+def grouping_labels(bundle: EvalBundle) -> tuple[np.ndarray, int, str]:
+    """(labels, number of classes, what they are) that a bundle's projections group clips by (class
+    centroids, silhouette): the classes of a single-task bundle, the verbs of a multi-task one (its labels
+    are action ids, up to 44,000 at EPIC-55). Labels outside the classes count as unknown (-1)."""
+    try:
+        spec = TaskSpec.from_bundle(bundle)
+    except (KeyError, TypeError, ValueError, HfnetError):
+        spec = None
+    y = np.asarray(bundle.labels, np.int64)
+    if spec is not None:
+        k, what = spec.num_verbs, "verb"
+        y = np.where((y >= 0) & (y < spec.num_verbs * spec.num_nouns), y // spec.num_nouns, -1)
+    else:
+        k, what = len(bundle.class_names), "class"
+    return np.where((y >= 0) & (y < k), y, -1), k, what
 
 
 def view_class_names(spec: TaskSpec, task: str) -> list[str]:
@@ -68,7 +105,10 @@ def view_class_names(spec: TaskSpec, task: str) -> list[str]:
         return list(spec.verb_names)
     if task == "noun":
         return list(spec.noun_names)
-    listed = spec.actions if spec.actions else range(spec.num_verbs * spec.num_nouns)
+    listed = listed_actions(spec)
+    if listed is None:
+        raise ValueError(f"{spec.num_verbs} verbs x {spec.num_nouns} nouns and no action classifier: an action "
+                         f"view would have over {MAX_ACTION_CLASSES} classes")
     names = [spec.action_name(int(a)) for a in listed]
     return names + ([UNLISTED] if len(names) < spec.num_verbs * spec.num_nouns else [])
 
@@ -99,7 +139,12 @@ def task_view(bundle: EvalBundle, task: str) -> EvalBundle:
         logits = np.ascontiguousarray(parts[task], dtype=np.float32)
         names = list(spec.verb_names if task == "verb" else spec.noun_names)
     else:
-        listed = np.asarray(spec.actions if spec.actions else range(spec.num_verbs * spec.num_nouns), np.int64)
+        listed = listed_actions(spec)
+        if listed is None:
+            raise BundleError(f"its model has {spec.num_verbs} verbs x {spec.num_nouns} nouns and no action "
+                              f"classifier: an action view would have over {MAX_ACTION_CLASSES} classes. Look "
+                              "at its verbs or nouns; the challenge's action metrics are in `hfnet eval`'s "
+                              "report.")
         with_unlisted = len(listed) < spec.num_verbs * spec.num_nouns
         logits = action_view_scores(parts["verb"], parts["noun"], listed, with_unlisted)
         names = view_class_names(spec, "action")
