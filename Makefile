@@ -41,10 +41,13 @@ demo-checkpoints: $(STAMP)
 	$(PY) -m hfnet_core.cli train-demo --out checkpoints
 	$(PY) -m hfnet_core.analysis.precompute checkpoints/hf_tsn_demo.test.npz checkpoints/tsn_demo.test.npz --prune
 
-# TSM and GSM on the demo pair's recipe and budget (the temporal zoo; resumable, runs/zoo/work)
+# TSM and GSM, and the multi-task TSN / HF-TSN (verb / noun / action, Table III), on the demo pair's
+# recipe and budget (resumable, runs/zoo/work)
 zoo-checkpoints: $(STAMP)
-	$(PY) -m hfnet_core.cli train-demo --models tsm,gsm --out checkpoints --work runs/zoo/work
+	$(PY) -m hfnet_core.cli train-demo --models tsm,gsm,mt,hf_mt --out checkpoints --work runs/zoo/work \
+		--table3 benchmarks/results/table3_synth.json
 	$(PY) -m hfnet_core.analysis.precompute checkpoints/tsm_demo.test.npz checkpoints/gsm_demo.test.npz --no-pairs
+	$(PY) -m hfnet_core.analysis.precompute checkpoints/mt_hf_tsn_demo.test.npz checkpoints/mt_tsn_demo.test.npz
 
 clean-venv:
 	rm -rf $(VENV)

@@ -184,26 +184,3 @@ def test_two_hf_models_can_be_picked():
     assert_ok(at)
     assert any(m.startswith("**B · hf_tsn_demo** on") for m in texts(at, "markdown"))
     assert at.query_params["gate"] == "B"
-
-
-def test_hf_ecolite_gate_maps(tmp_path, monkeypatch):
-    """HF-ECOLite: HF inside its 2D part (after 3a and 3b); the player, the layer pills and the locality
-    chart cover those two layers; the model card names it."""
-    from _app_fixtures import make_model
-    from hfnet_core.checkpoint import save_checkpoint
-    from hfnet_core.data.synthetic import SYNTH_CLASSES
-
-    save_checkpoint(tmp_path / "hf_eco_lite_demo.safetensors", make_model("hf_eco_lite_demo", 3),
-                    list(SYNTH_CLASSES), training={"note": "random init"})
-    monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(tmp_path))
-    at = _gate_page(a="hf_eco_lite_demo.safetensors", b="none")
-    assert any(m.startswith("**A · hf_eco_lite_demo** on") for m in texts(at, "markdown"))
-    assert len(player_spec(at)["frames"]) == PAIRS
-    assert list(at.button_group[0].options) == ["3a", "3b"]
-    assert len(titled_spec(at, "How local")["data"][0]["y"]) == 2
-    header = next(m for m in texts(at, "markdown") if "hf-header" in m)
-    assert "HF-ECOLite, HF after 2 blocks" in header
-    at.switch_page("views/model_cards.py").run()
-    assert_ok(at)
-    card = " ".join(str(t.value) for t in at.table)
-    assert "none: the 3D part gives one clip feature (ECO)" in card and "after 3a, 3b" in card

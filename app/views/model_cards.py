@@ -178,6 +178,16 @@ def _tasks_section(m: LoadedModel) -> None:
                       "(no training counts recorded: every class present in the bundle)."))
 
 
+def _consensus_words(cfg: Any) -> str:
+    """How the model joins its frames, with the head's own size where it has one."""
+    args = cfg.consensus_args or {}
+    words = {"avg": "TSN average", "trn": "TRN multi-scale relation",
+             "gru": f"GRU over the frames (hidden size {args.get('hidden_size', '?')}), its last state → classifier",
+             "identity": "none: the 3D part gives one clip feature (ECO)",
+             "multitask": "TSN average, verb / noun / action classifiers"}
+    return words.get(str(cfg.consensus), str(cfg.consensus))
+
+
 def _card(m: LoadedModel) -> None:
     ck = m.checkpoint
     cfg = ck.config
@@ -186,9 +196,7 @@ def _card(m: LoadedModel) -> None:
     arch = {
         "backbone": f"{cfg.backbone} (width ×{cfg.width_mult:g})",
         "scale beside Table I": scale_vs_paper(m.checkpoint),
-        "consensus": {"avg": "TSN average", "trn": "TRN multi-scale relation", "gru": "GRU over the frames",
-                      "identity": "none: the 3D part gives one clip feature (ECO)",
-                      "multitask": "TSN average, verb / noun / action classifiers"}.get(cfg.consensus, cfg.consensus),
+        "consensus": _consensus_words(cfg),
         "frames per clip": cfg.num_segments,
         "input": f"{cfg.input_size}×{cfg.input_size} px",
         "classes": f"{len(ck.class_names)}" + ("" if m.names_source == "checkpoint"

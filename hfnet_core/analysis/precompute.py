@@ -31,7 +31,7 @@ from hfnet_core.analysis.embeddings import (  # noqa: F401 (re-exported: the for
     store_coords)
 from hfnet_core.analysis.jobs import JobContext, JobPool, JobStatus, shared_pool
 from hfnet_core.analysis.projection_store import METHODS, ProjectionSet, ProjectionSpec
-from hfnet_core.analysis.task_view import grouping_labels
+from hfnet_core.analysis.task_view import grouping_labels, task_view
 from hfnet_core.eval_bundle import EvalBundle
 from hfnet_core.errors import BundleError
 
@@ -98,13 +98,14 @@ def project_bundle(bundle_path: str | os.PathLike[str], spec: ProjectionSpec | N
 
 def improved_subsets(bundle_paths: Sequence[str | Path], top_k: int = 10) -> list[tuple[str, str, list[str]]]:
     """(bundle, label, clip ids) for the top-``top_k`` most-improved classes of every ordered pair that
-    shares a class list, in both bundles of the pair (the paper's Fig. 3b/c subsets)."""
+    shares a class list, in both bundles of the pair (the paper's Fig. 3b/c subsets). Multi-task bundles
+    are compared by their verbs, the explorer's default task for them."""
     from hfnet_core.analysis.comparison import ClassListMismatch, improved_clip_ids
 
     paths = [str(p) for p in bundle_paths]
     if len(paths) < 2:
         return []
-    bundles = {p: EvalBundle.load(p, mmap=True) for p in paths}
+    bundles = {p: task_view(EvalBundle.load(p, mmap=True), "verb") for p in paths}
     out = []
     for pa, pb in itertools.permutations(paths, 2):
         try:
