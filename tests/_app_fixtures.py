@@ -200,6 +200,16 @@ def new_app(timeout: float = 180) -> "AppTest":  # noqa: F821
     return at
 
 
+def page_from_link(page: str, **query):
+    """The explorer opened from a link: ``query`` in the URL, then ``views/<page>.py``; checked for errors."""
+    at = new_app()
+    at.query_params.update(query)
+    at.run()
+    at.switch_page(f"views/{page}.py").run()
+    assert_ok(at)
+    return at
+
+
 def selection(at):
     """The run's resolved ``app.selection.Selection``."""
     return at.session_state["_hf_selection"]

@@ -6,20 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _app_fixtures import (app_env, assert_ok, choices, demo_dir, new_app, player_spec, plotly_array,  # noqa: F401
-                           plotly_specs, selection, texts, titled_spec)
+from _app_fixtures import (app_env, assert_ok, choices, demo_dir, new_app, page_from_link, player_spec,  # noqa: F401
+                           plotly_array, plotly_specs, selection, texts, titled_spec)
 
 pytestmark = pytest.mark.usefixtures("app_env")
 N_BLOCKS, PAIRS = 10, 7  # BNInception has 10 HF layers (3a..5b); 8 frames -> 7 pairs
 
 
 def _gate_page(**query):
-    at = new_app()
-    at.query_params.update(query)
-    at.run()
-    at.switch_page("views/gate_maps.py").run()
-    assert_ok(at)
-    return at
+    return page_from_link("gate_maps", **query)
 
 
 def test_default_page():

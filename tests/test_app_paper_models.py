@@ -3,7 +3,7 @@ model card, HF inside a GRU-consensus model."""
 
 from __future__ import annotations
 
-from _app_fixtures import assert_ok, make_model, new_app, player_spec, texts, titled_spec
+from _app_fixtures import assert_ok, make_model, page_from_link, player_spec, texts, titled_spec
 from hfnet_core.checkpoint import save_checkpoint
 from hfnet_core.data.synthetic import SYNTH_CLASSES
 
@@ -13,12 +13,7 @@ PAIRS = 7  # 8 frames -> 7 frame pairs
 def _gate_page(ckpt_dir, monkeypatch, **query):
     monkeypatch.setenv("HFNET_CHECKPOINT_DIR", str(ckpt_dir))
     monkeypatch.delenv("HFNET_DATA_ROOT", raising=False)
-    at = new_app()
-    at.query_params.update(query)
-    at.run()
-    at.switch_page("views/gate_maps.py").run()
-    assert_ok(at)
-    return at
+    return page_from_link("gate_maps", **query)
 
 
 def test_hf_ecolite_gate_maps(tmp_path, monkeypatch):
