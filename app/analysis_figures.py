@@ -46,6 +46,9 @@ class FeaturePoints:
     preds: dict[str, np.ndarray] = field(default_factory=dict)  # slot -> (M,) predicted class index
     confs: dict[str, np.ndarray] = field(default_factory=dict)  # slot -> (M,) probability of it
     pred_names: dict[str, list[str]] = field(default_factory=dict)  # slot -> that model's class names
+    #: slot -> (M,) true class index into that model's own class list (``pred_names[slot]``): what its
+    #: right / wrong marks use when the two models' class lists differ (``labels`` are the first model's)
+    own_labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -74,6 +77,7 @@ def feature_points(sources: dict[str, tuple[EvalBundle, np.ndarray, np.ndarray]]
         pts.preds[slot] = logits.argmax(axis=1) if len(brow) else np.zeros(0, dtype=np.int64)
         pts.confs[slot] = (softmax(logits).max(axis=1) if len(brow) else np.zeros(0)).astype(np.float32)
         pts.pred_names[slot] = list(bundle.class_names)
+        pts.own_labels[slot] = bundle.labels[brow] if len(brow) else np.zeros(0, dtype=np.int64)
         if n == 0:
             pts.labels = bundle.labels[brow]
             pts.paths = [bundle.paths[int(r)] for r in brow]

@@ -279,11 +279,11 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
         dimmed, drawn = drawn[~focus[drawn]], drawn[focus[drawn]]
         value = np.where(focus | (value == 2 * n), value, value + n).astype(np.int16)
     preds_all = np.asarray(pts.preds[slot])
-    names = [_literal(_short(c)) for c in pts.class_names]  # plotly renders a subset of HTML in hover text
     pred_names = [_literal(_short(c)) for c in pts.pred_names[slot]]
     ids = [_literal(c) for c in pts.clip_ids]
     slot_txt = _literal(slot)
-    wrong = (preds_all[drawn] != labels_all[drawn]) & (labels_all[drawn] >= 0)
+    own = np.asarray(pts.own_labels.get(slot, labels_all))  # this model's own truth (its class list)
+    wrong = (preds_all[drawn] != own[drawn]) & (own[drawn] >= 0)
     total = len(drawn) + len(dimmed)
     size = 7 if total <= 3000 else 5 if total <= 12000 else 4
     scale = dict(coloraxis="coloraxis", size=size, line=dict(width=0))  # one colour scale for every trace
@@ -296,8 +296,8 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
             hoverinfo="skip",
         ))
     if len(drawn):
-        lab, prd = labels_all[drawn].tolist(), preds_all[drawn].tolist()
-        hover = [f"{names[y]}<br>{slot_txt}: " + ("✓" if p == y else f"{pred_names[p]} ✗") if y >= 0
+        lab, prd = own[drawn].tolist(), preds_all[drawn].tolist()
+        hover = [f"{pred_names[y]}<br>{slot_txt}: " + ("✓" if p == y else f"{pred_names[p]} ✗") if y >= 0
                  else f"unknown<br>{slot_txt}: {pred_names[p]}" for y, p in zip(lab, prd)]
         traces.append(dict(
             type="scattergl", x=xy[drawn, 0], y=xy[drawn, 1], mode="markers", showlegend=False,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hfnet_core.multitask import TaskSpec
+
 __all__ = ["hf_blocks", "last_block", "operators", "operator_kinds", "hf_conservative", "temporal_summary",
            "matches_table_row", "matches_operator_row", "model_kind", "hf_summary", "scale_words", "scale_vs_paper",
            "PAPER_SCALE", "OPERATOR_NAMES", "operator_rows", "tsm_shift_divs", "tsm_channel_shares",
@@ -84,8 +86,10 @@ def scale_words(checkpoint: Any) -> str:
     cfg = checkpoint.config
     backbone = {"bninception": "BN-Inception"}.get(cfg.backbone, cfg.backbone)
     width = "" if float(cfg.width_mult) == 1.0 else f" ×{float(cfg.width_mult):g}"
-    return (f"{backbone}{width} · {cfg.input_size} px · {cfg.num_segments} frames · "
-            f"{len(checkpoint.class_names)} classes")
+    spec = TaskSpec.from_model(cfg, checkpoint.class_names)
+    classes = (f"{spec.num_verbs} verbs, {spec.num_nouns} nouns, {len(spec.actions)} actions" if spec is not None
+               else f"{len(checkpoint.class_names)} classes")
+    return f"{backbone}{width} · {cfg.input_size} px · {cfg.num_segments} frames · {classes}"
 
 
 #: The paper's Table I setting (Something-v1, BN-Inception): what "at the paper's scale" means.

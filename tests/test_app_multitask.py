@@ -177,3 +177,29 @@ def test_the_backwards_truth_follows_the_task():
         "Moving something from right to left arrow"
     assert sel("action", "Shaking something flag").reversed_label == "Shaking something flag"  # order-free
     assert sel("action", "not an action").reversed_label is None
+
+
+def test_a_plain_models_errors_do_not_follow_the_other_models_task():
+    """A plain TSN's ✗ marks in Feature space count its own mistakes, whatever task the multi-task model in
+    the other slot is shown as (the two class lists differ: the plots are drawn, not linked by class)."""
+    counts = {}
+    for task in ("verb", "noun", "action"):
+        at = _with_multitask_a(task)
+        at.switch_page("views/feature_space.py").run()
+        assert_ok(at)
+        b = selection(at).b.bundle
+        names = [t["name"] for s in plotly_specs(at) for t in s["data"] if str(t.get("name", "")).startswith("✗ B")]
+        assert names, "no ✗ trace for B"
+        counts[task] = names[0]
+        assert names[0] == f"✗ B is wrong ({int((b.predictions != b.labels).sum()):,})"
+    assert len(set(counts.values())) == 1
+
+
+def test_model_card_explains_the_action_classes_and_the_logged_numbers():
+    at = _with_multitask_a("action")
+    at.switch_page("views/model_cards.py").run()
+    assert_ok(at)
+    cells = [str(v) for t in at.table for v in t.value.to_numpy().ravel()]
+    assert f"82 classes + “{UNLISTED}” for the other 14 pairs" in cells  # 16 x 6 = 96 pairs
+    header = next(m for m in texts(at, "markdown") if "hf-header" in m)
+    assert "16 verbs, 6 nouns, 82 actions" in header

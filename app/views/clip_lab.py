@@ -119,7 +119,8 @@ def _task_tops(m: LoadedModel, p: ClipPrediction, truths: dict[str, str | None],
         shown = " (the task the other pages show)" if task == m.task else ""
         st.markdown(f"**{task}** top-5{shown}" + (" · ranked by p(verb) × p(noun)" if task == "action" else ""))
         view = SimpleNamespace(top5_names=top.names, top5_probs=top.probs)
-        show_figure(top5_figure(view, f"{task} top-5 of {m.label} · {way}", truths.get(task), color, height=190,
+        height = 250 if task == "action" else 190  # "<verb> <noun>" wraps to three lines
+        show_figure(top5_figure(view, f"{task} top-5 of {m.label} · {way}", truths.get(task), color, height=height,
                                 show_title=False),
                     f"top5_{m.slot}_{task}_{'bwd' if way == 'backwards' else 'fwd'}", sel,
                     {"clip played": way, "task": task}, menu_at=menu if n == 0 else None)

@@ -256,7 +256,8 @@ def _plots_and_selection() -> None:
             if sil:
                 how = "exact" if sil.get("exact") else \
                     f"on a class-stratified sample of {sil['n']:,} of {sil['of']:,} clips"
-                by = str(sets[m.slot].info.get("grouped_by") or "class")  # a multi-task bundle: its verbs
+                by = str(sets[m.slot].info.get("grouped_by") or "class")  # a multi-task bundle: its verbs,
+                # whatever task the sidebar shows (a projection's grouping is fixed when it is computed)
                 st.caption(f"Class separation of the pooled features (silhouette by true {by} over the "
                            f"{sets[m.slot].n:,} projected clips, full feature space, {how}): **{sil['value']:.3f}**; "
                            f"higher = tighter, better separated {'classes' if by == 'class' else by + 's'}.")

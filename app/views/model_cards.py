@@ -51,8 +51,9 @@ _RECIPE = (("optim", "lr", "learning rate"), ("optim", "schedule", "schedule"), 
            "gate learning-rate factor"), ("train", "batch_size", "batch size"), ("data", "dataset", "dataset"))
 
 
-def _training_summary(training: dict[str, Any], label: str) -> None:
-    """Key facts, last-epoch metrics, a training curve from ``history``, the rest in an expander."""
+def _training_summary(training: dict[str, Any], label: str, multitask: bool = False) -> None:
+    """Key facts, last-epoch metrics, a training curve from ``history``, the rest in an expander. A
+    multi-task model's logged top-1 / top-5 are its actions' (the training log's one number)."""
     facts: dict[str, Any] = {}
     if "epoch" in training or "epochs" in training:
         facts["epochs"] = f"{training.get('epoch', '?')} of {training.get('epochs', '?')}"
@@ -66,7 +67,8 @@ def _training_summary(training: dict[str, Any], label: str) -> None:
     metrics = training.get("metrics") if isinstance(training.get("metrics"), dict) else {}
     for k, v in metrics.items():
         if isinstance(v, (int, float)) and k != "epoch" and not k.endswith("time_s"):
-            facts[f"last epoch: {k}"] = round(v, 4) if isinstance(v, float) else v
+            what = " (action)" if multitask and ("top1" in k or "top5" in k) else ""
+            facts[f"last epoch: {k}{what}"] = round(v, 4) if isinstance(v, float) else v
     for k, v in training.items():
         if k not in facts and not isinstance(v, (dict, list)) and k not in ("epoch", "epochs", "wall_time_s"):
             facts[k] = v
@@ -146,6 +148,17 @@ def _epic_metrics(m: LoadedModel) -> dict[str, Any] | None:
     return multitask_metrics(m.task_source.logits, m.task_source.labels, m.spec)
 
 
+def _action_view_words(spec: Any) -> str:
+    """What the pages' action classes are (task_view.py): the listed pairs, plus one for the rest."""
+    from hfnet_core.analysis.task_view import UNLISTED, listed_actions
+
+    listed = listed_actions(spec)
+    if listed is None:
+        return "none: too many verb-noun pairs without an action classifier (its verbs are shown)"
+    rest = spec.num_verbs * spec.num_nouns - len(listed)
+    return f"{len(listed)} classes" + (f" + “{UNLISTED}” for the other {rest} pairs" if rest else "")
+
+
 def _tasks_section(m: LoadedModel) -> None:
     """Verb, noun and action: the heads, the action bias as implemented, and the challenge's metrics."""
     spec = m.spec
@@ -158,6 +171,7 @@ def _tasks_section(m: LoadedModel) -> None:
         "action bias": ("on: verb′ = verb + log Σₙ softmax(action)₍ᵥ,ₙ₎, noun′ likewise "
                         "(floor log 10⁻⁶)" if spec.actions and spec.action_bias else "off"),
         "action ranking": "p(verb) × p(noun) over every pair, as the EPIC-Kitchens challenge scores it",
+        "actions on the other pages": _action_view_words(spec),
         "shown on the other pages as": m.task or "verb",
     }
     st.table({"": list(facts), "value": list(facts.values())})
@@ -173,7 +187,8 @@ def _tasks_section(m: LoadedModel) -> None:
         shots = metrics.get("many_shot")
         st.caption(f"EPIC-Kitchens metrics on {metrics['num_clips']} clips of the eval bundle. Precision and "
                    "recall are macro-averaged over the many-shot classes "
-                   + (f"(> {shots['threshold']} training clips: {shots['verbs']} verbs, {shots['nouns']} nouns, "
+                   + (f"(> {shots['threshold']} training clips over all epochs: {shots['verbs']} verbs, "
+                      f"{shots['nouns']} nouns, "
                       f"{shots['actions']} actions)." if isinstance(shots, dict) else
                       "(no training counts recorded: every class present in the bundle)."))
 
@@ -245,7 +260,7 @@ def _card(m: LoadedModel) -> None:
     training = ck.metadata.get("training") or {}
     st.markdown("**Training**")
     if training:
-        _training_summary(training, m.label)
+        _training_summary(training, m.label, m.spec is not None)
     else:
         st.caption("The checkpoint records no training summary.")
     if m.bundle is not None:
