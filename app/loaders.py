@@ -252,6 +252,8 @@ class ClipChoice:
     path: str | None = None
     clip_id: str | None = None
     dataset: str | None = None  # the dataset the clip comes from, when known ("synth", ...)
+    #: the clip's noun (SynthSomething's verb / noun view: the object's shape) when its source says it
+    noun_name: str | None = None
 
 
 def _frozen(frames: np.ndarray) -> np.ndarray:
@@ -311,8 +313,9 @@ def sample_clip(entry: dict[str, Any]) -> ClipChoice:
     path = samples_dir() / str(entry["file"])
     frames, info = _decode_file_cached(str(path.resolve()), file_stamp(path), path.name, None)
     dataset = "synth" if str(entry.get("_dataset") or "").lower() in ("synthsomething", "synth") else entry.get("_dataset")
+    noun = entry.get("noun") if isinstance(entry.get("noun"), str) else None
     return ClipChoice(sample_title(entry), frames, entry.get("label"), "sample", frames_hash(frames), info,
-                      str(path), entry.get("clip_id"), dataset)
+                      str(path), entry.get("clip_id"), dataset, noun)
 
 
 def synth_clip(clip_id: str, size: int = 112, num_frames: int = 8, metadata: dict[str, Any] | None = None,

@@ -366,7 +366,7 @@ def test_shipped_samples():
 
     from app.settings import samples_dir
     from hfnet_core.analysis.clips import decode_video
-    from hfnet_core.analysis.make_samples import NUM_FRAMES, SIZE
+    from hfnet_core.analysis.make_samples import NUM_FRAMES, SIZE, sample_noun
     from hfnet_core.data.synthetic import generate_clip
 
     d = samples_dir()
@@ -376,6 +376,7 @@ def test_shipped_samples():
     assert sum(f.stat().st_size for f in files) <= 1_000_000
     for e in meta["clips"]:
         assert e["label"] == SYNTH_CLASSES[e["class_index"]]
+        assert e["noun"] == sample_noun(e["class_index"], e["seed"])  # its object, for multi-task models
     e = meta["clips"][0]
     frames, fps = decode_video(d / e["file"])
     assert frames.shape == (NUM_FRAMES, SIZE, SIZE, 3) and fps == e["fps"]

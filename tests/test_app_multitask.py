@@ -71,7 +71,9 @@ def test_the_task_choice_is_shared_by_the_pages_and_the_url():
     raw = sel.a.task_source
     assert np.array_equal(sel.a.bundle.labels, raw.labels % len(SYNTH_NOUNS))
     assert any("is shown as its **nouns**" in i for i in texts(at, "info")) and not texts(at, "error")  # Clip lab
-    assert "verb ✓" in texts(at, "caption") or "verb ✗" in texts(at, "caption")  # the sample names its motion
+    marks = next(c for c in texts(at, "caption") if c.startswith("verb "))  # the sample names its motion and object
+    assert [w.split()[0] for w in marks.split(" · ")] == ["verb", "noun", "action"]
+    assert any("its object (the noun): **arrow**" in m for m in texts(at, "markdown"))
     at.switch_page("views/class_comparison.py").run()
     assert_ok(at)
     err = " ".join(texts(at, "error"))

@@ -96,10 +96,13 @@ def _task_truths(m: LoadedModel, truth: str | None, reverse: bool) -> dict[str, 
         verb, noun = spec.verb_names[v], spec.noun_names[n]
         if reverse:
             verb = reversed_label(verb, spec.verb_names)[0]
-    elif truth in spec.verb_names:
-        verb = truth  # already the reversed pair's when reverse (the page passes the backwards truth)
-    elif truth in spec.noun_names:
-        noun = truth
+    else:
+        if truth in spec.verb_names:
+            verb = truth  # already the reversed pair's when reverse (the page passes the backwards truth)
+        elif truth in spec.noun_names:
+            noun = truth
+        if noun is None and clip.noun_name in spec.noun_names:  # a shipped sample names its object
+            noun = clip.noun_name
     action = f"{verb} {noun}" if verb and noun else None
     return {"verb": verb, "noun": noun, "action": action}
 
@@ -230,6 +233,8 @@ def _clip_facts(c: ClipChoice) -> None:
         f"{n} frames at {s}×{s} px ({' and '.join(m.slot for m in models if (m.checkpoint.config.num_segments, m.checkpoint.config.input_size) == (n, s))})"
         for n, s in seen))
     truth = f"True label: **{c.label_name}**" if c.label_name else "True label: unknown"
+    if c.noun_name and any(m.spec is not None for m in models) and c.noun_name != c.label_name:
+        truth += f" · its object (the noun): **{c.noun_name}**"
     if reverse:
         truth += f" · backwards: **{sel.reversed_label or 'unknown'}**"
     st.markdown(truth)

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hfnet_core.data.synthetic import SYNTH_CLASSES, clip_seed, generate_clip
+from hfnet_core.data.synthetic import SYNTH_CLASSES, SYNTH_NOUNS, clip_seed, clip_shape, generate_clip
 from hfnet_core.data.video import write_video
 
 #: (class index, index of the clip within the class) - seeds come from a split no demo model trained on.
@@ -22,6 +22,11 @@ SPLIT = "test"
 SIZE = 112  # the demo models' input size: clips pass to them uncropped, as in `hfnet eval`
 NUM_FRAMES = 16
 FPS = 8.0
+
+
+def sample_noun(class_index: int, seed: int) -> str:
+    """The clip's noun in SynthSomething's verb / noun view: the moving object's shape (``SYNTH_NOUNS``)."""
+    return SYNTH_NOUNS[clip_shape(class_index, seed, NUM_FRAMES, SIZE)]
 
 
 def make_samples(out_dir: str | Path) -> list[dict]:
@@ -36,8 +41,8 @@ def make_samples(out_dir: str | Path) -> list[dict]:
         write_video(out / name, frames, fps=FPS, codec="libx264",
                     options={"crf": "20", "preset": "medium", "threads": "1"})
         entries.append({"file": name, "label": SYNTH_CLASSES[cls], "class_index": cls,
-                        "title": f"{SYNTH_CLASSES[cls]} (#{k})", "seed": seed, "size": SIZE,
-                        "num_frames": NUM_FRAMES, "fps": FPS})
+                        "noun": sample_noun(cls, seed), "title": f"{SYNTH_CLASSES[cls]} (#{k})", "seed": seed,
+                        "size": SIZE, "num_frames": NUM_FRAMES, "fps": FPS})
     meta = {"generator": "hfnet_core.analysis.make_samples", "dataset": "SynthSomething",
             "dataset_seed": DATASET_SEED, "split": SPLIT, "clips": entries}
     (out / "samples.json").write_text(json.dumps(meta, indent=1) + "\n")
