@@ -51,16 +51,17 @@ _RECIPE = (("optim", "lr", "learning rate"), ("optim", "schedule", "schedule"), 
            "gate learning-rate factor"), ("train", "batch_size", "batch size"), ("data", "dataset", "dataset"))
 
 
-def _training_summary(training: dict[str, Any], label: str, multitask: bool = False) -> None:
+def _training_summary(training: dict[str, Any], label: str, multitask: bool = False, gates: bool = True) -> None:
     """Key facts, last-epoch metrics, a training curve from ``history``, the rest in an expander. A
-    multi-task model's logged top-1 / top-5 are its actions' (the training log's one number)."""
+    multi-task model's logged top-1 / top-5 are its actions' (the training log's one number); a model
+    without gates does not list the gates' learning-rate factor (its recipe has one, unused)."""
     facts: dict[str, Any] = {}
     if "epoch" in training or "epochs" in training:
         facts["epochs"] = f"{training.get('epoch', '?')} of {training.get('epochs', '?')}"
     cfg = training.get("config") if isinstance(training.get("config"), dict) else {}
     for section, key, name in _RECIPE:
         val = (cfg.get(section) or {}).get(key) if isinstance(cfg.get(section), dict) else None
-        if val not in (None, ""):
+        if val not in (None, "") and (gates or key != "gate_lr_mult"):
             facts[name] = val
     if training.get("wall_time_s") is not None:
         facts["training time"] = f"{float(training['wall_time_s']) / 60:.1f} min"
@@ -260,7 +261,8 @@ def _card(m: LoadedModel) -> None:
     training = ck.metadata.get("training") or {}
     st.markdown("**Training**")
     if training:
-        _training_summary(training, m.label, m.spec is not None)
+        _training_summary(training, m.label, m.spec is not None,
+                          any(True for _ in ck.model.gate_parameters()))
     else:
         st.caption("The checkpoint records no training summary.")
     if m.bundle is not None:
