@@ -78,18 +78,20 @@ def map_points(models: list[LoadedModel], sets: dict[str, ProjectionSet], method
     first = models[0]
     ids = clip_ids if clip_ids is not None else [first.bundle.clip_ids[int(r)] for r in sets[first.slot].rows]
     key = "|".join([method, store.subset_digest(ids) or ""]
-                   + [_set_key(m, spec, set_ids) + (f"#{m.task}" if m.task else "") for m in models])
+                   + [_set_key(m, spec, set_ids) for m in models])
     sources = {m.slot: (m.bundle, sets[m.slot].coords[method], sets[m.slot].rows) for m in models}
     return key, _points_cached(key, sources, list(ids))
 
 
 def _set_key(m: LoadedModel, spec: ProjectionSpec, clip_ids: list[str] | None) -> str:
+    """The projection set file as ``m`` shows it: file, version and, for a multi-task model, the task (its
+    labels and predictions differ per task; the positions do not)."""
     path = store.set_path(m.bundle_path, spec, clip_ids)
     try:
         stamp = path.stat().st_mtime_ns
     except OSError:
         stamp = 0
-    return f"{path}|{stamp}"
+    return f"{path}|{stamp}|{m.task or ''}"
 
 
 def placements(models: list[LoadedModel], sets: dict[str, ProjectionSet], clip: ClipChoice,
@@ -106,7 +108,7 @@ def placements(models: list[LoadedModel], sets: dict[str, ProjectionSet], clip: 
         cid = clip.clip_id if clip.clip_id and m.bundle.row_of(clip.clip_id) is not None else None
         try:
             feats = None if cid is not None else np.asarray(predict(m, clip).pooled_features)
-            out[m.slot] = _placement_cached(_set_key(m, spec, clip_ids), f"{clip.clip_hash}|{cid}|{m.task}", ps,
+            out[m.slot] = _placement_cached(_set_key(m, spec, clip_ids), f"{clip.clip_hash}|{cid}", ps,
                                             m.bundle, cid, feats)
         except HfnetError as e:
             problems.append(f"{m.label}: {e.one_line()}")

@@ -28,7 +28,7 @@ from app.settings import data_root, file_stamp, max_upload_bytes, samples_dir
 from hfnet_core.analysis.clips import ClipError, decode_clip, frames_hash, parse_synth_clip_id, resolve_clip, \
     sampled_frames
 from hfnet_core.analysis.inference import ClipPrediction, run_clip
-from hfnet_core.analysis.task_view import task_view, view_class_names
+from hfnet_core.analysis.task_view import bundle_task_spec, task_view, view_class_names
 from hfnet_core.checkpoint import LoadedCheckpoint, load_checkpoint
 from hfnet_core.errors import BundleError, CheckpointError, HfnetError
 from hfnet_core.eval_bundle import EvalBundle
@@ -452,8 +452,8 @@ def shown_task(model: LoadedModel, task: str) -> LoadedModel:
     if raw is None:
         return dataclasses.replace(model, task=task)
     try:
-        theirs = TaskSpec.from_bundle(raw)
-    except (KeyError, TypeError, ValueError, HfnetError):
+        theirs = bundle_task_spec(raw)
+    except BundleError:
         theirs = None
     if theirs != spec:
         raise BundleError(f"{model.bundle_path}: its multi-task metadata ('tasks') does not match the model's "

@@ -272,11 +272,9 @@ class Selection:
             return label
         if label in spec.verb_names or first.task == "noun":  # a clip labelled by its motion
             return reversed_label(label, spec.verb_names)[0]
-        for noun in spec.noun_names:  # an action is named "<verb> <noun>"
-            if label.endswith(f" {noun}") and label[:-len(noun) - 1] in spec.verb_names:
-                verb = reversed_label(label[:-len(noun) - 1], spec.verb_names)[0]
-                return f"{verb} {noun}" if verb else None
-        return None
+        pair = spec.split_action_name(label)
+        verb = reversed_label(pair[0], spec.verb_names)[0] if pair else None
+        return spec.pair_name(verb, pair[1]) if verb else None
 
     def true_label(self, reverse: bool) -> str | None:
         if self.clip is None:

@@ -22,6 +22,7 @@ from app.settings import (DEFAULT_A, DEFAULT_B, checkpoint_dir, clip_path, data_
 from app.ui import internal_error_text
 from hfnet_core.analysis.task_view import has_action_view
 from hfnet_core.errors import HfnetError
+from hfnet_core.multitask import TASKS
 
 __all__ = ["render_sidebar", "models_ui", "clip_ui"]
 
@@ -140,9 +141,6 @@ def _adopt_ui(a: LoadedModel | None, b: LoadedModel | None) -> tuple[LoadedModel
     return a, b
 
 
-TASK_WORDS = {"verb": "verb", "noun": "noun", "action": "action"}
-
-
 def _task_ui(a: LoadedModel | None, b: LoadedModel | None) -> tuple[LoadedModel | None, LoadedModel | None]:
     """Multi-task models (verb / noun / action): which task every page shows them as; one choice for both
     slots, so two multi-task models - or a multi-task model's verbs and a plain model - compare."""
@@ -151,11 +149,11 @@ def _task_ui(a: LoadedModel | None, b: LoadedModel | None) -> tuple[LoadedModel 
         return a, b
     sb = st.sidebar
     task = sb.segmented_control(
-        "Multi-task models show", list(TASK_WORDS), format_func=TASK_WORDS.get,
+        "Multi-task models show", list(TASKS),
         help="A multi-task model (EPIC-Kitchens style) predicts a verb, a noun and their pair, the action. "
              "Clip lab shows all three; the other pages show the task chosen here. Actions are ranked by "
              "p(verb) × p(noun), as the EPIC-Kitchens challenge scores them.",
-        **S.bind("task", list(TASK_WORDS), fallback="verb")) or S.choice("task") or "verb"
+        **S.bind("task", list(TASKS), fallback="verb")) or S.choice("task") or "verb"
     out = []
     for m in (a, b):
         if m is None or m.spec is None:

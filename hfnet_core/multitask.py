@@ -82,7 +82,20 @@ class TaskSpec:
 
     def action_name(self, action_id: int) -> str:
         v, n = divmod(int(action_id), self.num_nouns)
-        return f"{self.verb_names[v]} {self.noun_names[n]}"
+        return self.pair_name(self.verb_names[v], self.noun_names[n])
+
+    @staticmethod
+    def pair_name(verb: str, noun: str) -> str:
+        """An action's name from its verb's and noun's: "<verb> <noun>"."""
+        return f"{verb} {noun}"
+
+    def split_action_name(self, name: str) -> tuple[str, str] | None:
+        """(verb, noun) names of an action name (``pair_name``'s inverse), None if it names no pair."""
+        for noun in self.noun_names:
+            verb = name[:-len(noun) - 1]
+            if name == self.pair_name(verb, noun) and verb in self.verb_names:
+                return verb, noun
+        return None
 
     def class_names(self) -> list[str]:
         return ([f"verb: {v}" for v in self.verb_names] + [f"noun: {n}" for n in self.noun_names]

@@ -103,7 +103,7 @@ def _task_truths(m: LoadedModel, truth: str | None, reverse: bool) -> dict[str, 
             noun = truth
         if noun is None and clip.noun_name in spec.noun_names:  # a shipped sample names its object
             noun = clip.noun_name
-    action = f"{verb} {noun}" if verb and noun else None
+    action = spec.pair_name(verb, noun) if verb and noun else None
     return {"verb": verb, "noun": noun, "action": action}
 
 

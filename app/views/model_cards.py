@@ -14,6 +14,7 @@ from app.model_facts import hf_blocks, hf_conservative, last_block, matches_oper
     mixing_words, operator_rows, scale_vs_paper, temporal_summary
 from app.ui import guard, need_models, page_title
 from hfnet_core.analysis.gates import short_block_name
+from hfnet_core.multitask import TASKS
 
 sel = S.current()
 page_title("Model cards")
@@ -182,7 +183,7 @@ def _tasks_section(m: LoadedModel) -> None:
             return
         e = metrics["epic"]
         rows = {"": ["top-1", "top-5", "precision", "recall"]}
-        for task in ("verb", "noun", "action"):
+        for task in TASKS:
             rows[task] = [f"{100 * float(e[k][task] or 0.0):.1f} %" for k in ("top1", "top5", "precision", "recall")]
         st.table(rows)
         shots = metrics.get("many_shot")
@@ -261,8 +262,7 @@ def _card(m: LoadedModel) -> None:
     training = ck.metadata.get("training") or {}
     st.markdown("**Training**")
     if training:
-        _training_summary(training, m.label, m.spec is not None,
-                          any(True for _ in ck.model.gate_parameters()))
+        _training_summary(training, m.label, m.spec is not None, bool(ck.model.gate_parameters()))
     else:
         st.caption("The checkpoint records no training summary.")
     if m.bundle is not None:

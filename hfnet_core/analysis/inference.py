@@ -91,7 +91,7 @@ class ClipPrediction:
         them: ``top5_names`` name the pairs, ``top5_indices`` their class (``UNLISTED`` for any pair the
         action classifier does not list). ``tasks`` keeps all three; ``output_logits`` the whole output.
         Raises ``ValueError`` for an action view the model cannot have (``task_view.listed_actions``)."""
-        from .task_view import UNLISTED, action_view_scores, listed_actions
+        from .task_view import action_view_scores, listed_actions, view_class_names
 
         if not self.tasks:
             return self
@@ -113,7 +113,7 @@ class ClipPrediction:
             with_unlisted = len(listed) < v * n
             scores = action_view_scores(parts["verb"], parts["noun"], listed, with_unlisted)[0].astype(np.float64)
             probs = np.exp(scores)
-            names = [spec.action_name(int(a)) for a in listed] + ([UNLISTED] if with_unlisted else [])
+            names = view_class_names(spec, "action")
             position = {int(a): i for i, a in enumerate(listed)}
             columns = np.full(len(names), -1, np.int64)
             if spec.actions:  # the action classifier's columns follow the verbs and nouns

@@ -28,8 +28,8 @@ from hfnet_core.errors import BundleError, HfnetError
 from hfnet_core.eval_bundle import EvalBundle
 from hfnet_core.multitask import TASKS, TaskSpec
 
-__all__ = ["MAX_ACTION_CLASSES", "TASKS", "UNLISTED", "action_view_scores", "grouping_labels", "has_action_view",
-           "listed_actions", "task_view", "view_class_names"]
+__all__ = ["MAX_ACTION_CLASSES", "TASKS", "UNLISTED", "action_view_scores", "bundle_task_spec", "grouping_labels",
+           "has_action_view", "listed_actions", "task_view", "view_class_names"]
 
 #: The action view's extra class: the best-scoring (verb, noun) pair outside the listed actions.
 UNLISTED = "(an unlisted verb-noun pair)"
@@ -82,13 +82,25 @@ def action_view_scores(verb_scores: np.ndarray, noun_scores: np.ndarray, actions
     return out
 
 
+def bundle_task_spec(bundle: EvalBundle) -> TaskSpec | None:
+    """The multi-task spec a bundle's ``tasks`` metadata describes (None for a single-task bundle);
+    ``BundleError`` when that metadata is damaged or does not fit the bundle's logits."""
+    try:
+        spec = TaskSpec.from_bundle(bundle)
+        if spec is not None:
+            spec.split(bundle.logits)
+        return spec
+    except (KeyError, TypeError, ValueError, HfnetError) as e:
+        raise BundleError(f"its multi-task metadata ('tasks') does not describe its logits ({e}).") from e
+
+
 def grouping_labels(bundle: EvalBundle) -> tuple[np.ndarray, int, str]:
     """(labels, number of classes, what they are) that a bundle's projections group clips by (class
     centroids, silhouette): the classes of a single-task bundle, the verbs of a multi-task one (its labels
     are action ids, up to 44,000 at EPIC-55). Labels outside the classes count as unknown (-1)."""
     try:
-        spec = TaskSpec.from_bundle(bundle)
-    except (KeyError, TypeError, ValueError, HfnetError):
+        spec = bundle_task_spec(bundle)
+    except BundleError:
         spec = None
     y = np.asarray(bundle.labels, np.int64)
     if spec is not None:
@@ -123,13 +135,10 @@ def task_view(bundle: EvalBundle, task: str) -> EvalBundle:
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    try:
-        spec = TaskSpec.from_bundle(bundle)
-        if spec is None:
-            return bundle
-        parts = spec.split(bundle.logits)
-    except (KeyError, TypeError, ValueError, HfnetError) as e:
-        raise BundleError(f"its multi-task metadata ('tasks') does not describe its logits ({e}).") from e
+    spec = bundle_task_spec(bundle)
+    if spec is None:
+        return bundle
+    parts = spec.split(bundle.logits)
     raw = np.asarray(bundle.labels, np.int64)
     raw = np.where((raw >= 0) & (raw < spec.num_verbs * spec.num_nouns), raw, -1)  # a damaged label: unknown
     verbs, nouns = spec.decode(raw)
