@@ -14,7 +14,7 @@ from typing import Any
 from hfnet_core.multitask import TaskSpec
 
 __all__ = ["hf_blocks", "last_block", "operators", "operator_kinds", "hf_conservative", "temporal_summary",
-           "matches_table_row", "matches_operator_row", "model_kind", "hf_summary", "scale_words", "scale_vs_paper",
+           "matches_table_row", "matches_operator_row", "model_kind", "hf_summary", "class_words", "scale_words", "scale_vs_paper",
            "PAPER_SCALE", "OPERATOR_NAMES", "operator_rows", "tsm_shift_divs", "tsm_channel_shares",
            "mixing_words"]
 
@@ -86,10 +86,15 @@ def scale_words(checkpoint: Any) -> str:
     cfg = checkpoint.config
     backbone = {"bninception": "BN-Inception"}.get(cfg.backbone, cfg.backbone)
     width = "" if float(cfg.width_mult) == 1.0 else f" ×{float(cfg.width_mult):g}"
-    spec = TaskSpec.from_model(cfg, checkpoint.class_names)
-    classes = (f"{spec.num_verbs} verbs, {spec.num_nouns} nouns, {len(spec.actions)} actions" if spec is not None
-               else f"{len(checkpoint.class_names)} classes")
-    return f"{backbone}{width} · {cfg.input_size} px · {cfg.num_segments} frames · {classes}"
+    return f"{backbone}{width} · {cfg.input_size} px · {cfg.num_segments} frames · {class_words(checkpoint)}"
+
+
+def class_words(checkpoint: Any) -> str:
+    """What the model's outputs are: "16 classes", or "16 verbs, 6 nouns, 82 actions" for a multi-task one."""
+    spec = TaskSpec.from_model(checkpoint.config, checkpoint.class_names)
+    if spec is None:
+        return f"{len(checkpoint.class_names)} classes"
+    return f"{spec.num_verbs} verbs, {spec.num_nouns} nouns, {len(spec.actions)} actions"
 
 
 #: The paper's Table I setting (Something-v1, BN-Inception): what "at the paper's scale" means.
@@ -105,7 +110,7 @@ def scale_vs_paper(checkpoint: Any) -> str:
     if mine == PAPER_SCALE:
         return "at the paper's scale"
     return (f"width ×{mine['width_mult']:g}, {mine['input_size']} px, {mine['num_segments']} frames, "
-            f"{mine['num_classes']} classes")
+            f"{class_words(checkpoint)}")
 
 
 # --------------------------------------------------------------------------------------------------

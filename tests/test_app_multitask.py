@@ -205,3 +205,4 @@ def test_model_card_explains_the_action_classes_and_the_logged_numbers():
     assert f"82 classes + “{UNLISTED}” for the other 14 pairs" in cells  # 16 x 6 = 96 pairs
     header = next(m for m in texts(at, "markdown") if "hf-header" in m)
     assert "16 verbs, 6 nouns, 82 actions" in header
+    assert "16 verbs, 6 nouns, 82 actions" in cells  # the card's classes row, not the 104 output columns

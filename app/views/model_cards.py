@@ -10,7 +10,7 @@ import streamlit as st
 from app import selection as S
 from app.downloads import show_figure
 from app.loaders import LoadedModel
-from app.model_facts import hf_blocks, hf_conservative, last_block, matches_operator_row, matches_table_row, \
+from app.model_facts import class_words, hf_blocks, hf_conservative, last_block, matches_operator_row, matches_table_row, \
     mixing_words, operator_rows, scale_vs_paper, temporal_summary
 from app.ui import guard, need_models, page_title
 from hfnet_core.analysis.gates import short_block_name
@@ -216,8 +216,7 @@ def _card(m: LoadedModel) -> None:
         "consensus": _consensus_words(cfg),
         "frames per clip": cfg.num_segments,
         "input": f"{cfg.input_size}×{cfg.input_size} px",
-        "classes": f"{len(ck.class_names)}" + ("" if m.names_source == "checkpoint"
-                                                else f" (names from {m.names_source})"),
+        "classes": class_words(ck) + ("" if m.names_source == "checkpoint" else f" (names from {m.names_source})"),
         "temporal operators": temporal_summary(ck),
         "HF placement": ("after " + ", ".join(short_block_name(b) for b in blocks)) if blocks else "no HF",
         "HF kind": {True: "conservative (paper)", False: "non-conservative (Table I ablation)"}.get(
