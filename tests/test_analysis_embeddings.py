@@ -436,6 +436,47 @@ def test_umap_in_a_child_process_beside_tsne(pair):
     y = a.labels
     spread = np.mean([np.linalg.norm(coords[y == c] - ps.centroids["umap"][c], axis=1).mean() for c in range(16)])
     assert spread < 0.5 * np.linalg.norm(ps.centroids["umap"][:, None] - ps.centroids["umap"][None], axis=-1).mean()
+    # the worker compiled umap on a warm-up set first: that leaves no trace in the map
+    serial = emb.compute_set(a.features, a.labels, 16, FAST, methods=("tsne", "umap"), parallel=False)
+    np.testing.assert_array_equal(coords, serial.coords["umap"])
+    np.testing.assert_array_equal(ps.coords["tsne"], serial.coords["tsne"])
+
+
+def _child_pids() -> set[int]:
+    own = str(os.getpid())
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == own:
+                        out.add(int(d))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.slow
+def test_cancelling_before_the_maps_stops_the_umap_worker_started_first(pair):
+    """The UMAP worker starts before PCA (to compile umap meanwhile); a cancel during the neighbour
+    search must stop it too, leaving no process behind."""
+    from hfnet_core.analysis.jobs import JobCancelled
+
+    pa, _ = pair
+    a = EvalBundle.load(pa)
+    before = _child_pids()
+    calls = [0]
+
+    def cancel() -> bool:
+        calls[0] += 1
+        return calls[0] > 2  # PCA passes, the neighbour search is stopped
+
+    with pytest.raises(JobCancelled):
+        emb.compute_set(a.features, a.labels, 16, FAST, methods=("tsne", "umap"), parallel=True, cancel=cancel)
+    deadline = time.time() + 15
+    while _child_pids() - before and time.time() < deadline:
+        time.sleep(0.2)
+    assert not (_child_pids() - before)
 
 
 @pytest.mark.slow

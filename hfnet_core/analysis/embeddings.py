@@ -7,15 +7,17 @@ exactly those (``EvalBundle.features``, pooled over frames). ``compute_set`` tur
 1. **PCA** to ``spec.pca_dims`` (50) dimensions, exact (covariance eigendecomposition, accumulated in
    row chunks so a 25k x 1024 bundle needs no float64 copy); component signs fixed, so it is
    deterministic.
-2. **Exact nearest neighbours** in that space (chunked matrix products), computed once and shared by
-   t-SNE (3 x perplexity neighbours), UMAP (``umap_neighbors``) and the stored neighbour lists.
-3. **t-SNE** with openTSNE (FFT-accelerated gradients above 10k points, Barnes-Hut below; openTSNE's
-   default schedule: 250 early-exaggeration iterations, then 500), initialised from the first two PCs.
+2. **Exact nearest neighbours** in that space (chunked matrix products and ``torch.topk``), computed
+   once and shared by t-SNE (3 x perplexity neighbours), UMAP (``umap_neighbors``) and the stored
+   neighbour lists.
+3. **t-SNE** with openTSNE (FFT-accelerated gradients above 10k points, Barnes-Hut below; 250
+   early-exaggeration iterations, then ``spec.tsne_iter``), initialised from the first two PCs.
    Measured on this 2-core CPU it is 2-4x faster than scikit-learn's (``benchmarks/bench_projection.py``).
 4. **UMAP** (umap-learn) on the same neighbour graph. Its numba code compiles for 15-30 s in every new
-   process, so for large bundles it runs in a child process *while* t-SNE runs here (``parallel``).
+   process, so for large bundles it runs in a child process started first: it compiles while PCA,
+   neighbours and silhouette run here, then maps *while* t-SNE runs here (``parallel``).
 5. **PCA map**: the first two components.
-6. **Silhouette** of the true classes in the full feature space: exact up to
+6. **Silhouette** (computed before the maps) of the true classes in the full feature space: exact up to
    ``spec.silhouette_exact_max`` clips, else on a class-stratified sample of ``spec.silhouette_sample``
    clips (``info["silhouette"]`` says which, and the sample size); plus its mean per class.
 7. **Class centroids** in each map (for labels on the plot) and class counts.
@@ -132,11 +134,15 @@ def reduce_pca(features: np.ndarray, dims: int = 50, chunk: int = 4096) -> tuple
 def exact_knn(reference: np.ndarray, k: int, queries: np.ndarray | None = None, chunk: int = 1024,
               progress: Progress | None = None, cancel: Cancel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours (Euclidean) of ``queries`` (default: every reference point, itself
-    excluded) among ``reference``: (indices (Q, k) int32, distances (Q, k) float32), nearest first.
+    excluded) among ``reference``: (indices (Q, k) int32, distances (Q, k) float32), nearest first, ties
+    by index.
 
-    Chunked ``|a|^2 + |b|^2 - 2ab`` in float32: ~1 s per 10k x 10k x 50 on this CPU, memory
+    Chunked ``|a|^2 + |b|^2 - 2ab`` in float32 and a partial selection (``torch.topk``, threaded): ~3 s
+    for 25k x 25k x 50 on this 2-core CPU, where NumPy's ``argpartition`` took 13 s. Memory
     ``chunk x M x 4`` bytes.
     """
+    import torch
+
     ref = np.ascontiguousarray(reference, dtype=np.float32)
     self_query = queries is None
     q = ref if self_query else np.ascontiguousarray(queries, dtype=np.float32)
@@ -146,21 +152,32 @@ def exact_knn(reference: np.ndarray, k: int, queries: np.ndarray | None = None, 
     dist = np.zeros((q.shape[0], k), dtype=np.float32)
     if k == 0 or q.shape[0] == 0:
         return idx, dist
-    ref_sq = np.einsum("ij,ij->i", ref, ref)
-    for s in range(0, q.shape[0], chunk):
-        _check(cancel)
-        block = q[s:s + chunk]
-        d2 = np.einsum("ij,ij->i", block, block)[:, None] + ref_sq[None, :] - 2.0 * (block @ ref.T)
-        np.maximum(d2, 0.0, out=d2)
-        if self_query:
-            d2[np.arange(len(block)), np.arange(s, s + len(block))] = np.inf
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < m else np.argsort(d2, axis=1)[:, :k]
-        pd = np.take_along_axis(d2, part, axis=1)
-        order = np.argsort(pd, axis=1, kind="stable")
-        idx[s:s + chunk] = np.take_along_axis(part, order, axis=1)
-        dist[s:s + chunk] = np.sqrt(np.take_along_axis(pd, order, axis=1))
-        if progress is not None:
-            progress(min(1.0, (s + len(block)) / q.shape[0]), "nearest neighbours")
+    r = torch.from_numpy(ref)
+    ref_sq = (r * r).sum(dim=1)
+    take = min(m, k + 1) if self_query else k  # one more: the query itself is dropped from its own list
+    with torch.inference_mode():
+        for s in range(0, q.shape[0], chunk):
+            _check(cancel)
+            block = torch.from_numpy(q[s:s + chunk])
+            d2 = torch.addmm(ref_sq[None, :], block, r.T, alpha=-2.0)
+            d2 += (block * block).sum(dim=1)[:, None]
+            d2.clamp_(min=0.0)
+            if self_query:
+                rows = torch.arange(len(block))
+                d2[rows, rows + s] = -1.0  # itself first, whatever ties at distance 0
+            first = torch.topk(d2, take, dim=1, largest=False, sorted=True).indices.numpy()
+            if self_query:
+                first = first[:, 1:]
+            cand = first[:, :k]
+            # the chosen neighbours' distances again, from differences: the expanded form above loses
+            # digits to cancellation (a point's distance to its own copy came out as 3e-3, not 0)
+            diff = q[s:s + chunk, None, :] - ref[cand]
+            exact = np.sqrt(np.einsum("qkd,qkd->qk", diff, diff))
+            order = np.lexsort((cand, exact), axis=1)  # by distance, then index: a fixed order for ties
+            idx[s:s + chunk] = np.take_along_axis(cand, order, axis=1)
+            dist[s:s + chunk] = np.take_along_axis(exact, order, axis=1)
+            if progress is not None:
+                progress(min(1.0, (s + len(block)) / q.shape[0]), "nearest neighbours")
     return idx, dist
 
 
@@ -220,7 +237,7 @@ def _line(m: int) -> np.ndarray:
 # --- 4. UMAP --------------------------------------------------------------------------------------------
 
 def umap_map(reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray,
-             spec: ProjectionSpec) -> tuple[np.ndarray, dict[str, Any]]:
+             spec: ProjectionSpec, n_epochs: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """umap-learn map on the precomputed neighbour graph: ((M, 2) float32, info with the fitted ``a``,
     ``b`` that ``placement`` needs). Imports umap (and pays its JIT) only when called."""
     m = reduced.shape[0]
@@ -237,7 +254,7 @@ def umap_map(reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray,
         dd = np.concatenate([np.zeros((m, 1), np.float32), knn_dist[:, : n_neighbors - 1]], axis=1)
         reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=float(spec.umap_min_dist),
                             metric="euclidean", random_state=spec.seed, precomputed_knn=(ii, dd, None),
-                            n_jobs=1)
+                            n_jobs=1, n_epochs=n_epochs)
         coords = reducer.fit_transform(np.asarray(reduced, dtype=np.float32))
     return np.asarray(coords, dtype=np.float32), {
         "seconds": round(time.perf_counter() - t0, 2), "n_neighbors": n_neighbors,
@@ -251,31 +268,50 @@ def _umap_job(ctx: Any, reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.n
     return umap_map(reduced, knn_idx, knn_dist, ProjectionSpec.from_dict(spec))
 
 
+def _umap_warmup_job(ctx: Any, spec: dict[str, Any]) -> bool:
+    """Pays umap's numba compilation in the worker on 300 random points of the real job's dtypes and
+    code path (precomputed neighbours, same parameters, a few epochs), while the caller still computes
+    PCA and the neighbours: 15-30 s that would otherwise come after them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    s = ProjectionSpec.from_dict(spec)
+    idx, dist = exact_knn(x, max(2, s.umap_neighbors))
+    umap_map(x, idx, dist, s, n_epochs=5)
+    return True
+
+
 class _UmapInChild:
-    """UMAP in a worker process (a private one-slot ``JobPool``), started now, collected by ``result``.
+    """UMAP in a worker process (a private one-slot ``JobPool``): started (and compiling umap) at once,
+    given its inputs by ``start``, collected by ``result``.
 
     The worker is a plain ``python -m hfnet_core.analysis.jobs`` process, so this works from any
     caller - also one whose ``__main__`` must not be re-imported (a Streamlit page, a notebook).
     """
 
-    def __init__(self, reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, spec: ProjectionSpec):
+    def __init__(self, spec: ProjectionSpec):
         from hfnet_core.analysis.jobs import JobPool
 
+        self.spec = spec
         self.pool = JobPool(workers=1, mode="process", name="hfnet-umap", nice=0, torch_threads=1,
                             kill_after_s=0.5, idle_s=5.0)
+        self.keys = [self.pool.submit("umap-warmup", _umap_warmup_job, {"spec": spec.to_dict()}).key]
+        self.key: str | None = None
+
+    def start(self, reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray) -> None:
         self.key = self.pool.submit("umap", _umap_job, {
             "reduced": np.ascontiguousarray(reduced), "knn_idx": np.ascontiguousarray(knn_idx),
-            "knn_dist": np.ascontiguousarray(knn_dist), "spec": spec.to_dict()}).key
+            "knn_dist": np.ascontiguousarray(knn_dist), "spec": self.spec.to_dict()}).key
+        self.keys.append(self.key)
 
     def result(self, cancel: Cancel | None, tick: Callable[[], None]) -> tuple[np.ndarray, dict[str, Any]]:
+        assert self.key is not None, "start() first"
         try:
             while True:
                 st = self.pool.wait(self.key, timeout=0.25)
                 if st.finished:
                     break
                 if cancel is not None and cancel():
-                    self.pool.cancel(self.key)
-                    self.pool.wait(self.key, timeout=10)
+                    self.stop()
                     raise JobCancelled("cancelled")
                 tick()
         finally:
@@ -285,7 +321,8 @@ class _UmapInChild:
         return st.result
 
     def stop(self) -> None:
-        self.pool.cancel(self.key)
+        for key in self.keys:
+            self.pool.cancel(key)
         self.pool.shutdown(timeout=10)
 
 
@@ -398,38 +435,47 @@ def compute_set(features: np.ndarray, labels: np.ndarray, num_classes: int, spec
         report(done_w[0] / total_w, f"{name} done")
 
     t_start = time.perf_counter()
-    if existing is not None:
-        ps = ProjectionSet(rows=existing.rows, reduced=existing.reduced, pca_mean=existing.pca_mean,
-                           pca_components=existing.pca_components, pca_explained=existing.pca_explained,
-                           knn_indices=existing.knn_indices, knn_distances=existing.knn_distances,
-                           class_counts=existing.class_counts, coords=dict(existing.coords),
-                           centroids=dict(existing.centroids),
-                           silhouette_per_class=existing.silhouette_per_class, info=dict(existing.info))
-        ps.info["methods"] = dict(ps.info.get("methods", {}))
-        knn_idx, knn_dist = np.asarray(ps.knn_indices), np.asarray(ps.knn_distances)
-        if "tsne" in todo or "umap" in todo:  # the stored lists are short; t-SNE needs 3 x perplexity
-            knn_idx, knn_dist = exact_knn(ps.reduced, _knn_needed(spec, m), cancel=cancel)
-    else:
-        _check(cancel)
-        stage("reduce")(0.0, "PCA")
-        reduced, mean, comps, explained = reduce_pca(x, spec.pca_dims)
-        finish("reduce")
-        knn_idx, knn_dist = exact_knn(reduced, _knn_needed(spec, m), progress=stage("knn"), cancel=cancel)
-        finish("knn")
-        counts = np.bincount(y[y >= 0], minlength=num_classes).astype(np.int64)
-        ps = ProjectionSet(rows=rows, reduced=reduced, pca_mean=mean, pca_components=comps,
-                           pca_explained=explained, knn_indices=knn_idx[:, : spec.knn_k].copy(),
-                           knn_distances=knn_dist[:, : spec.knn_k].copy(), class_counts=counts,
-                           info={"spec": spec.to_dict(), "n": int(m), "dim": int(x.shape[1]) if x.ndim == 2 else 0,
-                                 "pca": {"dims": int(reduced.shape[1]),
-                                         "explained_variance": float(explained.sum())},
-                                 "methods": {}})
     use_parallel = (parallel if parallel is not None
                     else ("tsne" in todo and "umap" in todo and m >= 5000 and (os.cpu_count() or 1) >= 2))
-    umap_job = None
-    if "umap" in todo and use_parallel and "tsne" in todo:
-        umap_job = _UmapInChild(ps.reduced, knn_idx, knn_dist, spec)
+    # the UMAP worker starts first: it compiles umap while PCA, neighbours and silhouette run here
+    umap_job = _UmapInChild(spec) if "umap" in todo and "tsne" in todo and use_parallel else None
     try:
+        if existing is not None:
+            ps = ProjectionSet(rows=existing.rows, reduced=existing.reduced, pca_mean=existing.pca_mean,
+                               pca_components=existing.pca_components, pca_explained=existing.pca_explained,
+                               knn_indices=existing.knn_indices, knn_distances=existing.knn_distances,
+                               class_counts=existing.class_counts, coords=dict(existing.coords),
+                               centroids=dict(existing.centroids),
+                               silhouette_per_class=existing.silhouette_per_class, info=dict(existing.info))
+            ps.info["methods"] = dict(ps.info.get("methods", {}))
+            knn_idx, knn_dist = np.asarray(ps.knn_indices), np.asarray(ps.knn_distances)
+            if "tsne" in todo or "umap" in todo:  # the stored lists are short; t-SNE needs 3 x perplexity
+                knn_idx, knn_dist = exact_knn(ps.reduced, _knn_needed(spec, m), cancel=cancel)
+        else:
+            _check(cancel)
+            stage("reduce")(0.0, "PCA")
+            reduced, mean, comps, explained = reduce_pca(x, spec.pca_dims)
+            finish("reduce")
+            knn_idx, knn_dist = exact_knn(reduced, _knn_needed(spec, m), progress=stage("knn"), cancel=cancel)
+            finish("knn")
+            counts = np.bincount(y[y >= 0], minlength=num_classes).astype(np.int64)
+            ps = ProjectionSet(rows=rows, reduced=reduced, pca_mean=mean, pca_components=comps,
+                               pca_explained=explained, knn_indices=knn_idx[:, : spec.knn_k].copy(),
+                               knn_distances=knn_dist[:, : spec.knn_k].copy(), class_counts=counts,
+                               info={"spec": spec.to_dict(), "n": int(m),
+                                     "dim": int(x.shape[1]) if x.ndim == 2 else 0,
+                                     "pca": {"dims": int(reduced.shape[1]),
+                                             "explained_variance": float(explained.sum())},
+                                     "methods": {}})
+        if umap_job is not None:
+            umap_job.start(ps.reduced, knn_idx, knn_dist)
+        if existing is None:
+            _check(cancel)
+            stage("silhouette")(0.0, "silhouette")
+            summary, per_class = silhouette_summary(x, y, num_classes, spec)
+            ps.silhouette_per_class = per_class
+            ps.info["silhouette"] = summary
+            finish("silhouette")
         for method in todo:
             _check(cancel)
             if method == "tsne":
@@ -457,13 +503,6 @@ def compute_set(features: np.ndarray, labels: np.ndarray, num_classes: int, spec
     finally:
         if umap_job is not None:
             umap_job.stop()
-    if existing is None:
-        _check(cancel)
-        stage("silhouette")(0.0, "silhouette")
-        summary, per_class = silhouette_summary(x, y, num_classes, spec)
-        ps.silhouette_per_class = per_class
-        ps.info["silhouette"] = summary
-        finish("silhouette")
     ps.info["seconds"] = round(time.perf_counter() - t_start + float(ps.info.get("seconds", 0.0) if existing else 0),
                                2)
     return ps
