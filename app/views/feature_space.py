@@ -217,14 +217,27 @@ def _remember(key: str, slot: str) -> None:
     among = np.isin(np.asarray(pts.labels), only_classes) if only_classes else None
     st.session_state["fs_selected"] = resolve_selection(st.session_state.get(key), plot_coords(pts.xy[slot]),
                                                         pts.clip_ids, among)  # boxes come back in plot units
+    # the plot it was drawn in, and the figure it was drawn on (see _plots_and_selection)
+    st.session_state["fs_selected_in"] = (slot, st.session_state.get("_fs_shown", {}).get(slot))
+
+
+def _clear_selection() -> None:
+    """Empties the selection and redraws both plots (a new revision: the plot a box was drawn in forgets it)."""
+    st.session_state.update(fs_selected=[], fs_selected_in=None, fs_epoch=st.session_state.get("fs_epoch", 0) + 1)
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
 def _figure(points_key: str, slot: str, title: str, options: MapOptions, focus_key: str,
-            marker: tuple[float, float] | None, marker_name: str, _pts, _palette, _focus):
-    """The figure of one plot, built once per process for (points, options, focus, marker): shared and
-    never modified, so an unchanged plot is the same message and the browser gets only its hash."""
-    return map_figure(_pts, slot, title, _palette, options, _focus, marker, marker_name)
+            marker: tuple[float, float] | None, marker_name: str, epoch: int, _pts, _palette, _focus):
+    """The figure of one plot, built once per process for (points, options, focus, marker, revision): shared
+    and never modified, so an unchanged plot is the same message and the browser gets only its hash."""
+    fig = map_figure(_pts, slot, title, _palette, options, _focus, marker, marker_name)
+    fig.update_layout(uirevision=f"{slot}/{epoch}")
+    return fig
+
+
+def _focus_key(pts, focus: np.ndarray | None) -> str:
+    return "" if focus is None else store.subset_digest([c for c, f in zip(pts.clip_ids, focus) if f]) or ""
 
 
 @st.fragment
@@ -232,22 +245,32 @@ def _plots_and_selection() -> None:
     if not ready:
         return
     selected = [c for c in st.session_state.get("fs_selected", [])]
+    epoch = int(st.session_state.get("fs_epoch", 0))
+    source = st.session_state.get("fs_selected_in")
+    shown = st.session_state.setdefault("_fs_shown", {})
     cols = st.columns(len(ready))
     for col, m in zip(cols, ready):
         pts = points[m.slot]
         chosen = set(selected)
         is_sel = np.fromiter((c in chosen for c in pts.clip_ids), dtype=bool, count=len(pts)) if chosen else None
-        focus = is_sel if is_sel is not None and is_sel.any() else None
-        if focus is None and picked and not only_classes:
-            focus = np.isin(np.asarray(pts.labels), picked)
+        base = np.isin(np.asarray(pts.labels), picked) if picked and not only_classes else None
         opts = MapOptions(colour_by, bool(show_wrong), max_points, only_classes)
         pl = where.get(m.slot)
         marker = tuple(float(v) for v in pl.coords[method][0]) if pl is not None and method in pl.coords else None
         title = f"{m.label}: {METHOD_LABELS[method]} of {len(pts)} clips"
-        fkey = "" if focus is None else store.subset_digest([c for c, f in zip(pts.clip_ids, focus) if f]) or ""
         pkey = points_keyed[m.slot][0]
+        base_id = (pkey, opts, _focus_key(pts, base), marker, epoch)
+        focus = base
+        if is_sel is not None and is_sel.any() and source != (m.slot, base_id):
+            focus = is_sel
+        # else: nothing selected, or the box / lasso was drawn in this very plot on this very figure -
+        # plotly already shows it there (the rest faded), so the figure stays as it is: no new message, no
+        # redraw of 25k points (a new figure is a new chart in the browser: new WebGL contexts, ~1 s)
+        fkey = _focus_key(pts, focus)
+        shown[m.slot] = (pkey, opts, fkey, marker, epoch)
         with col:
-            fig = _figure(pkey, m.slot, title, opts, fkey, marker, sel.clip.name if marker else "", pts, palette, focus)
+            fig = _figure(pkey, m.slot, title, opts, fkey, marker, sel.clip.name if marker else "", epoch,
+                          pts, palette, focus)
             key = f"fs_plot_{m.slot}"
             st.plotly_chart(fig, key=key, on_select=lambda key=key, slot=m.slot: _remember(key, slot),
                             selection_mode=("box", "lasso"), config={"scrollZoom": True})
@@ -270,7 +293,7 @@ def _plots_and_selection() -> None:
         return
     st.dataframe(pd.DataFrame(rows[:MAX_TABLE_ROWS]), hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
-    c1.button("Clear the selection", key="fs_clear", on_click=lambda: st.session_state.update(fs_selected=[]))
+    c1.button("Clear the selection", key="fs_clear", on_click=_clear_selection)
     c2.download_button(f"Download all {len(rows):,} as CSV", data=lambda: selected_rows_csv(rows),
                        file_name="selected_clips.csv", mime="text/csv", key="fs_csv", on_click="ignore",
                        icon=":material/download:")

@@ -152,13 +152,13 @@ def exact_knn(reference: np.ndarray, k: int, queries: np.ndarray | None = None, 
     dist = np.zeros((q.shape[0], k), dtype=np.float32)
     if k == 0 or q.shape[0] == 0:
         return idx, dist
-    r = torch.from_numpy(ref)
+    r = torch.from_numpy(ref if ref.flags.writeable else ref.copy())  # (a memory-mapped set is read-only)
     ref_sq = (r * r).sum(dim=1)
     take = min(m, k + 1) if self_query else k  # one more: the query itself is dropped from its own list
     with torch.inference_mode():
         for s in range(0, q.shape[0], chunk):
             _check(cancel)
-            block = torch.from_numpy(q[s:s + chunk])
+            block = r[s:s + chunk] if self_query else torch.from_numpy(np.array(q[s:s + chunk]))
             d2 = torch.addmm(ref_sq[None, :], block, r.T, alpha=-2.0)
             d2 += (block * block).sum(dim=1)[:, None]
             d2.clamp_(min=0.0)
