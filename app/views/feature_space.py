@@ -20,7 +20,7 @@ from app import selection as S
 from app.clip_map import METHOD_LABELS, map_points, neighbour_frame, palette_of, placements, projection_spec, \
     session_owner
 from app.downloads import download_figure
-from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, map_figure, plot_coords,
+from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, frozen, map_figure, plot_coords,
                              related_pairs, resolve_selection, selected_rows_csv, selected_rows_table)
 from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis import precompute as pre
@@ -231,9 +231,8 @@ def _figure(points_key: str, slot: str, title: str, options: MapOptions, focus_k
             marker: tuple[float, float] | None, marker_name: str, epoch: int, _pts, _palette, _focus):
     """The figure of one plot, built once per process for (points, options, focus, marker, revision): shared
     and never modified, so an unchanged plot is the same message and the browser gets only its hash."""
-    fig = map_figure(_pts, slot, title, _palette, options, _focus, marker, marker_name)
-    fig.update_layout(uirevision=f"{slot}/{epoch}")
-    return fig
+    return frozen(map_figure(_pts, slot, title, _palette, options, _focus, marker, marker_name),
+                  uirevision=f"{slot}/{epoch}")
 
 
 def _focus_key(pts, focus: np.ndarray | None) -> str:
