@@ -149,6 +149,12 @@ def test_the_plot_a_box_was_drawn_in_keeps_its_figure(analysis_env):
     after = [p.proto.spec for p in at.get("plotly_chart")]
     assert after[0] == before[0] and after[1] != before[1]
     assert [t["name"] for t in point_traces(specs(at)[1])][0] == "62 other clips (dimmed)"
+    at.switch_page("views/clip_lab.py").run()
+    at.switch_page("views/feature_space.py").run()  # back: new charts, no plotly selection in either
+    assert all(point_traces(spec)[0]["name"] == "62 other clips (dimmed)" for spec in specs(at))
+    at.session_state["fs_selected_in"] = (slot, at.session_state["_fs_shown"][slot])  # as if drawn again
+    at.run()
+    assert [p.proto.spec for p in at.get("plotly_chart")][0] != before[0]  # (A still shows its dimmed figure)
     at.radio(key="fs_colour").set_value("pred").run()  # the figure the box was drawn on is gone
     assert all(point_traces(spec)[0]["name"] == "62 other clips (dimmed)" for spec in specs(at))
     at.button(key="fs_clear").click().run()

@@ -34,6 +34,8 @@ MAX_TABLE_ROWS = 500  # rows of the selected-clips table sent to the browser; th
 POLL_S = 2.0
 
 sel = S.current()
+if S.just_entered("feature_space"):  # new charts: no plot still shows a box drawn on an earlier visit
+    st.session_state.pop("fs_selected_in", None)
 page_title("Feature space",
            "Each point is one test clip, placed by a 2-D projection of the pooled features the classifier reads "
            "(the paper's Fig. 3b/c). Colour = class (an action and its reverse share a hue). Select with the box "
