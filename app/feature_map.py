@@ -14,7 +14,6 @@ Pure numpy / plotly; no streamlit (the page is ``app/views/feature_space.py``).
 
 from __future__ import annotations
 
-import base64
 import colorsys
 import html
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ __all__ = [
     "resolve_selection",
     "selected_rows_csv",
     "FrozenFigure",
-    "frozen",
     "selected_rows_table",
     "stratified_rows",
 ]
@@ -222,6 +220,7 @@ class MapOptions:
     max_points: int = 0  # 0 = draw every point; else stratified by class
     only_classes: tuple[int, ...] = ()  # draw only clips of these true classes (empty: all)
     height: int = 620
+    revision: int = 0  # a new one gives the plot a fresh UI state (zoom, plotly's own selection)
 
 
 def _short(name: str, n: int = 30) -> str:
@@ -336,7 +335,7 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
     layout = go.Layout(  # validated (small); the traces are not: see below
         title=title, height=options.height, margin=dict(l=10, r=10, t=50, b=10), dragmode="select",
         legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0, font=dict(size=10)),
-        uirevision=slot, hovermode="closest", xaxis=axis, yaxis=axis,
+        uirevision=f"{slot}/{options.revision}", hovermode="closest", xaxis=axis, yaxis=axis,
         coloraxis=dict(colorscale=_colour_scale(palette), cmin=0, cmax=2 * n, showscale=False),
     )
     # The traces are built above from a fixed set of properties (the tests read them back) and go out as
@@ -346,22 +345,19 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
     return FrozenFigure({"data": [_typed_arrays(t) for t in traces], "layout": layout_dict})
 
 
-#: numpy dtype -> plotly.js typed-array name (the ``{"dtype", "bdata"}`` form plotly.js reads)
-_TYPED = {"int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4",
-          "float32": "f4", "float64": "f8"}
-
-
 def _typed_arrays(d: dict[str, Any]) -> dict[str, Any]:
-    """``d`` with every 1-D numeric numpy array (also in nested dicts) as a plotly.js typed array."""
+    """``d`` with every numpy array (also in nested dicts) in plotly's own wire form (a typed array where
+    plotly.js has one). Only the arrays are visited: plotly's ``convert_to_base64`` would also walk every
+    element of the 25k-long hover string lists."""
+    from _plotly_utils.utils import to_typed_array_spec
+
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
             out[k] = _typed_arrays(v)
-        elif isinstance(v, np.ndarray) and v.ndim == 1 and str(v.dtype) in _TYPED and v.size:
-            out[k] = {"dtype": _TYPED[str(v.dtype)],
-                      "bdata": base64.b64encode(np.ascontiguousarray(v).astype(v.dtype.newbyteorder("<"))).decode()}
         elif isinstance(v, np.ndarray):
-            out[k] = v.tolist()
+            spec = to_typed_array_spec(v)
+            out[k] = spec.tolist() if isinstance(spec, np.ndarray) else spec
         else:
             out[k] = v
     return out
@@ -384,16 +380,9 @@ class FrozenFigure(go.Figure):
         return dict(self._frozen)
 
     def _frozen_error(self, *_a: Any, **_k: Any) -> Any:
-        raise TypeError("a FrozenFigure does not change; make a new one with feature_map.frozen(fig, **layout)")
+        raise TypeError("a FrozenFigure does not change; build a new one (map_figure)")
 
     update_layout = add_trace = add_traces = update_traces = _frozen_error
-
-
-def frozen(fig: go.Figure, **layout: Any) -> FrozenFigure:
-    """``fig`` (plus top-level ``layout`` keys) as a ``FrozenFigure``."""
-    spec = fig.to_dict()
-    spec["layout"] = {**spec.get("layout", {}), **layout}
-    return FrozenFigure(spec)
 
 
 # --- tables and the current clip --------------------------------------------------------------------

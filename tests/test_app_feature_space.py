@@ -158,7 +158,7 @@ def test_the_plot_a_box_was_drawn_in_keeps_its_figure(analysis_env):
     at.radio(key="fs_colour").set_value("pred").run()  # the figure the box was drawn on is gone
     assert all(point_traces(spec)[0]["name"] == "62 other clips (dimmed)" for spec in specs(at))
     at.button(key="fs_clear").click().run()
-    assert at.subheader[0].value == "Selected clips (0)" and at.session_state["fs_epoch"] == 1
+    assert at.subheader[0].value == "Selected clips (0)" and at.session_state["fs_revision"] == 1
     assert all("dimmed" not in t["name"] for spec in specs(at) for t in point_traces(spec))
 
 

@@ -20,7 +20,7 @@ from app import selection as S
 from app.clip_map import METHOD_LABELS, map_points, neighbour_frame, palette_of, placements, projection_spec, \
     session_owner
 from app.downloads import download_figure
-from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, frozen, map_figure, plot_coords,
+from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, map_figure, plot_coords,
                              related_pairs, resolve_selection, selected_rows_csv, selected_rows_table)
 from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis import precompute as pre
@@ -225,16 +225,15 @@ def _remember(key: str, slot: str) -> None:
 
 def _clear_selection() -> None:
     """Empties the selection and redraws both plots (a new revision: the plot a box was drawn in forgets it)."""
-    st.session_state.update(fs_selected=[], fs_selected_in=None, fs_epoch=st.session_state.get("fs_epoch", 0) + 1)
+    st.session_state.update(fs_selected=[], fs_selected_in=None, fs_revision=st.session_state.get("fs_revision", 0) + 1)
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
 def _figure(points_key: str, slot: str, title: str, options: MapOptions, focus_key: str,
-            marker: tuple[float, float] | None, marker_name: str, epoch: int, _pts, _palette, _focus):
-    """The figure of one plot, built once per process for (points, options, focus, marker, revision): shared
-    and never modified, so an unchanged plot is the same message and the browser gets only its hash."""
-    return frozen(map_figure(_pts, slot, title, _palette, options, _focus, marker, marker_name),
-                  uirevision=f"{slot}/{epoch}")
+            marker: tuple[float, float] | None, marker_name: str, _pts, _palette, _focus):
+    """The figure of one plot, built once per process for (points, options, focus, marker): shared and
+    never modified, so an unchanged plot is the same message and the browser gets only its hash."""
+    return map_figure(_pts, slot, title, _palette, options, _focus, marker, marker_name)
 
 
 def _focus_key(pts, focus: np.ndarray | None) -> str:
@@ -246,7 +245,7 @@ def _plots_and_selection() -> None:
     if not ready:
         return
     selected = [c for c in st.session_state.get("fs_selected", [])]
-    epoch = int(st.session_state.get("fs_epoch", 0))
+    revision = int(st.session_state.get("fs_revision", 0))
     source = st.session_state.get("fs_selected_in")
     shown = st.session_state.setdefault("_fs_shown", {})
     cols = st.columns(len(ready))
@@ -255,23 +254,20 @@ def _plots_and_selection() -> None:
         chosen = set(selected)
         is_sel = np.fromiter((c in chosen for c in pts.clip_ids), dtype=bool, count=len(pts)) if chosen else None
         base = np.isin(np.asarray(pts.labels), picked) if picked and not only_classes else None
-        opts = MapOptions(colour_by, bool(show_wrong), max_points, only_classes)
+        opts = MapOptions(colour_by, bool(show_wrong), max_points, only_classes, revision=revision)
         pl = where.get(m.slot)
         marker = tuple(float(v) for v in pl.coords[method][0]) if pl is not None and method in pl.coords else None
         title = f"{m.label}: {METHOD_LABELS[method]} of {len(pts)} clips"
         pkey = points_keyed[m.slot][0]
-        base_id = (pkey, opts, _focus_key(pts, base), marker, epoch)
-        focus = base
-        if is_sel is not None and is_sel.any() and source != (m.slot, base_id):
-            focus = is_sel
+        focus, fkey = base, _focus_key(pts, base)
+        if is_sel is not None and is_sel.any() and source != (m.slot, (pkey, opts, fkey, marker)):
+            focus, fkey = is_sel, _focus_key(pts, is_sel)
         # else: nothing selected, or the box / lasso was drawn in this very plot on this very figure -
         # plotly already shows it there (the rest faded), so the figure stays as it is: no new message, no
         # redraw of 25k points (a new figure is a new chart in the browser: new WebGL contexts, ~1 s)
-        fkey = _focus_key(pts, focus)
-        shown[m.slot] = (pkey, opts, fkey, marker, epoch)
+        shown[m.slot] = (pkey, opts, fkey, marker)
         with col:
-            fig = _figure(pkey, m.slot, title, opts, fkey, marker, sel.clip.name if marker else "", epoch,
-                          pts, palette, focus)
+            fig = _figure(pkey, m.slot, title, opts, fkey, marker, sel.clip.name if marker else "", pts, palette, focus)
             key = f"fs_plot_{m.slot}"
             st.plotly_chart(fig, key=key, on_select=lambda key=key, slot=m.slot: _remember(key, slot),
                             selection_mode=("box", "lasso"), config={"scrollZoom": True})

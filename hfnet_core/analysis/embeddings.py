@@ -294,14 +294,13 @@ class _UmapInChild:
         self.spec = spec
         self.pool = JobPool(workers=1, mode="process", name="hfnet-umap", nice=0, torch_threads=1,
                             kill_after_s=0.5, idle_s=5.0)
-        self.keys = [self.pool.submit("umap-warmup", _umap_warmup_job, {"spec": spec.to_dict()}).key]
+        self.pool.submit("umap-warmup", _umap_warmup_job, {"spec": spec.to_dict()})
         self.key: str | None = None
 
     def start(self, reduced: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray) -> None:
         self.key = self.pool.submit("umap", _umap_job, {
             "reduced": np.ascontiguousarray(reduced), "knn_idx": np.ascontiguousarray(knn_idx),
             "knn_dist": np.ascontiguousarray(knn_dist), "spec": self.spec.to_dict()}).key
-        self.keys.append(self.key)
 
     def result(self, cancel: Cancel | None, tick: Callable[[], None]) -> tuple[np.ndarray, dict[str, Any]]:
         assert self.key is not None, "start() first"
@@ -311,8 +310,7 @@ class _UmapInChild:
                 if st.finished:
                     break
                 if cancel is not None and cancel():
-                    self.stop()
-                    raise JobCancelled("cancelled")
+                    raise JobCancelled("cancelled")  # (the shutdown below cancels the job)
                 tick()
         finally:
             self.pool.shutdown(timeout=10)
@@ -321,8 +319,7 @@ class _UmapInChild:
         return st.result
 
     def stop(self) -> None:
-        for key in self.keys:
-            self.pool.cancel(key)
+        """Cancel whatever of this worker's jobs is queued or running and end its process."""
         self.pool.shutdown(timeout=10)
 
 
