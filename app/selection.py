@@ -294,20 +294,6 @@ def current() -> Selection:
     return sel
 
 
-_PAGE_NOW, _PAGE_BEFORE = "_hf_page_now", "_hf_page_before"
-
-
-def note_page(page: str) -> None:
-    """Called by the entry script on every full run: which page this run shows, and which the last one did."""
-    st.session_state[_PAGE_BEFORE] = st.session_state.get(_PAGE_NOW)
-    st.session_state[_PAGE_NOW] = page
-
-
-def just_entered(page: str) -> bool:
-    """True when this run comes from another page (or is the session's first): the page's charts are new."""
-    return st.session_state.get(_PAGE_BEFORE) != page
-
-
 def go_to(page: str) -> None:
     """Ask for another page from a widget callback (callbacks cannot switch pages themselves)."""
     if page not in PAGES:

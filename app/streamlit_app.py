@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:  # `from app.… import` works however streamlit 
 import streamlit as st  # noqa: E402
 
 from app.background import release_other_pages  # noqa: E402
-from app.selection import PAGES, note_page, pending_page, sync_url  # noqa: E402
+from app.selection import PAGES, pending_page, sync_url  # noqa: E402
 from app.settings import configure_torch  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
 from app.start import render_header  # noqa: E402
@@ -42,7 +42,6 @@ try:
     if target:
         st.switch_page(target)
     release_other_pages(page.url_path or "clip_lab")  # a page left behind: this session's jobs there stop
-    note_page(page.url_path or "clip_lab")
     selection = render_sidebar(page.url_path or "clip_lab")
     render_header(selection)
     page.run()

@@ -34,8 +34,6 @@ MAX_TABLE_ROWS = 500  # rows of the selected-clips table sent to the browser; th
 POLL_S = 2.0
 
 sel = S.current()
-if S.just_entered("feature_space"):  # new charts: no plot still shows a box drawn on an earlier visit
-    st.session_state.pop("fs_selected_in", None)
 page_title("Feature space",
            "Each point is one test clip, placed by a 2-D projection of the pooled features the classifier reads "
            "(the paper's Fig. 3b/c). Colour = class (an action and its reverse share a hue). Select with the box "
@@ -219,13 +217,11 @@ def _remember(key: str, slot: str) -> None:
     among = np.isin(np.asarray(pts.labels), only_classes) if only_classes else None
     st.session_state["fs_selected"] = resolve_selection(st.session_state.get(key), plot_coords(pts.xy[slot]),
                                                         pts.clip_ids, among)  # boxes come back in plot units
-    # the plot it was drawn in, and the figure it was drawn on (see _plots_and_selection)
-    st.session_state["fs_selected_in"] = (slot, st.session_state.get("_fs_shown", {}).get(slot))
 
 
 def _clear_selection() -> None:
-    """Empties the selection and redraws both plots (a new revision: the plot a box was drawn in forgets it)."""
-    st.session_state.update(fs_selected=[], fs_selected_in=None, fs_revision=st.session_state.get("fs_revision", 0) + 1)
+    """Empties the selection; a new revision, so no chart comes back with the box plotly drew in it."""
+    st.session_state.update(fs_selected=[], fs_revision=st.session_state.get("fs_revision", 0) + 1)
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
@@ -236,36 +232,26 @@ def _figure(points_key: str, slot: str, title: str, options: MapOptions, focus_k
     return map_figure(_pts, slot, title, _palette, options, _focus, marker, marker_name)
 
 
-def _focus_key(pts, focus: np.ndarray | None) -> str:
-    return "" if focus is None else store.subset_digest([c for c, f in zip(pts.clip_ids, focus) if f]) or ""
-
-
 @st.fragment
 def _plots_and_selection() -> None:
     if not ready:
         return
     selected = [c for c in st.session_state.get("fs_selected", [])]
     revision = int(st.session_state.get("fs_revision", 0))
-    source = st.session_state.get("fs_selected_in")
-    shown = st.session_state.setdefault("_fs_shown", {})
     cols = st.columns(len(ready))
     for col, m in zip(cols, ready):
         pts = points[m.slot]
         chosen = set(selected)
         is_sel = np.fromiter((c in chosen for c in pts.clip_ids), dtype=bool, count=len(pts)) if chosen else None
-        base = np.isin(np.asarray(pts.labels), picked) if picked and not only_classes else None
+        focus = is_sel if is_sel is not None and is_sel.any() else None
+        if focus is None and picked and not only_classes:
+            focus = np.isin(np.asarray(pts.labels), picked)
         opts = MapOptions(colour_by, bool(show_wrong), max_points, only_classes, revision=revision)
         pl = where.get(m.slot)
         marker = tuple(float(v) for v in pl.coords[method][0]) if pl is not None and method in pl.coords else None
         title = f"{m.label}: {METHOD_LABELS[method]} of {len(pts)} clips"
+        fkey = "" if focus is None else store.subset_digest([c for c, f in zip(pts.clip_ids, focus) if f]) or ""
         pkey = points_keyed[m.slot][0]
-        focus, fkey = base, _focus_key(pts, base)
-        if is_sel is not None and is_sel.any() and source != (m.slot, (pkey, opts, fkey, marker)):
-            focus, fkey = is_sel, _focus_key(pts, is_sel)
-        # else: nothing selected, or the box / lasso was drawn in this very plot on this very figure -
-        # plotly already shows it there (the rest faded), so the figure stays as it is: no new message, no
-        # redraw of 25k points (a new figure is a new chart in the browser: new WebGL contexts, ~1 s)
-        shown[m.slot] = (pkey, opts, fkey, marker)
         with col:
             fig = _figure(pkey, m.slot, title, opts, fkey, marker, sel.clip.name if marker else "", pts, palette, focus)
             key = f"fs_plot_{m.slot}"
