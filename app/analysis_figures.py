@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from hfnet_core.analysis.comparison import ConfusionView, softmax
+from hfnet_core.analysis.comparison import ConfusionView, top_probability
 from hfnet_core.eval_bundle import EvalBundle
 
 __all__ = [
@@ -75,7 +75,7 @@ def feature_points(sources: dict[str, tuple[EvalBundle, np.ndarray, np.ndarray]]
         logits = bundle.logits[brow]
         pts.xy[slot] = np.asarray(coords, dtype=np.float32)[pos] if len(pos) else np.zeros((0, 2), np.float32)
         pts.preds[slot] = logits.argmax(axis=1) if len(brow) else np.zeros(0, dtype=np.int64)
-        pts.confs[slot] = (softmax(logits).max(axis=1) if len(brow) else np.zeros(0)).astype(np.float32)
+        pts.confs[slot] = top_probability(logits) if len(brow) else np.zeros(0, dtype=np.float32)
         pts.pred_names[slot] = list(bundle.class_names)
         pts.own_labels[slot] = bundle.labels[brow] if len(brow) else np.zeros(0, dtype=np.int64)
         if n == 0:

@@ -16,6 +16,7 @@ if str(_ROOT) not in sys.path:  # `from app.… import` works however streamlit 
 import streamlit as st  # noqa: E402
 
 from app.background import release_other_pages  # noqa: E402
+from app.linked_maps import warm_up  # noqa: E402
 from app.selection import PAGES, pending_page, sync_url  # noqa: E402
 from app.settings import configure_torch  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
@@ -45,5 +46,7 @@ try:
     selection = render_sidebar(page.url_path or "clip_lab")
     render_header(selection)
     page.run()
+    if (page.url_path or "clip_lab") != "feature_space":
+        warm_up()  # Feature space's maps frame: plotly.js fetched and compiled ahead of a first visit
 finally:
     sync_url()

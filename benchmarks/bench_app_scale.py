@@ -70,6 +70,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 MAIN = '[data-testid="stMain"]'
 SIDEBAR = '[data-testid="stSidebar"]'
 PLOT = '[data-testid="stPlotlyChart"]'
+#: Feature space draws its maps in one component frame (app/linked_maps.py): plotly plots inside it count
+#: once drawn (``data-drawn``), and the frame is busy while its body says ``data-busy="1"``.
+MAPS_FRAME = 'iframe[title$="linked_maps"]'
+FRAME_PLOT = ".js-plotly-plot[data-drawn]"
 EXCEPTION = '[data-testid="stException"]'
 APP = '[data-testid="stApp"]'  # carries data-test-script-state = "running" | "notRunning" | ...
 IDLE_SCRIPT_STATE = "notRunning"
@@ -466,19 +470,23 @@ class WsMeter:
 
 
 _STATE_JS = """
-([app, idle, main, plot, busy, exc, heading, sel]) => {
+([app, idle, main, plot, busy, exc, heading, sel, frame, framePlot]) => {
   const a = document.querySelector(app);
   const m = document.querySelector(main);
   if (!a || !m) return {ready: false};
   const script = a.getAttribute('data-test-script-state');
   const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 2 && r.height > 2; };
   const heads = Array.from(m.querySelectorAll('h1, h2, h3, h4')).map(h => (h.innerText || '').trim());
-  const plots = Array.from(m.querySelectorAll(plot)).filter(p => visible(p) && p.querySelector('.main-svg'));
+  const docs = Array.from(m.querySelectorAll(frame)).map(f => { try { return f.contentDocument; } catch (e) { return null; } })
+    .filter(d => d && d.body);
+  const plots = Array.from(m.querySelectorAll(plot)).filter(p => visible(p) && p.querySelector('.main-svg'))
+    .concat(docs.flatMap(d => Array.from(d.querySelectorAll(framePlot)).filter(p => visible(p) && p.querySelector('.main-svg'))));
+  const frameBusy = docs.some(d => d.body.dataset.busy === '1');
   const e = m.querySelector(exc);
   let selected = null;
   const re = new RegExp(sel, 'i');
   for (const h of heads) { const g = h.match(re); if (g) { selected = parseInt(g[1].replace(/,/g, ''), 10); break; } }
-  return {ready: true, script, busy: script !== idle || !!document.querySelector(busy), plots: plots.length,
+  return {ready: true, script, busy: script !== idle || !!document.querySelector(busy) || frameBusy, plots: plots.length,
           heading: heading ? heads.some(h => h === heading || h.startsWith(heading)) : true,
           exception: e ? (e.innerText || '').slice(0, 200) : null, selected};
 }
@@ -486,7 +494,8 @@ _STATE_JS = """
 
 
 def page_state(page, heading: str = "") -> dict[str, Any]:
-    return page.evaluate(_STATE_JS, [APP, IDLE_SCRIPT_STATE, MAIN, PLOT, BUSY, EXCEPTION, heading, SELECTED_HEADER])
+    return page.evaluate(_STATE_JS, [APP, IDLE_SCRIPT_STATE, MAIN, PLOT, BUSY, EXCEPTION, heading, SELECTED_HEADER,
+                                     MAPS_FRAME, FRAME_PLOT])
 
 
 def wait_until(page, ok: Callable[[dict[str, Any]], bool], timeout_s: float, heading: str = "",
@@ -545,7 +554,9 @@ def measure_rerun(page, meter: WsMeter, timeout_s: float) -> dict[str, Any]:
 def measure_selection(page, meter: WsMeter, timeout_s: float) -> dict[str, Any]:
     """Box-drag over the middle of the first plot; seconds from mouse-up until the selected-clips list
     shows a non-zero count and the app is idle, and the websocket bytes of that."""
-    plot = page.locator(MAIN).locator(PLOT).first
+    frame = page.locator(MAIN).locator(MAPS_FRAME)
+    plot = (page.frame_locator(f"{MAIN} {MAPS_FRAME}").locator(FRAME_PLOT) if frame.count()
+            else page.locator(MAIN).locator(PLOT)).first
     plot.scroll_into_view_if_needed()
     plot.hover()
     button = plot.locator(BOX_SELECT_BUTTON).first

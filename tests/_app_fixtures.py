@@ -226,9 +226,11 @@ def texts(at, kind: str) -> list[str]:
 
 
 def plotly_specs(at) -> list[dict]:
+    """Every plotly figure of the page: Feature space's maps (drawn in their component frame), then the
+    charts."""
     import json
 
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return linked_map_figures(at) + [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def player_spec(at) -> dict:
@@ -239,6 +241,23 @@ def player_spec(at) -> dict:
 def titled_spec(at, text: str) -> dict:
     """The first figure whose title contains ``text``."""
     return next(s for s in plotly_specs(at) if text in str((s["layout"].get("title") or {}).get("text", "")))
+
+
+def linked_map_figures(at) -> list[dict]:
+    """The figures of Feature space's maps (``app.linked_maps``: one component frame drawing them all), in
+    page order."""
+    import json
+
+    return [m["figure"] for c in at.get("component_instance") if c.proto.component_name.endswith("linked_maps")
+            for m in json.loads(c.proto.json_args)["maps"]]
+
+
+def linked_map_args(at) -> list[dict]:
+    """The arguments of every maps frame on the page (``maps``: slot, digest and figure of each plot)."""
+    import json
+
+    return [json.loads(c.proto.json_args) for c in at.get("component_instance")
+            if c.proto.component_name.endswith("linked_maps")]
 
 
 def plotly_array(v) -> np.ndarray:

@@ -23,6 +23,7 @@ from hfnet_core.analysis.comparison import (
     per_class_accuracy,
     same_model_warning,
     softmax,
+    top_probability,
     take,
 )
 from hfnet_core.analysis.synthetic_bundles import synthetic_pair
@@ -267,3 +268,15 @@ def test_same_model_is_named_instead_of_compared():
     c = take(a, np.arange(len(a.clip_ids)))
     c.metadata = {}
     assert "identical logits" in same_model_warning(a, c)
+
+
+def test_top_probability_is_the_largest_softmax_probability_of_each_row():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 4, (300, 174)).astype(np.float32)
+    z[0] = 0.0  # a tie: 1 / 174
+    z[1, 5] = 80.0  # a sure one
+    got = top_probability(z)
+    assert got.dtype == np.float32 and got.shape == (300,)
+    np.testing.assert_allclose(got, softmax(z).max(axis=1), rtol=1e-5)
+    assert got[0] == pytest.approx(1 / 174) and got[1] == pytest.approx(1.0)
+    assert top_probability(np.zeros((4, 0))).tolist() == [0.0] * 4

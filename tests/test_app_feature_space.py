@@ -21,7 +21,7 @@ from _analysis_fixtures import (  # noqa: F401 - fixtures
     no_exceptions,
     page,
 )
-from _app_fixtures import plotly_array
+from _app_fixtures import linked_map_args, linked_map_figures, plotly_array
 from _scale_fixtures import FAST, FAST_JSON, K, make_scale_dir, store_projections
 from app.analysis_figures import FeaturePoints
 from app.feature_map import (MapOptions, class_palette, map_figure, plot_coords, reported_rows, resolve_selection,
@@ -35,7 +35,8 @@ from hfnet_core.eval_bundle import EvalBundle
 
 
 def specs(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    """The maps' figures (drawn in one component frame), then any other chart of the page."""
+    return linked_map_figures(at) + [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def titles(at) -> list[str]:
@@ -138,16 +139,38 @@ def test_clearing_gives_both_plots_a_new_revision(analysis_env):
     """After Clear no chart is the one plotly drew the box in (a chart with that spec would come back with
     its stored selection): the figures are the unselected ones, at a new UI revision."""
     at = page("feature_space").run()
-    before = [p.proto.spec for p in at.get("plotly_chart")]
+    before = [m["digest"] for a in linked_map_args(at) for m in a["maps"]]
     at.session_state["fs_selected"] = ["synth/test/000003", "synth/test/000019"]
     at.run()
     assert all(point_traces(spec)[0]["name"] == "62 other clips (dimmed)" for spec in specs(at))
+    selected = [m["digest"] for a in linked_map_args(at) for m in a["maps"]]
     at.button(key="fs_clear").click().run()
     no_exceptions(at)
     assert at.subheader[0].value == "Selected clips (0)" and at.session_state["fs_revision"] == 1
     assert all("dimmed" not in t["name"] for spec in specs(at) for t in point_traces(spec))
-    assert [p.proto.spec for p in at.get("plotly_chart")] != before
+    after = [m["digest"] for a in linked_map_args(at) for m in a["maps"]]
+    assert len(set(before + selected + after)) == 6  # every figure new: the frame redraws each plot
     assert {spec["layout"]["uirevision"] for spec in specs(at)} == {"A/1", "B/1"}
+
+
+def test_the_maps_frame_leaves_unchanged_plots_alone_and_gets_changed_ones_anew(analysis_env):
+    """Both maps go to one component frame under one key (its identity: it is never mounted again); each
+    plot with a digest of everything its figure depends on, so the frame redraws only what changed and a
+    rerun re-sends the same message (the browser keeps it: only its hash comes back)."""
+    at = page("feature_space").run()
+    (args,) = linked_map_args(at)
+    assert args["key"] == "fs_maps" and [m["slot"] for m in args["maps"]] == ["A", "B"]
+    first = {m["slot"]: m["digest"] for m in args["maps"]}
+    message = [c.proto.json_args for c in at.get("component_instance")]
+    at.run()
+    assert [c.proto.json_args for c in at.get("component_instance")] == message  # a rerun: the same message
+    at.radio(key="fs_colour").set_value("pred").run()
+    no_exceptions(at)
+    changed = {m["slot"]: m["digest"] for m in linked_map_args(at)[0]["maps"]}
+    assert all(changed[s] != first[s] for s in first)
+    at.radio(key="fs_colour").set_value("true").run()
+    assert {m["slot"]: m["digest"] for m in linked_map_args(at)[0]["maps"]} == first
+    assert [c.proto.json_args for c in at.get("component_instance")] == message
 
 
 def test_selection_events_are_read_from_customdata():
@@ -171,7 +194,7 @@ def test_open_in_clip_lab_from_the_full_app(analysis_env):
     assert at.session_state["_hf_choices"]["bundle_clip"]["clip_id"] == "synth/test/000019"
     assert at.session_state["_hf_choices"]["clip_source"] == "bundle"
     assert at.session_state["_hf_selection"].clip.name == "synth/test/000019"  # opened in Clip lab
-    assert not [p for p in at.get("plotly_chart") if "t-SNE" in p.proto.spec]  # we left the page
+    assert not linked_map_figures(at)  # we left the page
 
 
 def test_class_lists_in_another_order_still_plot_but_cannot_restrict(tmp_path, monkeypatch):

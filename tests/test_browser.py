@@ -107,7 +107,12 @@ def _no_exception(page) -> None:
 
 
 _BUSY = ("!!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"], [data-testid=\"stSkeleton\"], "
-         "[data-testid=\"stSpinner\"]')")
+         "[data-testid=\"stSpinner\"]') || Array.from(document.querySelectorAll('iframe')).some(f => {"
+         " try { const b = f.contentDocument && f.contentDocument.body; return !!b && b.dataset.busy === '1'; }"
+         " catch (e) { return false; } })")  # a component frame still drawing (Feature space's maps)
+#: Feature space's maps frame (``app.linked_maps``) and, in JS, the document inside it (same origin).
+MAPS_FRAME = '[data-testid="stMain"] iframe[title$="linked_maps"]'
+MAPS_DOC = f"((document.querySelector('{MAPS_FRAME}') || {{}}).contentDocument || document.createElement('div'))"
 
 
 def _wait_idle(page, timeout_ms: float = 40_000, quiet_ms: int = 1500) -> None:

@@ -15,7 +15,8 @@ import re
 import pytest
 
 from _scale_fixtures import FAST_JSON, make_scale_dir
-from test_browser import ARTIFACTS, CHROMIUM, _browser, _no_exception, _open, _streamlit, _wait_idle
+from test_browser import ARTIFACTS, CHROMIUM, MAPS_DOC, MAPS_FRAME, _browser, _no_exception, _open, _streamlit, \
+    _wait_idle
 
 CLIPS = 10_000
 
@@ -24,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing"),
 ]
 
-_PLOTS = ("Array.from(document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot'))"
+_PLOTS = (f"Array.from({MAPS_DOC}.querySelectorAll('.js-plotly-plot'))"
           ".filter(p => p.data && p.data.length && p.data[0].type === 'scattergl')")
 
 
@@ -71,13 +72,15 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             # hovering a point names its clip, its true class and A's prediction
             px, py = page.evaluate(f"""() => {{
                 const p = {_PLOTS}[0], fl = p._fullLayout, r = p.getBoundingClientRect();
+                const f = document.querySelector('{MAPS_FRAME}').getBoundingClientRect();
                 const t = p._fullData.find(t => t.customdata && t._length > 0 && !/^[✗★]/.test(t.name));
-                return [r.left + fl.xaxis._offset + fl.xaxis.l2p(t.x[0]),
-                        r.top + fl.yaxis._offset + fl.yaxis.l2p(t.y[0])];
+                return [f.left + r.left + fl.xaxis._offset + fl.xaxis.l2p(t.x[0]),
+                        f.top + r.top + fl.yaxis._offset + fl.yaxis.l2p(t.y[0])];
             }}""")
             page.mouse.move(px - 3, py - 3)
             page.mouse.move(px, py)
-            label = page.locator(".hoverlayer .hovertext").first
+            maps = page.frame_locator(MAPS_FRAME)
+            label = maps.locator(".hoverlayer .hovertext").first
             label.wait_for(timeout=20_000)
             text = label.text_content()  # an SVG group: its lines (tspans) run together
             assert re.search(r"^\d+\s*true: Synthetic action \d{3}.*A: (✓|Synthetic action \d{3}.* ✗)$", text), text
@@ -95,8 +98,10 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             # re-sent in full (1.07 of 2.1 MB; not yet explained - see the closing note). Never both.
             assert back_to_tsne < first_load * 0.6, (back_to_tsne, first_load)
 
-            # a box dragged over the middle of A's map selects and lists the clips inside it
-            drag = page.locator('[data-testid="stMain"] .js-plotly-plot').first.locator(".nsewdrag").first
+            # a box dragged over the middle of A's map selects and lists the clips inside it, in the same
+            # frame (the maps are redrawn in place, never mounted again)
+            page.evaluate(f"document.querySelector('{MAPS_FRAME}').contentWindow.__kept = 1")
+            drag = maps.locator(".js-plotly-plot").first.locator(".nsewdrag").first
             box = drag.bounding_box()
             x0, y0 = box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.42
             before = sum(received)
@@ -120,6 +125,7 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             bright = page.evaluate(f"{_PLOTS}.map(p => p._fullData.filter(t => /highlighted clips/.test(t.name))"
                                    ".reduce((s, t) => s + t._length, 0))")
             assert bright == [n, n], (bright, n)
+            assert page.evaluate(f"document.querySelector('{MAPS_FRAME}').contentWindow.__kept") == 1
             page.screenshot(path=str(ARTIFACTS / "browser_scale_selection.png"), full_page=True)
 
             # clearing redraws both: no box, no dimmed points left behind

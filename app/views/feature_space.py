@@ -4,13 +4,17 @@ at the paper's scale (174 classes, 25k clips per plot).
 Projection sets are read memory-mapped and shared by every session (``projection_store.shared_set``);
 a missing one is computed by a background job (``precompute.start_projection``) whose progress, ETA and
 queue position a polling fragment shows while the rest of the page works. Each plot is one WebGL trace
-(``app.feature_map``); the plots and the selected-clips table live in one fragment, so a selection
-reruns only them. A selection (box / lasso in either plot) is resolved on the full point set, keeps those
-clips bright in both plots and lists them; the current clip (Clip lab's) is a star in both maps with its
-nearest bundle clips.
+(``app.feature_map``), and both are drawn by plotly.js in one long-lived component frame
+(``app.linked_maps``): a changed figure is redrawn in place, an unchanged one is left alone, and a box or
+lasso comes back as its geometry only. The frame and the selected-clips table live in one fragment, so a
+selection reruns only them. A selection (box / lasso in either plot) is resolved on the full point set,
+keeps those clips bright in both plots and lists them; the current clip (Clip lab's) is a star in both
+maps with its nearest bundle clips.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -20,6 +24,7 @@ from app import selection as S
 from app.clip_map import METHOD_LABELS, map_points, neighbour_frame, palette_of, placements, projection_spec, \
     session_owner
 from app.downloads import download_figure
+from app.linked_maps import MapSpec, linked_maps
 from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, map_figure, plot_coords,
                              related_pairs, resolve_selection, selected_rows_csv, selected_rows_table)
 from app.ui import error_box, need_models, page_title
@@ -32,6 +37,7 @@ from hfnet_core.errors import HfnetError
 MAX_BUTTONS = 24
 MAX_TABLE_ROWS = 500  # rows of the selected-clips table sent to the browser; the CSV has all
 POLL_S = 2.0
+MAPS_KEY = "fs_maps"
 
 sel = S.current()
 page_title("Feature space",
@@ -212,11 +218,16 @@ if show_clip and ready:
 only_classes = tuple(int(c) for c in picked) if only and picked else ()
 
 
-def _remember(key: str, slot: str) -> None:
+def _remember() -> None:
+    """A box or lasso drawn in the maps' frame: the clips inside it, found on the full point set."""
+    event = st.session_state.get(MAPS_KEY) or {}
+    slot = event.get("slot") if isinstance(event, dict) else None
+    if slot not in points:
+        return
     pts = points[slot]
     among = np.isin(np.asarray(pts.labels), only_classes) if only_classes else None
-    st.session_state["fs_selected"] = resolve_selection(st.session_state.get(key), plot_coords(pts.xy[slot]),
-                                                        pts.clip_ids, among)  # boxes come back in plot units
+    st.session_state["fs_selected"] = resolve_selection(event, plot_coords(pts.xy[slot]), pts.clip_ids,
+                                                        among)  # boxes come back in plot units
 
 
 def _clear_selection() -> None:
@@ -238,8 +249,8 @@ def _plots_and_selection() -> None:
         return
     selected = [c for c in st.session_state.get("fs_selected", [])]
     revision = int(st.session_state.get("fs_revision", 0))
-    cols = st.columns(len(ready))
-    for col, m in zip(cols, ready):
+    specs, figures = [], {}
+    for m in ready:
         pts = points[m.slot]
         chosen = set(selected)
         is_sel = np.fromiter((c in chosen for c in pts.clip_ids), dtype=bool, count=len(pts)) if chosen else None
@@ -252,12 +263,15 @@ def _plots_and_selection() -> None:
         title = f"{m.label}: {METHOD_LABELS[method]} of {len(pts)} clips"
         fkey = "" if focus is None else store.subset_digest([c for c, f in zip(pts.clip_ids, focus) if f]) or ""
         pkey = points_keyed[m.slot][0]
+        name = sel.clip.name if marker else ""
+        figures[m.slot] = _figure(pkey, m.slot, title, opts, fkey, marker, name, pts, palette, focus)
+        digest = hashlib.sha256(repr((pkey, m.slot, title, opts, fkey, marker, name)).encode()).hexdigest()[:20]
+        specs.append(MapSpec(m.slot, digest, figures[m.slot]))
+    linked_maps(specs, key=MAPS_KEY, on_change=_remember, config={"scrollZoom": True})
+    for col, m in zip(st.columns(len(ready)), ready):
         with col:
-            fig = _figure(pkey, m.slot, title, opts, fkey, marker, sel.clip.name if marker else "", pts, palette, focus)
-            key = f"fs_plot_{m.slot}"
-            st.plotly_chart(fig, key=key, on_select=lambda key=key, slot=m.slot: _remember(key, slot),
-                            selection_mode=("box", "lasso"), config={"scrollZoom": True})
-            download_figure(fig, f"fs_{m.slot}", sel, {"projection": METHOD_LABELS[method], "colour by": colour_by})
+            download_figure(figures[m.slot], f"fs_{m.slot}", sel,
+                            {"projection": METHOD_LABELS[method], "colour by": colour_by})
             sil = sets[m.slot].silhouette
             if sil:
                 how = "exact" if sil.get("exact") else \

@@ -147,6 +147,16 @@ def take(bundle: EvalBundle, rows: np.ndarray | list[int]) -> EvalBundle:
     )
 
 
+def top_probability(logits: np.ndarray) -> np.ndarray:
+    """Each row's largest softmax probability, 1 / sum(exp(z - max z)), without building the probability
+    matrix (float32: a map's 25k x 174 logits in ~20 ms instead of ~90 ms through ``softmax``)."""
+    z = np.asarray(logits, dtype=np.float32)
+    if z.shape[-1] == 0:
+        return np.zeros(z.shape[:-1], dtype=np.float32)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (1.0 / e.sum(axis=-1)).astype(np.float32)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
