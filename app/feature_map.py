@@ -17,6 +17,7 @@ from __future__ import annotations
 import colorsys
 import html
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -282,7 +283,10 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
         value = np.where(focus | (value == 2 * n), value, value + n).astype(np.int16)
     preds_all = np.asarray(pts.preds[slot])
     pred_names = [_literal(_short(c)) for c in pts.pred_names[slot]]
-    ids = [_literal(c) for c in pts.clip_ids]
+
+    def ids(rows: np.ndarray) -> list[str]:  # escaped only where drawn with text (a selection: a few)
+        return [_literal(pts.clip_ids[i]) for i in rows]
+
     slot_txt = _literal(slot)
     own = np.asarray(pts.own_labels.get(slot, labels_all))  # this model's own truth (its class list)
     wrong = (preds_all[drawn] != own[drawn]) & (own[drawn] >= 0)
@@ -305,7 +309,7 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
             type="scattergl", x=xy[drawn, 0], y=xy[drawn, 1], mode="markers", showlegend=False,
             name=f"{len(drawn):,} clips" if not len(dimmed) else f"{len(drawn):,} highlighted clips",
             marker=dict(color=value[drawn], **scale), customdata=drawn.astype(np.int32),
-            text=[ids[i] for i in drawn], hovertext=hover,
+            text=ids(drawn), hovertext=hover,
             hovertemplate="<b>%{text}</b><br>true: %{hovertext}<extra></extra>",
         ))
     if n <= LEGEND_MAX_CLASSES:  # a legend still reads at this size: one legend-only entry per class shown
@@ -321,7 +325,7 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
             type="scattergl", x=xy[w, 0], y=xy[w, 1], mode="markers", showlegend=True,
             name=f"✗ {slot} is wrong ({int(wrong.sum()):,})",
             marker=dict(symbol="circle-open", size=size + 4, color="rgba(20,20,20,0.55)", line=dict(width=1)),
-            customdata=w.astype(np.int32), text=[ids[i] for i in w], hovertemplate="%{text}<extra></extra>",
+            customdata=w.astype(np.int32), text=ids(w), hovertemplate="%{text}<extra></extra>",
         ))
     if marker is not None:
         lo, grid_scale = _grid_transform(pts.xy[slot])
@@ -331,18 +335,26 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
             name=f"★ {marker_name}", hovertemplate=f"<b>{_literal(marker_name)}</b><extra></extra>",
             marker=dict(symbol="star", size=20, color="#ffd400", line=dict(width=1.5, color="#111")),
         ))
+    layout_dict = _layout(title, options.height, f"{slot}/{options.revision}", tuple(palette))
+    return FrozenFigure({"data": [_typed_arrays(t) for t in traces], "layout": layout_dict})
+
+
+@lru_cache(maxsize=64)
+def _layout(title: str, height: int, uirevision: str, palette: tuple[str, ...]) -> dict[str, Any]:
+    """A map's layout, validated by plotly once per (title, height, revision, palette) and shared (read
+    only): the 348-colour scale alone took ~45 ms to validate, on every selection, for each plot."""
+    n = len(palette)
     axis = dict(showticklabels=False, title=None, zeroline=False)
-    layout = go.Layout(  # validated (small); the traces are not: see below
-        title=title, height=options.height, margin=dict(l=10, r=10, t=50, b=10), dragmode="select",
+    layout = go.Layout(
+        title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), dragmode="select",
         legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0, font=dict(size=10)),
-        uirevision=f"{slot}/{options.revision}", hovermode="closest", xaxis=axis, yaxis=axis,
+        uirevision=uirevision, hovermode="closest", xaxis=axis, yaxis=axis,
         coloraxis=dict(colorscale=_colour_scale(palette), cmin=0, cmax=2 * n, showscale=False),
     )
-    # The traces are built above from a fixed set of properties (the tests read them back) and go out as
-    # they are: plotly's validation and to_dict walked every one of the 25k hover strings three times,
-    # ~0.8 s per figure at full scale - the server's largest share of a selection.
-    layout_dict = go.Figure(layout=layout).to_dict()["layout"]  # with the default template, as before
-    return FrozenFigure({"data": [_typed_arrays(t) for t in traces], "layout": layout_dict})
+    # The traces are built in map_figure from a fixed set of properties (the tests read them back) and go
+    # out as they are: plotly's validation and to_dict walked every one of the 25k hover strings three
+    # times, ~0.8 s per figure at full scale - the server's largest share of a selection.
+    return go.Figure(layout=layout).to_dict()["layout"]  # with the default template, as before
 
 
 def _typed_arrays(d: dict[str, Any]) -> dict[str, Any]:

@@ -134,6 +134,43 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             _wait_idle(page, 60_000)
             assert page.evaluate(f"{_PLOTS}.every(p => p._fullData.every(t => !(t.selectedpoints || []).length)"
                                  " && !p.data.some(t => /dimmed/.test(t.name || '')))")
+
+            # a lasso in B's map: the clips inside it (in B's coordinates) bright in both; a double-click clears
+            plot_b = maps.locator(".js-plotly-plot").nth(1)
+            plot_b.hover()
+            plot_b.locator('.modebar-btn[data-title="Lasso Select"]').click()
+            box = plot_b.locator(".nsewdrag").first.bounding_box()
+            corners = [(0.3, 0.3), (0.7, 0.35), (0.45, 0.75), (0.3, 0.3)]
+            page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+            page.mouse.down()
+            for (ax, ay), (bx, by) in zip(corners, corners[1:]):
+                for i in range(1, 9):
+                    f = i / 8
+                    page.mouse.move(box["x"] + box["width"] * (ax + (bx - ax) * f),
+                                    box["y"] + box["height"] * (ay + (by - ay) * f))
+            page.mouse.up()
+            heading = main.get_by_text(re.compile(r"Selected clips \((?!0\))\d[\d,]*\)"))
+            heading.wait_for(timeout=60_000)
+            _wait_idle(page, 60_000)
+            m = int(re.search(r"\(([\d,]+)\)", heading.inner_text()).group(1).replace(",", ""))
+            bright = page.evaluate(f"{_PLOTS}.map(p => p._fullData.filter(t => /highlighted clips/.test(t.name))"
+                                   ".reduce((s, t) => s + t._length, 0))")
+            assert 0 < m < CLIPS and bright == [m, m], (m, bright)
+            inside = page.evaluate(f"""() => {{  // B's bright points lie within the lasso's corners
+                const p = {_PLOTS}[1], fl = p._fullLayout, xa = fl.xaxis, ya = fl.yaxis;
+                const t = p._fullData.find(t => /highlighted clips/.test(t.name));
+                const xs = {[c[0] for c in corners]}.map(f => xa.p2l(f * xa._length));
+                const ys = {[c[1] for c in corners]}.map(f => ya.p2l(f * ya._length));
+                const lo = [Math.min(...xs), Math.min(...ys)], hi = [Math.max(...xs), Math.max(...ys)];
+                let n = 0;
+                for (let i = 0; i < t._length; i++) {{
+                    if (t.x[i] >= lo[0] - 1 && t.x[i] <= hi[0] + 1 && t.y[i] >= lo[1] - 1 && t.y[i] <= hi[1] + 1) n++;
+                }}
+                return [n, t._length];
+            }}""")
+            assert inside[0] == inside[1] == m, inside
+            plot_b.locator(".nsewdrag").first.dblclick(position={"x": box["width"] * 0.1, "y": box["height"] * 0.9})
+            main.get_by_text("Selected clips (0)").wait_for(timeout=60_000)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "browser_scale_failure.png"), full_page=True)
             raise

@@ -81,3 +81,16 @@ def test_the_page_speaks_streamlit_s_component_protocol_and_reports_geometry_onl
     assert '<script src="plotly.min.js"></script>' in page  # the copy beside it, never a CDN
     assert "http://" not in page and "https://" not in page
     assert "points: []" in page  # a selection goes back as boxes and lassos, never as its points
+
+
+def test_a_link_in_the_temporary_folder_is_never_served_from(fresh_dir, monkeypatch):
+    import tempfile
+
+    tmp = fresh_dir / "tmp"
+    (tmp / "elsewhere").mkdir(parents=True)
+    (tmp / f"hfnet-{os.getuid()}").symlink_to(tmp / "elsewhere")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(lm.os, "access", lambda p, mode: "cache" not in str(p))
+    with pytest.raises(OSError, match="HFNET_CACHE_DIR"):
+        lm.frontend_dir()
+    assert not list((tmp / "elsewhere").iterdir())  # nothing written through the link
