@@ -34,6 +34,7 @@ __all__ = [
     "MapOptions",
     "class_palette",
     "clip_placement",
+    "frame_selection",
     "map_figure",
     "plot_coords",
     "related_pairs",
@@ -190,6 +191,19 @@ def resolve_selection(event: object, xy: np.ndarray, clip_ids: Sequence[str],
         if row < len(hit):
             hit[row] = True
     return [c for c, h in zip(clip_ids, hit) if h]
+
+
+def frame_selection(event: object, points: Mapping[str, FeaturePoints],
+                    only_classes: Sequence[int] = ()) -> list[str] | None:
+    """The clip ids an event of Feature space's maps frame (``{"slot", "seq", "selection": {"box",
+    "lasso"}}``, boxes and lassos in plot units) means, resolved on every point of that slot's map (limited
+    to ``only_classes`` when given); None for an event that names no plot shown."""
+    slot = _field(event, "slot") if isinstance(event, Mapping) else None
+    if not isinstance(slot, str) or slot not in points:
+        return None
+    pts = points[slot]
+    among = np.isin(np.asarray(pts.labels), list(only_classes)) if only_classes else None
+    return resolve_selection(event, plot_coords(pts.xy[slot]), pts.clip_ids, among)
 
 
 def reported_rows(event: object) -> list[int]:

@@ -15,6 +15,7 @@ fetched from elsewhere) is written once per version into hfnet's cache folder, a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -34,7 +35,14 @@ class MapSpec(dict):
     leaves that plot alone) and ``figure`` (a plotly figure dict)."""
 
     def __init__(self, slot: str, digest: str, figure: Any) -> None:
-        fig = figure.to_dict() if hasattr(figure, "to_dict") else dict(figure)
+        from app.feature_map import FrozenFigure
+
+        if isinstance(figure, FrozenFigure):
+            fig = figure.to_dict()  # already plain JSON (typed arrays encoded)
+        elif hasattr(figure, "to_json"):  # any other plotly figure: numpy arrays encoded, NaN as null
+            fig = json.loads(figure.to_json())
+        else:
+            fig = dict(figure)
         super().__init__(slot=slot, digest=digest, figure=fig)
 
 
@@ -44,49 +52,95 @@ def _plotly_js() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-def _writable_root() -> Path:
-    """hfnet's cache folder, else a private folder of this user under the temporary folder."""
+def _roots() -> list[tuple[Path, bool]]:
+    """Where the frame's folder may live, in order: hfnet's cache folder, else this user's private folder
+    under the shared temporary folder (True: that one must be ours, mode 0700, and not a link)."""
     from hfnet_core.analysis.projection_store import cache_root
 
     uid = os.getuid() if hasattr(os, "getuid") else None
     private = Path(tempfile.gettempdir()) / f"hfnet-{uid if uid is not None else 'user'}"
-    for base, shared_tmp in ((cache_root(), False), (private, True)):
+    return [(cache_root(), False), (private, True)]
+
+
+def _ours(path: Path) -> bool:
+    """A folder or file we may serve from: not a link and, where the system says, owned by us and writable
+    by nobody else (anyone who could write into it could put a page in front of the whole app)."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return False
+    if not hasattr(os, "getuid"):
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+@lru_cache(maxsize=1)
+def _sources() -> tuple[bytes, Path, str, str]:
+    """(page bytes, plotly.js path, its sha256, the folder's tag)."""
+    html, js = _HTML.read_bytes(), _plotly_js()
+    js_sha = hashlib.sha256(js.read_bytes()).hexdigest()
+    tag = hashlib.sha256(html + js_sha.encode()).hexdigest()[:16]
+    return html, js, js_sha, tag
+
+
+def _intact(folder: Path) -> bool:
+    """The folder holds exactly this page and this plotly.js, and is ours (see ``_ours``)."""
+    html, _, js_sha, _ = _sources()
+    try:
+        if not _ours(folder) or sorted(p.name for p in folder.iterdir()) != ["index.html", "plotly.min.js"]:
+            return False
+        page, js = folder / "index.html", folder / "plotly.min.js"
+        return (_ours(page) and _ours(js) and page.read_bytes() == html
+                and hashlib.sha256(js.read_bytes()).hexdigest() == js_sha)
+    except OSError:
+        return False
+
+
+def _build(root: Path, private: bool) -> Path:
+    """The frame's folder under ``root`` (made, or reused when intact); raises ``OSError``."""
+    html, js, _, tag = _sources()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+    if private and not _ours(root):
+        raise PermissionError(f"{root} is not this user's own folder")
+    components = root / "components"
+    components.mkdir(exist_ok=True)
+    final = components / f"linked_maps-{tag}"
+    if final.exists() or final.is_symlink():
+        if _intact(final):
+            return final
+        st = final.lstat()
+        if stat.S_ISLNK(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            raise PermissionError(f"{final} is not a folder this user made")
+        shutil.rmtree(final)  # ours but changed, half there or open to others: made again below
+    tmp = Path(tempfile.mkdtemp(prefix=".linked_maps-", dir=components))
+    try:
+        shutil.copyfile(js, tmp / "plotly.min.js")
+        (tmp / "index.html").write_bytes(html)
+        for f in ("plotly.min.js", "index.html"):
+            os.chmod(tmp / f, 0o644)
+        os.chmod(tmp, 0o755)  # readable by a server of another user sharing the cache, writable by us only
         try:
-            base.mkdir(parents=True, exist_ok=True, mode=0o700 if shared_tmp else 0o777)
-            st = base.lstat()
-            if shared_tmp and (stat.S_ISLNK(st.st_mode) or (uid is not None and st.st_uid != uid)):
-                continue  # in the shared temporary folder, someone else's (or a link): never serve from it
-            if os.access(base, os.W_OK):
-                return base
-        except OSError:
-            continue
-    raise OSError("no writable cache folder for the maps' page (set HFNET_CACHE_DIR to one)")
+            os.replace(tmp, final)
+        except OSError:  # another process made it first
+            if not _intact(final):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 @lru_cache(maxsize=1)
 def frontend_dir() -> Path:
     """The folder Streamlit serves the frame from: ``index.html`` + ``plotly.min.js``, named by a digest of
-    both, so a new page or a new plotly.js gets a new folder and a browser never mixes the two."""
-    html, js = _HTML.read_bytes(), _plotly_js()
-    st = js.stat()
-    tag = hashlib.sha256(html + f"{js}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = _writable_root() / "components"
-    final = root / f"linked_maps-{tag}"
-    if (final / "index.html").is_file() and (final / "plotly.min.js").is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".linked_maps-", dir=root))
-    try:
-        shutil.copyfile(js, tmp / "plotly.min.js")
-        (tmp / "index.html").write_bytes(html)
+    both (a new page or a new plotly.js gets a new folder, so a browser never mixes the two) and checked
+    byte for byte before it is reused. Raises ``OSError`` naming what to do when no root can hold it."""
+    problems = []
+    for root, private in _roots():
         try:
-            os.replace(tmp, final)
-        except OSError:  # another process made it first
-            if not (final / "index.html").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+            return _build(root, private)
+        except OSError as e:
+            problems.append(f"{root}: {e.strerror or e}")
+    raise OSError(f"no folder for Feature space's maps page ({'; '.join(problems)}); "
+                  "set HFNET_CACHE_DIR to a folder this user can write")
 
 
 @lru_cache(maxsize=1)
@@ -96,11 +150,20 @@ def _component() -> Callable[..., Any]:
     return components.declare_component(COMPONENT_NAME, path=str(frontend_dir()))
 
 
+def _served() -> Callable[..., Any]:
+    """The component, declared again if its folder went away while the server ran (a cache wipe, a
+    temporary-folder cleaner): else every browser would get a missing page until a restart."""
+    if not (frontend_dir() / "index.html").is_file():
+        frontend_dir.cache_clear()
+        _component.cache_clear()
+    return _component()
+
+
 def linked_maps(maps: Sequence[MapSpec], key: str, on_change: Callable[[], None] | None = None,
                 config: Mapping[str, Any] | None = None) -> Any:
     """Draw ``maps`` side by side in one frame; the last selection made in it (``{"slot", "seq",
     "selection": {"box", "lasso", "points"}}``, also in ``st.session_state[key]``), or None."""
-    return _component()(maps=list(maps), config=dict(config or {}), key=key, default=None, on_change=on_change)
+    return _served()(maps=list(maps), config=dict(config or {}), key=key, default=None, on_change=on_change)
 
 
 def warm_up(key: str = "maps_warmup") -> None:
@@ -113,5 +176,9 @@ def warm_up(key: str = "maps_warmup") -> None:
     if st.session_state.get("_hf_maps_warm"):
         return
     st.session_state["_hf_maps_warm"] = True
+    try:
+        frame = _served()
+    except OSError:
+        return  # only a warm-up: Feature space itself says what is wrong with the folder
     with st.sidebar:
-        _component()(maps=[], config={}, warm=True, key=key, default=None)
+        frame(maps=[], config={}, warm=True, key=key, default=None)

@@ -24,8 +24,8 @@ from _analysis_fixtures import (  # noqa: F401 - fixtures
 from _app_fixtures import linked_map_args, linked_map_figures, plotly_array
 from _scale_fixtures import FAST, FAST_JSON, K, make_scale_dir, store_projections
 from app.analysis_figures import FeaturePoints
-from app.feature_map import (MapOptions, class_palette, map_figure, plot_coords, reported_rows, resolve_selection,
-                             selected_rows_csv, selected_rows_table, stratified_rows)
+from app.feature_map import (MapOptions, class_palette, frame_selection, map_figure, plot_coords, reported_rows,
+                             resolve_selection, selected_rows_csv, selected_rows_table, stratified_rows)
 from hfnet_core.analysis import embeddings as emb
 from hfnet_core.analysis import jobs
 from hfnet_core.analysis import precompute as pre
@@ -173,6 +173,39 @@ def test_the_maps_frame_leaves_unchanged_plots_alone_and_gets_changed_ones_anew(
     assert [c.proto.json_args for c in at.get("component_instance")] == message
 
 
+def test_a_frame_event_is_resolved_in_its_own_plot_on_every_point():
+    """What the maps frame sends back (its slot, a box or lasso in that plot's 16-bit grid units) means the
+    clips inside it in that model's map, drawn or not; limited to the classes shown; anything else none."""
+    xy_a = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    pts = FeaturePoints(["c0", "c1", "c2", "c3"], [""] * 4, np.array([0, 1, 0, 1]), ["x", "y"],
+                        xy={"A": xy_a, "B": xy_a[::-1].copy()})
+    points = {"A": pts, "B": pts}
+    grid = plot_coords(xy_a).astype(float)  # A's points on the grid: 0, 21845, 43690, 65535
+    box = {"x": [grid[1, 0] - 1, grid[2, 0] + 1], "y": [grid[1, 1] - 1, grid[2, 1] + 1]}
+    event = {"slot": "A", "seq": 3, "selection": {"box": [box], "lasso": [], "points": []}}
+    assert frame_selection(event, points) == ["c1", "c2"]
+    assert frame_selection(dict(event, slot="B"), points) == ["c1", "c2"]  # B's map is A's mirrored
+    assert frame_selection(event, points, only_classes=[1]) == ["c1"]
+    tri = {"x": [-10.0, 30000.0, -10.0], "y": [-10.0, -10.0, 30000.0]}  # a lasso round the first point only
+    assert frame_selection({"slot": "A", "selection": {"box": [], "lasso": [tri]}}, points) == ["c0"]
+    assert frame_selection({"slot": "A", "selection": {"box": [], "lasso": [], "points": []}}, points) == []
+    for odd in (None, {}, {"slot": "C", "selection": {}}, {"slot": ["A"]}, "A", {"slot": 1}):
+        assert frame_selection(odd, points) is None
+
+
+def test_a_warm_up_frame_once_per_session_on_a_page_without_the_maps(analysis_env):
+    """The first page a session shows gets an empty maps frame at the foot of the sidebar (the browser
+    compiles plotly.js there); the next run has none, and Feature space itself never had one."""
+    at = full_app().run()
+    no_exceptions(at)
+    warm = linked_map_args(at)
+    assert [a["key"] for a in warm] == ["maps_warmup"] and warm[0]["maps"] == [] and warm[0]["warm"] is True
+    at.run()
+    assert linked_map_args(at) == []
+    fs = page("feature_space").run()
+    assert [a["key"] for a in linked_map_args(fs)] == ["fs_maps"]
+
+
 def test_selection_events_are_read_from_customdata():
     event = {"selection": {"points": [{"customdata": 4, "point_index": 0}, {"customdata": [9]},
                                       {"customdata": 4.0}, {"x": 1}, {"customdata": "7"}, {"customdata": -1},
@@ -194,7 +227,7 @@ def test_open_in_clip_lab_from_the_full_app(analysis_env):
     assert at.session_state["_hf_choices"]["bundle_clip"]["clip_id"] == "synth/test/000019"
     assert at.session_state["_hf_choices"]["clip_source"] == "bundle"
     assert at.session_state["_hf_selection"].clip.name == "synth/test/000019"  # opened in Clip lab
-    assert not linked_map_figures(at)  # we left the page
+    assert not [a for a in linked_map_args(at) if a["key"] == "fs_maps"]  # we left the page: no maps frame
 
 
 def test_class_lists_in_another_order_still_plot_but_cannot_restrict(tmp_path, monkeypatch):

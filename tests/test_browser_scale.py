@@ -126,6 +126,11 @@ def test_feature_space_at_ten_thousand_points(scale_server):
                                    ".reduce((s, t) => s + t._length, 0))")
             assert bright == [n, n], (bright, n)
             assert page.evaluate(f"document.querySelector('{MAPS_FRAME}').contentWindow.__kept") == 1
+            # a single click on a map is not a selection: the clips stay selected (only a double-click clears)
+            page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.1)
+            page.wait_for_timeout(1500)
+            _wait_idle(page, 60_000)
+            assert main.get_by_text(f"Selected clips ({n:,})").count() == 1
             page.screenshot(path=str(ARTIFACTS / "browser_scale_selection.png"), full_page=True)
 
             # clearing redraws both: no box, no dimmed points left behind

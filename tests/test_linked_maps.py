@@ -8,6 +8,7 @@ import json
 import os
 import stat
 
+import numpy as np
 import plotly
 import pytest
 
@@ -16,10 +17,16 @@ from app import linked_maps as lm
 
 @pytest.fixture()
 def fresh_dir(monkeypatch, tmp_path):
+    import tempfile
+
     monkeypatch.setenv("HFNET_CACHE_DIR", str(tmp_path / "cache"))
-    lm.frontend_dir.cache_clear()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the fallback too stays in this test
+    for cached in (lm.frontend_dir, lm._component, lm._sources):
+        cached.cache_clear()
     yield tmp_path
-    lm.frontend_dir.cache_clear()
+    for cached in (lm.frontend_dir, lm._component, lm._sources):
+        cached.cache_clear()
 
 
 def test_the_frame_folder_holds_the_page_and_the_installed_plotly_js(fresh_dir):
@@ -40,6 +47,7 @@ def test_a_changed_page_gets_a_new_folder(fresh_dir, monkeypatch, tmp_path):
     page.write_text(lm._HTML.read_text() + "<!-- changed -->\n")
     monkeypatch.setattr(lm, "_HTML", page)
     lm.frontend_dir.cache_clear()
+    lm._sources.cache_clear()
     second = lm.frontend_dir()
     assert second != first and (second / "index.html").read_text().endswith("<!-- changed -->\n")
 
@@ -56,10 +64,45 @@ def test_a_read_only_cache_folder_falls_back_to_a_private_temporary_one(fresh_di
         ro.chmod(stat.S_IRWXU)
 
 
-def test_a_read_only_cache_root_falls_back_to_the_temporary_folder(fresh_dir, monkeypatch):
-    monkeypatch.setattr(lm.os, "access", lambda p, mode: "cache" not in str(p))
+def test_an_unusable_cache_root_falls_back_to_a_private_temporary_folder(fresh_dir):
+    (fresh_dir / "cache").write_text("not a folder")
     d = lm.frontend_dir()
-    assert "cache" not in str(d.parent) and (d / "index.html").is_file() and (d / "plotly.min.js").is_file()
+    private = fresh_dir / "tmp" / f"hfnet-{os.getuid()}"
+    assert d.parent == private / "components" and (d / "index.html").is_file() and (d / "plotly.min.js").is_file()
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+
+
+def test_a_changed_or_half_written_folder_is_made_again(fresh_dir):
+    d = lm.frontend_dir()
+    (d / "index.html").write_text("<script>somebody else's page</script>")
+    lm.frontend_dir.cache_clear()
+    assert lm.frontend_dir() == d and (d / "index.html").read_bytes() == lm._HTML.read_bytes()
+    (d / "plotly.min.js").unlink()
+    lm.frontend_dir.cache_clear()
+    assert lm.frontend_dir() == d and (d / "plotly.min.js").stat().st_size > 1_000_000
+    d.chmod(0o777)  # writable by anyone: not served as it is
+    lm.frontend_dir.cache_clear()
+    assert lm.frontend_dir() == d and stat.S_IMODE(d.stat().st_mode) == 0o755
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a folder away")
+def test_a_folder_someone_else_owns_is_never_served(fresh_dir):
+    d = lm.frontend_dir()
+    os.chown(d, 12345, -1)
+    lm.frontend_dir.cache_clear()
+    other = lm.frontend_dir()
+    assert other != d and other.parent == fresh_dir / "tmp" / f"hfnet-{os.getuid()}" / "components"
+    assert d.stat().st_uid == 12345  # left alone, not deleted
+
+
+def test_a_folder_removed_while_the_server_runs_is_made_again(fresh_dir):
+    import shutil
+
+    lm._served()
+    d = lm.frontend_dir()
+    shutil.rmtree(d)
+    lm._served()
+    assert (lm.frontend_dir() / "index.html").is_file()
 
 
 def test_a_plot_is_sent_as_its_slot_digest_and_plain_figure_dict():
@@ -78,7 +121,7 @@ def test_the_page_speaks_streamlit_s_component_protocol_and_reports_geometry_onl
     for message in ("streamlit:componentReady", "streamlit:render", "streamlit:setComponentValue",
                     "streamlit:setFrameHeight"):
         assert message in page
-    assert '<script src="plotly.min.js"></script>' in page  # the copy beside it, never a CDN
+    assert 'script.src = "plotly.min.js"' in page  # the copy beside it, never a CDN
     assert "http://" not in page and "https://" not in page
     assert "points: []" in page  # a selection goes back as boxes and lassos, never as its points
 
@@ -88,9 +131,16 @@ def test_a_link_in_the_temporary_folder_is_never_served_from(fresh_dir, monkeypa
 
     tmp = fresh_dir / "tmp"
     (tmp / "elsewhere").mkdir(parents=True)
+    (fresh_dir / "cache").write_text("not a folder")
     (tmp / f"hfnet-{os.getuid()}").symlink_to(tmp / "elsewhere")
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    monkeypatch.setattr(lm.os, "access", lambda p, mode: "cache" not in str(p))
     with pytest.raises(OSError, match="HFNET_CACHE_DIR"):
         lm.frontend_dir()
     assert not list((tmp / "elsewhere").iterdir())  # nothing written through the link
+
+
+def test_a_figure_with_numpy_arrays_or_nan_still_goes_out_as_strict_json():
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scattergl(x=np.array([0.0, np.nan]), y=np.array([1.0, 2.0])))
+    spec = lm.MapSpec("A", "d", fig)
+    json.dumps(spec, allow_nan=False)  # what the browser's JSON.parse accepts

@@ -25,8 +25,8 @@ from app.clip_map import METHOD_LABELS, map_points, neighbour_frame, palette_of,
     session_owner
 from app.downloads import download_figure
 from app.linked_maps import MapSpec, linked_maps
-from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, map_figure, plot_coords,
-                             related_pairs, resolve_selection, selected_rows_csv, selected_rows_table)
+from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, frame_selection, map_figure,
+                             related_pairs, selected_rows_csv, selected_rows_table)
 from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis import precompute as pre
 from hfnet_core.analysis import projection_store as store
@@ -220,14 +220,9 @@ only_classes = tuple(int(c) for c in picked) if only and picked else ()
 
 def _remember() -> None:
     """A box or lasso drawn in the maps' frame: the clips inside it, found on the full point set."""
-    event = st.session_state.get(MAPS_KEY) or {}
-    slot = event.get("slot") if isinstance(event, dict) else None
-    if slot not in points:
-        return
-    pts = points[slot]
-    among = np.isin(np.asarray(pts.labels), only_classes) if only_classes else None
-    st.session_state["fs_selected"] = resolve_selection(event, plot_coords(pts.xy[slot]), pts.clip_ids,
-                                                        among)  # boxes come back in plot units
+    ids = frame_selection(st.session_state.get(MAPS_KEY), points, only_classes)
+    if ids is not None:
+        st.session_state["fs_selected"] = ids
 
 
 def _clear_selection() -> None:
@@ -260,6 +255,8 @@ def _plots_and_selection() -> None:
         opts = MapOptions(colour_by, bool(show_wrong), max_points, only_classes, revision=revision)
         pl = where.get(m.slot)
         marker = tuple(float(v) for v in pl.coords[method][0]) if pl is not None and method in pl.coords else None
+        if marker is not None and not all(np.isfinite(marker)):
+            marker = None  # a placement that failed numerically: no star (NaN is not JSON)
         title = f"{m.label}: {METHOD_LABELS[method]} of {len(pts)} clips"
         fkey = "" if focus is None else store.subset_digest([c for c, f in zip(pts.clip_ids, focus) if f]) or ""
         pkey = points_keyed[m.slot][0]
