@@ -299,6 +299,9 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
     pred_names = [_literal(_short(c)) for c in pts.pred_names[slot]]
 
     def ids(rows: np.ndarray) -> list[str]:  # escaped only where drawn with text (a selection: a few)
+        if len(rows) > len(pts.clip_ids) // 2:
+            every = _escaped_ids(pts.clip_ids)  # most of them: once for both plots of a pair
+            return [every[i] for i in rows]
         return [_literal(pts.clip_ids[i]) for i in rows]
 
     slot_txt = _literal(slot)
@@ -353,16 +356,37 @@ def map_figure(pts: FeaturePoints, slot: str, title: str, palette: Sequence[str]
     return FrozenFigure({"data": [_typed_arrays(t) for t in traces], "layout": layout_dict})
 
 
-@lru_cache(maxsize=64)
+_ESCAPED: list[tuple[Sequence[str], list[str]]] = []  # (the clip id list itself, its escaped ids), newest last
+
+
+def _escaped_ids(clip_ids: Sequence[str]) -> list[str]:
+    """Every clip id of a point set, escaped for hover text, once per list (the two plots of a pair share
+    theirs). Entries hold the list itself, so an id() is never reused while cached."""
+    for ref, escaped in _ESCAPED:
+        if ref is clip_ids:
+            return escaped
+    escaped = [_literal(c) for c in clip_ids]
+    _ESCAPED.append((clip_ids, escaped))
+    del _ESCAPED[:-4]
+    return escaped
+
+
 def _layout(title: str, height: int, uirevision: str, palette: tuple[str, ...]) -> dict[str, Any]:
-    """A map's layout, validated by plotly once per (title, height, revision, palette) and shared (read
-    only): the 348-colour scale alone took ~45 ms to validate, on every selection, for each plot."""
+    """A map's layout: the validated part shared per (height, palette), then its title and UI revision."""
+    return {**_layout_base(height, palette), "title": {"text": title}, "uirevision": uirevision}
+
+
+@lru_cache(maxsize=16)
+def _layout_base(height: int, palette: tuple[str, ...]) -> dict[str, Any]:
+    """Everything of a map's layout but its title and revision, validated by plotly once per (height,
+    palette) and shared (read only): the 348-colour scale alone took ~45 ms to validate, on every
+    selection, for each plot."""
     n = len(palette)
     axis = dict(showticklabels=False, title=None, zeroline=False)
     layout = go.Layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), dragmode="select",
+        height=height, margin=dict(l=10, r=10, t=50, b=10), dragmode="select",
         legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0, font=dict(size=10)),
-        uirevision=uirevision, hovermode="closest", xaxis=axis, yaxis=axis,
+        hovermode="closest", xaxis=axis, yaxis=axis,
         coloraxis=dict(colorscale=_colour_scale(palette), cmin=0, cmax=2 * n, showscale=False),
     )
     # The traces are built in map_figure from a fixed set of properties (the tests read them back) and go

@@ -482,11 +482,13 @@ _STATE_JS = """
   const script = a.getAttribute('data-test-script-state');
   const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 2 && r.height > 2; };
   const heads = Array.from(m.querySelectorAll('h1, h2, h3, h4')).map(h => (h.innerText || '').trim());
-  const docs = Array.from(m.querySelectorAll(frame)).map(f => { try { return f.contentDocument; } catch (e) { return null; } })
-    .filter(d => d && d.body);
+  const docsIn = (root) => Array.from(root.querySelectorAll(frame))
+    .map(f => { try { return f.contentDocument; } catch (e) { return null; } }).filter(d => d && d.body);
   const plots = Array.from(m.querySelectorAll(plot)).filter(p => visible(p) && p.querySelector('.main-svg'))
-    .concat(docs.flatMap(d => Array.from(d.querySelectorAll(framePlot)).filter(p => visible(p) && p.querySelector('.main-svg'))));
-  const frameBusy = docs.some(d => d.body.dataset.busy === '1');
+    .concat(docsIn(m).flatMap(d => Array.from(d.querySelectorAll(framePlot))
+      .filter(p => visible(p) && p.querySelector('.main-svg'))));
+  // any maps frame still drawing or loading plotly.js, the sidebar's warm-up frame too, is work in progress
+  const frameBusy = docsIn(document).some(d => d.body.dataset.busy === '1');
   const e = m.querySelector(exc);
   let selected = null;
   const re = new RegExp(sel, 'i');
@@ -532,13 +534,29 @@ def usable(heading: str, plots: int) -> Callable[[dict[str, Any]], bool]:
 def measure_page(page, meter: WsMeter, link: str, heading: str, plots: int, timeout_s: float) -> dict[str, Any]:
     """Click the page's sidebar link; seconds until usable, websocket bytes, then wait for quiet."""
     mark = meter.mark()
+    clicked_ms = page.evaluate("Date.now()")
     t0 = time.perf_counter()
     page.locator(SIDEBAR).get_by_role("link", name=link, exact=True).first.click(timeout=30_000)
     at, state = wait_until(page, usable(heading, plots), timeout_s, heading)
     out = {"usable_s": round(at - t0, 2), "plots": state["plots"], **meter.since(mark)}
+    frame = frame_times(page, clicked_ms)
+    if frame:
+        out["maps_frame_s"] = frame
     with contextlib.suppress(TimeoutError):  # let late fragments settle before the next measurement
         wait_until(page, usable(heading, plots), 20, heading, quiet_s=1.0)
     return out
+
+
+def frame_times(page, since_ms: float) -> dict[str, float] | None:
+    """When Feature space's maps frame started, had plotly.js, got its first figures and drew them, in
+    seconds after ``since_ms`` (the browser's clock): where a page's time went (None without a frame)."""
+    times = page.evaluate(f"""() => {{
+      const f = document.querySelector('{MAIN} {MAPS_FRAME}');
+      const m = f && f.contentWindow && f.contentWindow.hfnetMaps;
+      return m ? m.times : null; }}""")
+    if not isinstance(times, dict):
+        return None
+    return {k: round((v - since_ms) / 1000, 2) for k, v in times.items() if isinstance(v, (int, float))}
 
 
 def measure_rerun(page, meter: WsMeter, timeout_s: float) -> dict[str, Any]:
@@ -625,7 +643,11 @@ def browse(url: str, pid: int, entry: dict[str, Any], sessions: list[int], page_
                 t0 = time.perf_counter()
                 page.goto(url, wait_until="commit")
                 at, _ = wait_until(page, usable("Clip lab", 2), page_timeout, "Clip lab")
-                return {"usable_s": round(at - t0, 2), **meter.since(mark)}
+                out = {"usable_s": round(at - t0, 2), **meter.since(mark)}
+                with contextlib.suppress(TimeoutError):  # settle before the next page, as measure_page does
+                    settled, _ = wait_until(page, usable("Clip lab", 2), 20, "Clip lab", quiet_s=1.0)
+                    out["settled_s"] = round(settled - t0, 2)
+                return out
 
             step(entry, "first_load", first_load)
             entry["pages"] = {}
