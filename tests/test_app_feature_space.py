@@ -620,3 +620,16 @@ def test_a_bundle_clip_keeps_its_stored_place_and_an_outside_clip_is_placed_by_i
     assert set(outside.coords) == {"tsne", "umap", "pca"}
     with pytest.raises(BundleError, match="dimensions"):
         clip_placement(ps, bundle, None, np.ones(12, np.float32))
+
+
+def test_no_folder_for_the_maps_frame_is_one_clear_error_and_the_page_goes_on(analysis_env, monkeypatch):
+    from app import linked_maps as lm
+
+    def no_folder():
+        raise OSError("no folder for Feature space's maps page (/x: Read-only file system); set HFNET_CACHE_DIR")
+
+    monkeypatch.setattr(lm, "_served", no_folder)
+    at = page("feature_space").run()
+    no_exceptions(at)
+    assert any("The maps cannot be drawn: no folder for Feature space's maps page" in e.value for e in at.error)
+    assert at.subheader[0].value == "Selected clips (0)"  # the rest of the page still works

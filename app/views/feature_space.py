@@ -264,7 +264,10 @@ def _plots_and_selection() -> None:
         figures[m.slot] = _figure(pkey, m.slot, title, opts, fkey, marker, name, pts, palette, focus)
         digest = hashlib.sha256(repr((pkey, m.slot, title, opts, fkey, marker, name)).encode()).hexdigest()[:20]
         specs.append(MapSpec(m.slot, digest, figures[m.slot]))
-    linked_maps(specs, key=MAPS_KEY, on_change=_remember, config={"scrollZoom": True})
+    try:
+        linked_maps(specs, key=MAPS_KEY, on_change=_remember, config={"scrollZoom": True})
+    except OSError as e:  # the frame's folder could not be made (linked_maps says where it tried)
+        error_box(f"The maps cannot be drawn: {e}", "Set HFNET_CACHE_DIR to a folder this user can write.")
     for col, m in zip(st.columns(len(ready)), ready):
         with col:
             download_figure(figures[m.slot], f"fs_{m.slot}", sel,
