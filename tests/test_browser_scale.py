@@ -54,6 +54,8 @@ def test_feature_space_at_ten_thousand_points(scale_server):
     with _browser(1400, 1800) as page:
         try:
             received = _count_received(page)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
             _open(page, scale_server + "/feature_space")
             main = page.get_by_test_id("stMain")
             main.get_by_role("heading", name="Feature space").wait_for()
@@ -68,6 +70,11 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             _no_exception(page)
             main.get_by_text("Selected clips (0)").wait_for()
             page.screenshot(path=str(ARTIFACTS / "browser_scale_feature_space.png"), full_page=True)
+
+            # the maps' tool bar: what a map needs, nothing that uploads a chart or duplicates the downloads
+            buttons = page.evaluate(f"Array.from({MAPS_DOC}.querySelectorAll('.modebar-btn'))"
+                                    ".map(b => b.getAttribute('data-title'))")
+            assert set(buttons) == {"Zoom", "Pan", "Box Select", "Lasso Select", "Reset axes"}, buttons
 
             # hovering a point names its clip, its true class and A's prediction
             px, py = page.evaluate(f"""() => {{
@@ -176,6 +183,7 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             assert inside[0] == inside[1] == m, inside
             plot_b.locator(".nsewdrag").first.dblclick(position={"x": box["width"] * 0.1, "y": box["height"] * 0.9})
             main.get_by_text("Selected clips (0)").wait_for(timeout=60_000)
+            assert not errors, errors  # no script error in the page or the frame, whatever was done above
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "browser_scale_failure.png"), full_page=True)
             raise
