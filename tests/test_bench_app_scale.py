@@ -126,6 +126,14 @@ def test_a_memory_slope_over_falling_rss_is_not_a_pass():
                                  for n, v in ((1, 990.3), (2, 984.7), (5, 1069.2), (10, 1180.7))]
     check = next(c for c in bench.check_targets({"24777": entry}) if c["target"] == "mb_per_extra_session")
     assert check["pass"] is True and "note" not in check
-    entry["sessions"]["rows"][1]["server_rss_mb"] = 975.0  # 15 MB given back: not noise any more
+    entry["sessions"]["rows"][1]["server_rss_mb"] = 975.0  # 15 MB given back: not noise any more, but from
+    # 2 sessions on RSS only grows (the browsing first session's leftovers went): that slope decides
+    check = next(c for c in bench.check_targets({"24777": entry}) if c["target"] == "mb_per_extra_session")
+    tail = np.polyfit([2, 5, 10], [975.0, 1069.2, 1180.7], 1)[0]
+    assert check["pass"] is True and f"from 2 sessions on it only grows, at {tail:.1f} MB" in check["note"]
+    entry["sessions"]["rows"][3]["server_rss_mb"] = 1400.0  # steep after the fall: the tail fails the target
+    check = next(c for c in bench.check_targets({"24777": entry}) if c["target"] == "mb_per_extra_session")
+    assert check["pass"] is False
+    entry["sessions"]["rows"][2]["server_rss_mb"] = 960.0  # a second fall: two counts left, nothing to fit
     check = next(c for c in bench.check_targets({"24777": entry}) if c["target"] == "mb_per_extra_session")
     assert check["pass"] is None and "more than 10 MB" in check["note"]
