@@ -108,7 +108,16 @@ def test_feature_space_at_ten_thousand_points(scale_server):
             # a box dragged over the middle of A's map selects and lists the clips inside it, in the same
             # frame (the maps are redrawn in place, never mounted again)
             page.evaluate(f"document.querySelector('{MAPS_FRAME}').contentWindow.__kept = 1")
+            # zoom into A's map with the wheel: the zoom stays through the selection (the same map, redrawn)
             drag = maps.locator(".js-plotly-plot").first.locator(".nsewdrag").first
+            box = drag.bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+            for _ in range(3):
+                page.mouse.wheel(0, -200)
+                page.wait_for_timeout(200)
+            page.wait_for_timeout(1000)
+            zoomed = page.evaluate(f"{_PLOTS}[0]._fullLayout.xaxis.range.slice()")
+            assert zoomed[1] - zoomed[0] < 65535, (zoomed, page.evaluate(f"{_PLOTS}[0]._context.scrollZoom"))
             box = drag.bounding_box()
             x0, y0 = box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.42
             before = sum(received)
@@ -133,6 +142,7 @@ def test_feature_space_at_ten_thousand_points(scale_server):
                                    ".reduce((s, t) => s + t._length, 0))")
             assert bright == [n, n], (bright, n)
             assert page.evaluate(f"document.querySelector('{MAPS_FRAME}').contentWindow.__kept") == 1
+            assert page.evaluate(f"{_PLOTS}[0]._fullLayout.xaxis.range.slice()") == zoomed
             # a single click on a map is not a selection: the clips stay selected (only a double-click clears)
             page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.1)
             page.wait_for_timeout(1500)
