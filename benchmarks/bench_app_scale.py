@@ -184,9 +184,15 @@ def check_targets(sizes: dict[str, dict[str, Any]], targets: dict[str, dict[str,
 RSS_FALL_TOLERANCE_MB = 10.0
 
 
+def _rss_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The session rows with a measured RSS, by number of sessions."""
+    return sorted([r for r in (entry.get("sessions") or {}).get("rows") or []
+                   if isinstance(r.get("server_rss_mb"), (int, float)) and isinstance(r.get("sessions"), int)],
+                  key=lambda r: r["sessions"])
+
+
 def _monotone(entry: dict[str, Any], tolerance_mb: float = RSS_FALL_TOLERANCE_MB) -> bool:
-    rows = sorted((entry.get("sessions") or {}).get("rows") or [], key=lambda r: r.get("sessions", 0))
-    rss = [r.get("server_rss_mb") for r in rows if isinstance(r.get("server_rss_mb"), (int, float))]
+    rss = [r["server_rss_mb"] for r in _rss_rows(entry)]
     return all(b >= a - tolerance_mb for a, b in zip(rss, rss[1:]))
 
 
@@ -195,9 +201,7 @@ def _monotone_tail_slope(entry: dict[str, Any], tolerance_mb: float = RSS_FALL_T
     """(slope, first session count) over the session counts after the last fall of RSS, when at least three
     counts remain there (e.g. the first session, which browsed every page, gave memory back as a second
     opened); None otherwise."""
-    rows = sorted([r for r in (entry.get("sessions") or {}).get("rows") or []
-                   if isinstance(r.get("server_rss_mb"), (int, float)) and isinstance(r.get("sessions"), int)],
-                  key=lambda r: r["sessions"])
+    rows = _rss_rows(entry)
     start = 0
     for i in range(1, len(rows)):
         if rows[i]["server_rss_mb"] < rows[i - 1]["server_rss_mb"] - tolerance_mb:

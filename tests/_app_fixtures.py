@@ -246,10 +246,7 @@ def titled_spec(at, text: str) -> dict:
 def linked_map_figures(at) -> list[dict]:
     """The figures of Feature space's maps (``app.linked_maps``: one component frame drawing them all), in
     page order."""
-    import json
-
-    return [m["figure"] for c in at.get("component_instance") if c.proto.component_name.endswith("linked_maps")
-            for m in json.loads(c.proto.json_args)["maps"]]
+    return [m["figure"] for args in linked_map_args(at) for m in args["maps"]]
 
 
 def linked_map_args(at) -> list[dict]:

@@ -24,9 +24,9 @@ from app import selection as S
 from app.clip_map import METHOD_LABELS, map_points, neighbour_frame, palette_of, placements, projection_spec, \
     session_owner
 from app.downloads import download_figure
-from app.linked_maps import MapSpec, linked_maps
 from app.feature_map import (LEGEND_MAX_CLASSES, MISCLASS_DEFAULT_MAX, MapOptions, frame_selection, map_figure,
                              related_pairs, selected_rows_csv, selected_rows_table)
+from app.linked_maps import MapSpec, linked_maps
 from app.ui import error_box, need_models, page_title
 from hfnet_core.analysis import precompute as pre
 from hfnet_core.analysis import projection_store as store
@@ -260,10 +260,9 @@ def _plots_and_selection() -> None:
         title = f"{m.label}: {METHOD_LABELS[method]} of {len(pts)} clips"
         fkey = "" if focus is None else store.subset_digest([c for c, f in zip(pts.clip_ids, focus) if f]) or ""
         pkey = points_keyed[m.slot][0]
-        name = sel.clip.name if marker else ""
-        figures[m.slot] = _figure(pkey, m.slot, title, opts, fkey, marker, name, pts, palette, focus)
-        digest = hashlib.sha256(repr((pkey, m.slot, title, opts, fkey, marker, name)).encode()).hexdigest()[:20]
-        specs.append(MapSpec(m.slot, digest, figures[m.slot]))
+        key = (pkey, m.slot, title, opts, fkey, marker, sel.clip.name if marker else "")  # all the figure is of
+        figures[m.slot] = _figure(*key, pts, palette, focus)
+        specs.append(MapSpec(m.slot, hashlib.sha256(repr(key).encode()).hexdigest()[:20], figures[m.slot]))
     try:
         linked_maps(specs, key=MAPS_KEY, on_change=_remember, config={"scrollZoom": True})
     except OSError as e:  # the frame's folder could not be made (linked_maps says where it tried)
