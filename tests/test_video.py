@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -342,17 +343,122 @@ def test_several_decoders_share_one_read(tmp_path, monkeypatch) -> None:
                        options={"g": "60", "bf": "2", "x264-params": "scenecut=0"})  # 4 GOPs, 2 samples each
     opened: list[int] = []
     real_open = D.open_video
-    monkeypatch.setattr(D, "open_video", lambda p: (opened.append(1), real_open(p))[1])
+    monkeypatch.setattr(D, "open_video", lambda p, like=None: (opened.append(like), real_open(p, like))[1])
     monkeypatch.setenv("HFNET_DECODE_THREADS", "3")
     idx = sample_indices(240, 8, "eval")
     got = read_frames(path, idx, max_side=None)
     assert len(opened) == 2  # the read's own container plus two more decoders
+    assert all(like is not None for like in opened)  # opened as the first container was, without probing
     assert np.array_equal(got, reference_decode(path)[idx])
     with pytest.raises(VideoDecodeError, match="time limit"):  # the cap reaches every decoder of the read
         read_frames(path, idx, time_limit=1e-9)
     monkeypatch.setenv("HFNET_DECODE_THREADS", "1")
     opened.clear()
     assert np.array_equal(read_frames(path, idx, max_side=None), got) and not opened
+
+
+@pytest.mark.parametrize("codec,ext,opts", BFRAME_CODECS + [("libvpx-vp9", ".webm", {"g": "6"}),
+                                                    ("mjpeg", ".avi", None), ("gif", ".gif", None)],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_a_file_opened_before_reopens_without_the_trial_decode(tmp_path, codec, ext, opts) -> None:
+    """Reopening as the first open found (``like``) gives a decoder configured the same, frame for frame -
+    or, when the quick open finds anything different, an ordinary open."""
+    from hfnet_core.data import video_decode as D
+    from hfnet_core.data.video_index import probed_stream
+
+    if not _encoder_available(codec):
+        pytest.skip(f"this FFmpeg build has no {codec} encoder")
+    path = write_video(tmp_path / f"r_{codec}{ext}", numbered_frames(n=30), fps=25, codec=codec,
+                       options=dict(opts) if opts else None)
+    c, s = D.open_video(path)
+    with c:
+        like = probed_stream(c, s)
+    quick = D._open_like(path, like)
+    if ext in (".mp4", ".mkv", ".webm", ".avi"):  # the header describes every stream: no probing needed
+        assert quick is not None, (codec, ext)
+    if quick is not None:
+        c2, s2 = quick
+        with c2:
+            assert probed_stream(c2, s2) == like
+            assert s2.codec_context.skip_frame == "DEFAULT"  # the probing option stays out of decoding
+            got = np.stack([f.to_ndarray(format="rgb24") for f in c2.decode(s2)])
+        assert np.array_equal(got, reference_decode(path))
+    for wrong in (dataclasses.replace(like, width=like.width + 2), dataclasses.replace(like, extradata="0"),
+                  dataclasses.replace(like, streams=like.streams + 1), dataclasses.replace(like, format="avi" if like.format != "avi" else "mov")):
+        assert D._open_like(path, wrong) is None
+        c3, s3 = D.open_video(path, like=wrong)  # falls back to the ordinary open
+        with c3:
+            assert probed_stream(c3, s3) == like
+
+
+def test_a_second_read_opens_every_decoder_the_quick_way(tmp_path, monkeypatch) -> None:
+    """The packet index keeps how the file opened; the next read's own container and its extra decoders
+    open like it, and a file changed in between is opened in full again."""
+    from hfnet_core.data import video_decode as D
+
+    monkeypatch.setenv("HFNET_DECODE_THREADS", "2")
+    path = write_video(tmp_path / "twice.mp4", numbered_frames(n=240), fps=25,
+                       options={"g": "60", "bf": "2", "x264-params": "scenecut=0"})
+    quick: list[bool] = []
+    real = D._open_like
+    monkeypatch.setattr(D, "_open_like", lambda p, like: (lambda r: (quick.append(r is not None), r)[1])(real(p, like)))
+    idx = sample_indices(240, 8, "eval")
+    first = read_frames(path, idx, max_side=None)
+    assert quick == [True]  # the first read: its own open is in full, the second decoder opens like it
+    quick.clear()
+    assert np.array_equal(read_frames(path, idx, max_side=None), first)
+    assert quick == [True, True]
+    assert np.array_equal(first, reference_decode(path)[idx])
+    quick.clear()
+    os.utime(path, ns=(1, 1))  # "changed": the cached index (and how the file opened) no longer applies
+    assert np.array_equal(read_frames(path, idx, max_side=None), first)
+    assert quick == [True]
+
+
+def test_decoders_take_the_longest_job_left_each_job_once() -> None:
+    """Free decoders pull work: longest first, and across threads every job is handed out exactly once."""
+    from hfnet_core.data.video_decode import Job, _Jobs
+
+    jobs = [Job(key=k, wanted=(k,), cost=c) for k, c in enumerate([26, 226, 126, 176, 76, 226])]
+    queue = _Jobs(jobs)
+    assert [queue.take().cost for _ in range(3)] == [226, 226, 176]
+    many = _Jobs([Job(key=k, wanted=(k,), cost=k % 7) for k in range(2000)])
+    taken: list[int] = []
+
+    def drain() -> None:
+        while (job := many.take()) is not None:
+            taken.append(job.key)
+
+    threads = [threading.Thread(target=drain) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == list(range(2000)) and many.take() is None
+
+
+def test_b_frames_stamped_in_decoding_order_are_read_from_the_start(tmp_path, seek_log) -> None:
+    """H.264 with B-frames in AVI: the container stamps packets in decoding order, so a packet's timestamp
+    does not say which frame it holds. Such a file is decoded from the start (exact); one whose stamps are
+    presentation times (MP4, or MPEG-4 in AVI, which FFmpeg restamps) may still be planned."""
+    from hfnet_core.data.video_index import cached_index
+
+    frames = numbered_frames(n=90)
+    opts = {"g": "30", "bf": "2", "x264-params": "scenecut=0"}
+    avi = write_video(tmp_path / "b.avi", frames, fps=25, options=dict(opts))
+    mp4 = write_video(tmp_path / "b.mp4", frames, fps=25, options=dict(opts))
+    m4 = write_video(tmp_path / "m4.avi", frames, fps=25, codec="mpeg4", options={"g": "30", "bf": "2"})
+    for path, planned in ((avi, False), (mp4, True), (m4, True)):
+        full = reference_decode(path)
+        idx = sample_indices(len(full), 8, "eval")
+        seek_log.clear()
+        assert np.array_equal(read_frames(path, idx, max_side=None), full[idx]), path.name
+        index = cached_index(path)
+        assert index.decode_order is (not planned) and index.seekable is planned, path.name
+        if path is not m4:  # (MPEG-4 in AVI: the muxer flags P-frames as keyframes; the plan notices, falls back)
+            assert seek_log == (["seek"] if planned else []), path.name
+    times = V.frame_times(avi)  # the sorted stamps are still the times frames are shown at
+    assert np.allclose(np.diff(times), 1 / 25)
 
 
 def test_decode_threads_policy(monkeypatch) -> None:

@@ -42,7 +42,7 @@ from hfnet_core.data.video_checks import (DEFAULT_TIME_LIMIT_S, FETCH_HINT, REEN
                                           bounded_fps, checked_path)
 from hfnet_core.data.video_decode import (MAX_PIXELS, MAX_RESOLUTION, check_size, decode_planned,
                                           decode_sequential, frame_rotation, open_video, output_size)
-from hfnet_core.data.video_index import MAX_INDEXED_FRAMES, PacketIndex, packet_index
+from hfnet_core.data.video_index import MAX_INDEXED_FRAMES, PacketIndex, cached_index, packet_index
 
 __all__ = [
     "VideoDecodeError",
@@ -187,6 +187,19 @@ def _indexed(path: Path, container: av.container.InputContainer, stream: av.vide
     if index.truncation:
         raise VideoDecodeError(path, f"the file is truncated: {index.truncation}", FETCH_HINT)
     return index
+
+
+def _open_indexed(path: Path, deadline: Deadline
+                  ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, PacketIndex]:
+    """Open and index ``path`` for decoding. A file indexed before opens as it did then, without probing's
+    trial decode (``open_video(like=...)``): the next epoch's reads start ~8 ms sooner."""
+    cached = cached_index(path)
+    container, stream = open_video(path, like=cached.probed if cached is not None else None)
+    try:
+        return container, stream, _indexed(path, container, stream, deadline)
+    except BaseException:
+        container.close()
+        raise
 
 
 def _header_facts(container: av.container.InputContainer,
@@ -346,7 +359,7 @@ def _decode_indices(p: Path, container: av.container.InputContainer, stream: av.
     uniq = np.unique(idx)
     result = None
     try:
-        if index.complete and stream.codec_context.name not in _NO_SEEK_CODECS:
+        if index.seekable and stream.codec_context.name not in _NO_SEEK_CODECS:
             try:
                 result = decode_planned(p, container, stream, index, uniq, max_side, deadline)
             except VideoDecodeError:
@@ -400,9 +413,8 @@ def read_frames(
     if stat.S_ISDIR(st.st_mode):
         files = _list_images(p)
         return _read_folder(files, _resolve_indices(p, indices, len(files), max_frames), max_side, deadline)
-    container, stream = open_video(p)
+    container, stream, index = _open_indexed(p, deadline)
     try:
-        index = _indexed(p, container, stream, deadline)
         idx = _resolve_indices(p, indices, index.num_packets, max_frames)
     except BaseException:
         container.close()
@@ -460,9 +472,8 @@ def read_clip(
     if stat.S_ISDIR(st.st_mode):
         files = _list_images(p)
         return _read_folder(files, sample_indices(len(files), num_segments, mode, rng), max_side, deadline)
-    container, stream = open_video(p)
+    container, stream, index = _open_indexed(p, deadline)
     try:
-        index = _indexed(p, container, stream, deadline)
         idx = sample_indices(index.num_packets, num_segments, mode, rng)
     except BaseException:
         container.close()

@@ -13,8 +13,11 @@ Why it is fast (8 segment centres of a 2-minute H.264 file with a keyframe every
 * non-reference frames that are not requested are not decoded (``skip_frame = NONREF``), for the codecs
   whose non-reference frames are truly unreferenced (H.264, HEVC, MPEG-1/2/4 part 2 B-frames);
 * jobs run on several decoders at once (one container and one single-threaded decoder per thread; PyAV
-  releases the GIL while FFmpeg decodes), balanced by how many frames each job must decode. Inside a
-  PyTorch DataLoader worker one thread is used (the workers already fill the cores);
+  releases the GIL while FFmpeg decodes). Each decoder takes the longest job left whenever it is free, so
+  they finish together even where groups of pictures cost more or less than their frame count says. Inside
+  a PyTorch DataLoader worker one thread is used (the workers already fill the cores);
+* the extra decoders open the file as the first one found it, without FFmpeg's trial decode of the first
+  frames (``open_video(like=...)``; a read of a file indexed before does so for its first decoder too);
 * only requested frames are converted to RGB, directly at the output size.
 
 Any sign that the file misbehaves (a seek that lands after the requested frame or off a keyframe, frames
@@ -32,10 +35,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from hfnet_core.data.video_checks import (REENCODE_HINT, Deadline, VideoDecodeError, bounded_rotation,
                                           rotation_from_tag)
-from hfnet_core.data.video_index import PacketIndex
+from hfnet_core.data.video_index import PacketIndex, ProbedStream, probed_stream
 
 __all__ = ["MAX_RESOLUTION", "MAX_PIXELS", "DECODE_THREADS_ENV", "open_video", "output_size", "decode_threads",
            "plan_jobs", "decode_planned", "decode_sequential"]
@@ -54,8 +58,17 @@ _MIN_FRAMES_PER_THREAD = 48
 _PARALLEL_MEMORY = 512 * 2**20
 
 
-def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """Open ``path`` (already checked to be a regular file) and its first video stream, or say why not."""
+def open_video(path: Path, like: ProbedStream | None = None
+               ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """Open ``path`` (already checked to be a regular file) and its first video stream, or say why not.
+
+    ``like``: how the same file opened before (``video_index.probed_stream``). The open then skips FFmpeg's
+    trial decode of the first frames, and keeps the result only if it finds the same facts; otherwise the
+    file is opened in full."""
+    if like is not None:
+        quick = _open_like(path, like)
+        if quick is not None:
+            return quick
     try:
         container = av.open(str(path), mode="r")
     except av.error.FFmpegError as e:
@@ -84,6 +97,28 @@ def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream
     return container, stream
 
 
+def _open_like(path: Path, like: ProbedStream
+               ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream] | None:
+    """``path`` opened as ``like`` says it opens, without probing's trial decode; None if anything differs."""
+    try:
+        container = av.open(str(path), mode="r", format=like.format, options={"probesize": "32"},
+                            stream_options=[{}] * like.index + [{"skip_frame": "all"}])
+    except (av.error.FFmpegError, OSError, ValueError, MemoryError):
+        return None
+    try:
+        video = container.streams.video
+        stream = video[0] if video else None
+        if stream is not None and stream.codec_context is not None:
+            stream.codec_context.reorder_depth = like.reorder_depth  # what probing's decode established
+            if probed_stream(container, stream) == like:
+                stream.thread_type = "AUTO"
+                return container, stream
+    except (av.error.FFmpegError, ValueError, AttributeError):
+        pass
+    container.close()
+    return None
+
+
 def check_size(path: Path, w: int, h: int) -> None:
     if w > MAX_RESOLUTION or h > MAX_RESOLUTION or w < 0 or h < 0 or w * h > MAX_PIXELS:
         raise VideoDecodeError(path, f"absurd resolution {w}x{h} (limit {MAX_RESOLUTION} per side, "
@@ -98,10 +133,13 @@ def output_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
     return max(1, int(round(w * s))), max(1, int(round(h * s)))
 
 
-def to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+def to_rgb(frame: av.VideoFrame, size: tuple[int, int], reformatter: VideoReformatter) -> np.ndarray:
+    """``frame`` as RGB at ``size``. ``reformatter`` is one per thread and reused: a frame's own
+    ``to_ndarray`` sets up a conversion context on every call, which is half the cost at 360p."""
     if (frame.width, frame.height) == size:
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+        return reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return reformatter.reformat(frame, format="rgb24", width=size[0], height=size[1],
+                                interpolation="AREA").to_ndarray()
 
 
 def frame_rotation(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> tuple[int, str | None]:
@@ -191,10 +229,11 @@ class _Worker:
         self.container, self.stream, self.size, self.max_side = container, stream, size, max_side
         self.deadline, self.skip_nonref, self.path, self.cancel = deadline, skip_nonref, path, cancel
         self.got: dict[int, np.ndarray] = {}
+        self.rgb = VideoReformatter()
         self.rotation: tuple[int, str | None] | None = None
 
-    def run(self, jobs: list[Job]) -> None:
-        for job in jobs:
+    def run(self, jobs: "_Jobs") -> None:
+        while not self.cancel.is_set() and (job := jobs.take()) is not None:
             self._run(job)
 
     def _take(self, frame: av.VideoFrame, remaining: list[int], state: dict) -> None:
@@ -210,7 +249,7 @@ class _Worker:
         while remaining and frame.pts >= remaining[0]:
             if self.rotation is None:
                 self.rotation = frame_rotation(frame, self.stream)
-            self.got[remaining.pop(0)] = to_rgb(frame, self.size)
+            self.got[remaining.pop(0)] = to_rgb(frame, self.size, self.rgb)
         state["prev"] = frame
 
     def _run(self, job: Job) -> None:
@@ -222,25 +261,29 @@ class _Worker:
         state = {"first": True, "prev": None}
         skipping = False
         first_packet = True
+        # Bound once: this loop runs for every packet of the group (~10 us each, decoding aside).
+        check, cancelled, take, decode = self.deadline.check, self.cancel.is_set, self._take, ctx.decode
+        skip_nonref = self.skip_nonref
         try:
             for packet in self.container.demux(self.stream):
-                self.deadline.check()
-                if self.cancel.is_set():
+                check()
+                if cancelled():
                     raise _Cancelled()
-                if packet.size:
+                size, pts = packet.size, packet.pts
+                if size:
                     if first_packet and not packet.is_keyframe:
                         raise _Misbehaves("the seek did not land on a keyframe")
                     first_packet = False
-                ts = packet.pts if packet.pts is not None else packet.dts
-                skip = self.skip_nonref and packet.size > 0 and packet.pts is not None and ts not in wanted
+                ts = pts if pts is not None else packet.dts
+                skip = skip_nonref and size > 0 and pts is not None and ts not in wanted
                 if skip != skipping:
                     ctx.skip_frame = "NONREF" if skip else "DEFAULT"
                     skipping = skip
-                for frame in packet.decode():
-                    self._take(frame, remaining, state)
+                for frame in decode(packet):
+                    take(frame, remaining, state)
                 if not remaining:
                     return
-                if packet.size:
+                if size:
                     unsent.discard(ts)
                 if not unsent:  # every wanted frame's packet is in the decoder: drain, decode nothing more
                     if skipping:
@@ -257,18 +300,23 @@ class _Worker:
         if state["prev"] is None:
             raise _Misbehaves("nothing decoded after the seek")
         for t in remaining:  # end of stream: the last frame stands in (e.g. an edit list dropped the tail)
-            self.got[t] = to_rgb(state["prev"], self.size)
+            self.got[t] = to_rgb(state["prev"], self.size, self.rgb)
 
 
-def _assign(jobs: list[Job], n: int) -> list[list[Job]]:
-    """Longest job first onto the least-loaded decoder; each decoder then runs its jobs in file order."""
-    loads = [0] * n
-    parts: list[list[Job]] = [[] for _ in range(n)]
-    for job in sorted(jobs, key=lambda j: -j.cost):
-        i = loads.index(min(loads))
-        parts[i].append(job)
-        loads[i] += job.cost
-    return [sorted(p, key=lambda j: j.key) for p in parts if p]
+class _Jobs:
+    """The jobs of one read, handed out longest first to whichever decoder is free (shared by its threads).
+
+    A static split by frame count left one decoder ~40 ms behind the other on the benchmark file: groups
+    of pictures of equal length differ in cost (content, the keyframe's size). Taking work when free evens
+    that out."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self._jobs = sorted(jobs, key=lambda j: j.cost)  # popped from the end: longest first
+        self._lock = threading.Lock()
+
+    def take(self) -> Job | None:
+        with self._lock:
+            return self._jobs.pop() if self._jobs else None
 
 
 def decode_planned(
@@ -286,31 +334,32 @@ def decode_planned(
     memory_cap = max(1, int(_PARALLEL_MEMORY // max(1, w * h * 3 // 2 * 17)))
     n = max(1, min(n, len(jobs), work // _MIN_FRAMES_PER_THREAD, memory_cap)) if size is not None else 1
     skip = stream.codec_context.name in SKIP_NONREF_CODECS
-    parts = _assign(jobs, n)
-    if len(parts) > 1 or budget == 1:
+    queue = _Jobs(jobs)
+    if n > 1 or budget == 1:
         stream.thread_type = "NONE"  # the decoders (or DataLoader workers) share the cores; codec threads contend
     cancel = threading.Event()
+    like = probed_stream(container, stream)  # the other decoders open the file as this one did, without probing
     workers: list[_Worker] = [_Worker(container, stream, size, max_side, deadline, skip, path, cancel)]
     errors: list[BaseException] = []
 
-    def run_own(part: list[Job]) -> None:
+    def run_own() -> None:
         """A decoder on its own container, opened in its thread (overlapping the first decoder's work)."""
         try:
-            c, s = open_video(path)
+            c, s = open_video(path, like=like)
             with c:
                 s.thread_type = "NONE"
                 worker = _Worker(c, s, size, max_side, deadline, skip, path, cancel)
                 workers.append(worker)
-                worker.run(part)
+                worker.run(queue)
         except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(e)
             cancel.set()
 
-    threads_ = [threading.Thread(target=run_own, args=(part,), daemon=True) for part in parts[1:]]
+    threads_ = [threading.Thread(target=run_own, daemon=True) for _ in range(n - 1)]
     for t in threads_:
         t.start()
     try:
-        workers[0].run(parts[0])
+        workers[0].run(queue)
     except BaseException as e:  # noqa: BLE001 - the other decoders stop first, then this is re-raised
         errors.append(e)
         cancel.set()
@@ -342,6 +391,7 @@ def decode_sequential(path: Path, wanted: np.ndarray, max_side: int | None,
     if decode_threads() == 1:
         stream.thread_type = "NONE"
     got: dict[int, np.ndarray] = {}
+    rgb = VideoReformatter()
     rotation: tuple[int, str | None] = (0, None)
     size = _stream_size(stream, max_side)
     last = int(wanted[-1]) if len(wanted) else -1
@@ -357,7 +407,7 @@ def decode_sequential(path: Path, wanted: np.ndarray, max_side: int | None,
                     if size is None:
                         size = output_size(frame.width, frame.height, max_side)
                 if i in want:
-                    got[i] = to_rgb(frame, size)
+                    got[i] = to_rgb(frame, size, rgb)
                 if i >= last:
                     break
         except av.error.FFmpegError as e:
