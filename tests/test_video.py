@@ -415,6 +415,23 @@ def test_a_second_read_opens_every_decoder_the_quick_way(tmp_path, monkeypatch) 
     assert quick == [True]
 
 
+def test_a_file_without_presentation_times_always_opens_in_full(tmp_path, monkeypatch) -> None:
+    """Raw H.264 (no timestamps at all): frames are placed by decoding times, which a quick open need not
+    reproduce, so the index keeps no "how it opened" and every read opens in full - and is exact."""
+    from hfnet_core.data import video_decode as D
+    from hfnet_core.data.video_index import cached_index
+
+    path = write_video(tmp_path / "raw.h264", numbered_frames(n=90), fps=25,
+                       options={"g": "30", "bf": "2", "x264-params": "scenecut=0"})
+    quick: list[object] = []
+    monkeypatch.setattr(D, "_open_like", lambda p, like: quick.append(like))
+    full = reference_decode(path)
+    idx = np.array([89, 0, 45, 31, 30, 45])
+    for _ in range(2):
+        assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
+    assert cached_index(path).probed is None and quick == []
+
+
 def test_decoders_take_the_longest_job_left_each_job_once() -> None:
     """Free decoders pull work: longest first, and across threads every job is handed out exactly once."""
     from hfnet_core.data.video_decode import Job, _Jobs
@@ -475,6 +492,97 @@ def test_decode_threads_policy(monkeypatch) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Decoding by evidence: drop frames and VFR accepted, truncation judged from the file itself
+
+
+def _stream_copy_from_keyframe(src: Path, dst: Path, keyframe: int, shown_from_s: float = 0.0) -> Path:
+    """What a cut without re-encoding makes (``ffmpeg -ss T -c copy``): packets from the ``keyframe``-th
+    keyframe on, stamped so that the frame ``shown_from_s`` seconds after it is shown first (an MP4 edit
+    list then marks the packets before it as decoded but not shown)."""
+    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
+        ist = ic.streams.video[0]
+        ost = oc.add_stream_from_template(ist)
+        seen, shift = 0, None
+        for packet in ic.demux(ist):
+            if not packet.size:
+                continue
+            if shift is None:
+                seen += packet.is_keyframe
+                if seen <= keyframe:
+                    continue
+                shift = packet.pts + round(shown_from_s / float(ist.time_base))
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = ost
+            oc.mux(packet)
+    return dst
+
+
+def _cut_files(tmp_path: Path) -> dict[str, Path]:
+    frames = numbered_frames(n=150)
+    closed = {"x264-params": "bframes=2:b-pyramid=normal:keyint=25:min-keyint=25:scenecut=0"}
+    opened = {"x264-params": "bframes=3:b-adapt=0:b-pyramid=normal:open-gop=1:keyint=24:min-keyint=24:scenecut=0"}
+    mp4 = write_video(tmp_path / "src.mp4", frames, fps=25, options=closed)
+    open_mkv = write_video(tmp_path / "open.mkv", frames, fps=25, options=opened)
+    ts = write_video(tmp_path / "src.ts", frames, fps=25, options=closed)
+    data = ts.read_bytes()
+    (tmp_path / "mid_gop.ts").write_bytes(data[int(len(data) * 0.37) // 188 * 188:])  # a capture started late
+    return {"edit list": _stream_copy_from_keyframe(mp4, tmp_path / "edit_list.mp4", 2, 0.3),
+            "open GOP": _stream_copy_from_keyframe(open_mkv, tmp_path / "open_gop_cut.mkv", 2),
+            "mid-GOP start": tmp_path / "mid_gop.ts"}
+
+
+def test_cut_files_list_only_the_frames_a_decoder_shows(tmp_path, seek_log) -> None:
+    """Frames decoded but never shown - marked so by an edit list, or leading frames whose references were
+    cut away - are not frames of the clip: counts, samples and single reads all agree with a plain decode,
+    whichever other frames are asked for at the same time."""
+    from hfnet_core.data.video_index import cached_index
+
+    for kind, path in _cut_files(tmp_path).items():
+        full = reference_decode(path)
+        assert num_frames_of(path) == len(full), kind
+        index = cached_index(path)
+        assert (index.discarded if kind == "edit list" else index.dropped_leading) > 0, kind
+        idx = sample_indices(len(full), 8, "eval")
+        assert np.array_equal(read_clip(path, 8, "eval", max_side=None), full[idx]), kind
+        for k in (1, len(full) // 3, len(full) - 1):
+            alone = read_frames(path, [k], max_side=None)[0]
+            assert np.array_equal(alone, full[k]) and np.array_equal(read_frames(path, [0, k], max_side=None)[1],
+                                                                     alone), (kind, k)
+        assert len(read_frames(path, None, max_side=None)) == len(full), kind
+        assert "seek" in seek_log, kind
+
+
+def test_a_demuxer_that_flags_every_packet_a_keyframe_is_not_seeked(tmp_path, seek_log) -> None:
+    """Raw H.263 marks every packet a keyframe: seeking to one would decode a P-frame without its
+    references (garbage, no error). Such flags are not trusted unless the codec is intra-only."""
+    from hfnet_core.data.video_index import cached_index
+
+    path = write_video(tmp_path / "raw.h263", numbered_frames(n=120, h=144, w=176), fps=25, codec="h263",
+                       options={"g": "25"})
+    full = reference_decode(path)
+    idx = np.array([119, 60, 0, 30, 31, 60])
+    assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
+    index = cached_index(path)
+    assert not index.keys_known and not index.seekable and seek_log == []
+    intra = write_video(tmp_path / "intra.avi", numbered_frames(n=40), fps=25, codec="mjpeg")
+    assert np.array_equal(read_frames(intra, [39, 5], max_side=None), reference_decode(intra)[[39, 5]])
+    assert cached_index(intra).keys_known and seek_log == ["seek"]
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_raw_streams_are_reopened_in_full(tmp_path, monkeypatch, threads) -> None:
+    """A raw MJPEG stream gets its packet times from the frame rate probing's decode found: a quick reopen
+    would stamp them differently, so only demuxers with timestamp tables are reopened the quick way."""
+    from hfnet_core.data import video_decode as D
+    from hfnet_core.data.video_index import cached_index
+
+    monkeypatch.setenv("HFNET_DECODE_THREADS", threads)
+    path = write_video(tmp_path / "raw.mjpeg", numbered_frames(n=120), fps=25, codec="mjpeg")
+    full = reference_decode(path)
+    idx = np.array([119, 0, 60, 1, 40])
+    for _ in range(2):  # cold, then warm (the index is cached)
+        assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
+    assert D._open_like(path, cached_index(path).probed) is None
 
 
 def test_drop_frame_avi_is_read_at_real_timestamps(tmp_path) -> None:

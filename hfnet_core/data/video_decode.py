@@ -28,6 +28,7 @@ start instead (``decode_sequential``).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ from av.video.reformatter import VideoReformatter
 from hfnet_core.data.video_checks import (REENCODE_HINT, Deadline, VideoDecodeError, bounded_rotation,
                                           rotation_from_tag)
 from hfnet_core.data.video_index import PacketIndex, ProbedStream, probed_stream
+
+#: The oldest PyAV with what reading and writing here use (a settable reorder depth; display rotation on write).
+PYAV_MIN = (18, 1)
+if tuple(int(part) for part in re.findall(r"\d+", av.__version__)[:2]) < PYAV_MIN:
+    raise ImportError(f"hfnet needs PyAV >= {PYAV_MIN[0]}.{PYAV_MIN[1]} (this is {av.__version__}): "
+                      "pip install 'av>=18.1,<19'")
 
 __all__ = ["MAX_RESOLUTION", "MAX_PIXELS", "DECODE_THREADS_ENV", "open_video", "output_size", "decode_threads",
            "plan_jobs", "decode_planned", "decode_sequential"]
@@ -56,6 +63,12 @@ SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg1video", "mpeg2vid
 _MIN_FRAMES_PER_THREAD = 48
 #: Memory the parallel decoders of one read may hold in reference frames (bytes, estimated).
 _PARALLEL_MEMORY = 512 * 2**20
+
+
+#: Demuxers whose header tables give every stream and every packet's timestamps. Elsewhere (raw MJPEG,
+#: AV1 OBU, ...) probing's decode also sets the frame rate packets are stamped with, which a quick open
+#: would not reproduce.
+QUICK_OPEN_FORMATS = frozenset({"mov", "matroska", "avi"})
 
 
 def open_video(path: Path, like: ProbedStream | None = None
@@ -100,11 +113,14 @@ def open_video(path: Path, like: ProbedStream | None = None
 def _open_like(path: Path, like: ProbedStream
                ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream] | None:
     """``path`` opened as ``like`` says it opens, without probing's trial decode; None if anything differs."""
+    if like.format not in QUICK_OPEN_FORMATS:
+        return None
     try:
         container = av.open(str(path), mode="r", format=like.format, options={"probesize": "32"},
                             stream_options=[{}] * like.index + [{"skip_frame": "all"}])
     except (av.error.FFmpegError, OSError, ValueError, MemoryError):
         return None
+    kept = False
     try:
         video = container.streams.video
         stream = video[0] if video else None
@@ -112,10 +128,13 @@ def _open_like(path: Path, like: ProbedStream
             stream.codec_context.reorder_depth = like.reorder_depth  # what probing's decode established
             if probed_stream(container, stream) == like:
                 stream.thread_type = "AUTO"
+                kept = True
                 return container, stream
-    except (av.error.FFmpegError, ValueError, AttributeError):
+    except (av.error.FFmpegError, ValueError, AttributeError, TypeError, OverflowError):
         pass
-    container.close()
+    finally:
+        if not kept:
+            container.close()
     return None
 
 
@@ -221,7 +240,7 @@ class _Cancelled(Exception):
 
 
 class _Worker:
-    """One container + one decoder, running jobs in file order; results keyed by timestamp."""
+    """One container + one decoder, taking the longest job left until none is; results keyed by timestamp."""
 
     def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                  size: tuple[int, int] | None, max_side: int | None, deadline: Deadline, skip_nonref: bool,
@@ -338,7 +357,7 @@ def decode_planned(
     if n > 1 or budget == 1:
         stream.thread_type = "NONE"  # the decoders (or DataLoader workers) share the cores; codec threads contend
     cancel = threading.Event()
-    like = probed_stream(container, stream)  # the other decoders open the file as this one did, without probing
+    like = index.probed  # the other decoders open the file as the index's did, without probing
     workers: list[_Worker] = [_Worker(container, stream, size, max_side, deadline, skip, path, cancel)]
     errors: list[BaseException] = []
 

@@ -34,6 +34,7 @@ __all__ = ["PacketIndex", "ProbedStream", "packet_index", "cached_index", "probe
 DECODE_TIME_FORMATS = frozenset({"avi"})
 #: More frames than this in one file are refused (10 hours at 30 fps): the index would not stay small.
 MAX_INDEXED_FRAMES = 1_080_000
+UNTIMED = np.iinfo(np.int64).min  # a packet with neither a presentation nor a decoding time
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class ProbedStream:
 
     Why: that trial decode is most of the cost of opening a file (an intra frame and a few more, ~8 ms at
     360p), and a planned read opens the file once per decoder. An open that skips it must find exactly
-    these facts - everything the decoder is configured from - or it is not used."""
+    these facts - the demuxer, the stream layout and the codec configuration the decoder starts from - or
+    it is not used; the reorder depth is not found by such an open but restored from here."""
 
     format: str  # the demuxer's short name ("mov" for mov,mp4,m4a,...)
     streams: int
@@ -68,21 +70,26 @@ def probed_stream(container: av.container.InputContainer, stream: av.video.strea
 class PacketIndex:
     """What demuxing a video stream found (timestamps in ``time_base`` units)."""
 
-    pts: np.ndarray  # int64, sorted: one per coded frame that carries a timestamp
-    key_pts: np.ndarray  # int64, sorted: the keyframes among them
-    num_packets: int  # coded frames (non-empty packets), with or without timestamps
+    pts: np.ndarray  # int64, sorted: one per shown frame that carries a timestamp
+    key_pts: np.ndarray  # int64, sorted: the keyframes (also those decoded but not shown)
+    num_packets: int  # shown frames (non-empty packets less discarded and dropped ones), with or without timestamps
     time_base: Fraction
     declared_frames: int | None  # what the header announces: a hint only
     truncation: str | None  # evidence that frames were cut off, in words; None when there is none
     note: str | None  # the file ends inside a part that holds no frames (a trailing index): said, not refused
     complete: bool  # every coded frame has its own distinct timestamp, so timestamps identify frames exactly
-    probed: ProbedStream | None = None  # how the file opened when it was indexed
+    # How the file opened when it was indexed; None when some packet had no presentation time (frames are
+    # then placed by decoding times, which a quick open does not reproduce for every demuxer).
+    probed: ProbedStream | None = None
     decode_order: bool = False  # packets are stamped in decoding order while the decoder reorders: no seeking
+    keys_known: bool = True  # the keyframe flags can be trusted (not every packet of an inter codec flagged)
+    discarded: int = 0  # packets the container marks as decoded but never shown (edit lists)
+    dropped_leading: int = 0  # frames at the start whose references are not in the file (the decoder drops them)
 
     @property
     def seekable(self) -> bool:
         """Whether a packet's timestamp says which frame it holds, so reads may be planned from the index."""
-        return self.complete and not self.decode_order
+        return self.complete and not self.decode_order and self.keys_known
 
     def seconds(self) -> np.ndarray:
         """Presentation time of each frame in seconds, from the first frame."""
@@ -136,9 +143,11 @@ def packet_index(path: Path, container: av.container.InputContainer, stream: av.
 
 def _build(path: Path, size: int, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
            deadline: Deadline) -> PacketIndex:
-    pts = array.array("q")
-    keys = array.array("q")
-    packets = corrupt = 0
+    stamps = array.array("q")  # per packet not marked discarded, in file order (UNTIMED: no timestamp)
+    keys = array.array("q")  # every keyframe, shown or not: reads seek to them
+    flagged_key = array.array("b")  # per entry of ``stamps``
+    packets = corrupt = discarded = 0
+    first_key = None  # (position among stamps, stamp) of the first keyframe in file order
     with_pts = True  # every stamped packet carries a presentation time (not only a decoding time)
     try:
         for packet in container.demux(stream):
@@ -155,11 +164,15 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
             if ts is None:
                 ts = packet.dts
                 with_pts = False
-            if ts is None:
-                continue
-            pts.append(int(ts))
-            if packet.is_keyframe:
+            if ts is not None and packet.is_keyframe:
                 keys.append(int(ts))
+                if first_key is None:
+                    first_key = (len(stamps), int(ts))
+            if packet.is_discard:  # decoded as a reference, never shown (an edit list cut it off)
+                discarded += 1
+                continue
+            stamps.append(UNTIMED if ts is None else int(ts))
+            flagged_key.append(bool(packet.is_keyframe))
     except av.error.FFmpegError as e:
         raise VideoDecodeError(path, f"the file is truncated or corrupt after {packets} frames ({e})",
                                FETCH_HINT) from e
@@ -173,7 +186,10 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
         truncation = cut.describe()
     elif cut is not None:
         note = cut.describe()
-    in_file_order = np.frombuffer(pts, np.int64) if pts else np.zeros(0, np.int64)
+    listed = np.frombuffer(stamps, np.int64) if stamps else np.zeros(0, np.int64)
+    listed = _without_dropped_leading_frames(path, stream.index, listed, first_key, deadline)
+    untimed = int(np.count_nonzero(listed == UNTIMED))
+    in_file_order = listed[listed != UNTIMED]
     sorted_pts = np.sort(in_file_order)
     distinct = len(sorted_pts) < 2 or bool(np.all(np.diff(sorted_pts) > 0))
     probed = probed_stream(container, stream)
@@ -184,7 +200,80 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
     # could reorder and does not is stamped in increasing order there too, and is fine.)
     decode_order = (probed.reorder_depth > 0 and (probed.format in DECODE_TIME_FORMATS or not with_pts)
                     and len(in_file_order) > 1 and bool(np.all(np.diff(in_file_order) > 0)))
-    return PacketIndex(sorted_pts, np.sort(np.frombuffer(keys, np.int64)) if keys else np.zeros(0, np.int64),
-                       packets, Fraction(stream.time_base) if stream.time_base else Fraction(1, 1),
-                       bounded_count(stream.frames), truncation, note, len(sorted_pts) == packets and distinct,
-                       probed, decode_order)
+    # A demuxer that flags every packet of an inter-coded stream as a keyframe (raw H.261/H.263) knows
+    # nothing about keyframes: seeking to such a "keyframe" decodes a P-frame without its references.
+    every_key = len(flagged_key) > 1 and bool(np.frombuffer(flagged_key, np.int8).all())
+    keys_known = not every_key or _intra_only(stream.codec_context.name)
+    return PacketIndex(sorted_pts, np.unique(np.frombuffer(keys, np.int64)) if keys else np.zeros(0, np.int64),
+                       len(sorted_pts) + untimed, Fraction(stream.time_base) if stream.time_base else Fraction(1, 1),
+                       bounded_count(stream.frames), truncation, note, untimed == 0 and distinct,
+                       probed if with_pts else None, decode_order, keys_known, discarded,
+                       len(stamps) - len(listed))
+
+
+#: Codecs whose every frame is a keyframe though FFmpeg's descriptor does not say so.
+INTRA_CODECS = frozenset({"ffv1", "png", "rawvideo", "huffyuv", "ffvhuff", "utvideo", "magicyuv", "jpeg2000",
+                          "jpegls", "ljpeg", "v210", "v410", "r210", "bmp", "tiff", "targa", "qoi", "dnxhd",
+                          "prores", "hqx", "mjpeg", "mjpegb", "sgi", "pam", "ppm"})
+
+
+def _intra_only(codec: str) -> bool:
+    try:
+        return codec in INTRA_CODECS or bool(av.codec.Codec(codec, "r").intra_only)
+    except (ValueError, av.error.FFmpegError):
+        return codec in INTRA_CODECS
+
+
+#: Leading frames are checked by decoding only when they sit within this many packets of the start.
+LEADING_CHECK_PACKETS = 2048
+
+
+def _without_dropped_leading_frames(path: Path, stream_index: int, stamps: np.ndarray,
+                                    first_key: tuple[int, int] | None, deadline: Deadline) -> np.ndarray:
+    """``stamps`` (file order) less the frames at the start that the decoder never shows.
+
+    A file cut without re-encoding (a TS capture started mid-stream, a stream copy cut at an open-GOP
+    keyframe or an HEVC CRA picture) begins with frames whose references are not in the file: packets
+    before the first keyframe, and leading frames (shown before it, decoded after it). Decoders drop
+    such frames, or show them when their references are in the file after all (RADL pictures) - so
+    which ones count is found by decoding up to the last of them, not guessed. Frames without a
+    timestamp among them are judged together: the decoder shows all of them or none."""
+    if first_key is None or not len(stamps):
+        return stamps
+    position, key_ts = first_key
+    at = np.arange(len(stamps))
+    timed = stamps != UNTIMED
+    later = np.flatnonzero(timed & (at > position) & (stamps > key_ts))
+    leading_end = int(later[0]) if len(later) else len(stamps)  # leading frames come before trailing ones
+    candidates = np.flatnonzero((at < position) | (timed & (stamps < key_ts))
+                                | (~timed & (at > position) & (at < leading_end)))
+    if not len(candidates) or candidates[-1] >= LEADING_CHECK_PACKETS:
+        return stamps
+    shown: set[int] = set()
+    shown_untimed = 0
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = container.streams[stream_index]
+            stream.thread_type = "NONE"
+            decode, seen = stream.codec_context.decode, -1
+            for packet in container.demux(stream):
+                if packet.size:
+                    deadline.check()
+                    seen += not packet.is_discard  # the position of this packet in ``stamps``
+                for frame in decode(packet):
+                    shown_untimed += frame.pts is None
+                    shown.add(frame.pts)
+                if seen >= candidates[-1] or packet.size == 0:
+                    break
+            for frame in decode(None):
+                shown_untimed += frame.pts is None
+                shown.add(frame.pts)
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        return stamps  # the check could not run: every frame stays listed (as before it existed)
+    untimed_candidates = [i for i in candidates if stamps[i] == UNTIMED]
+    drop = [i for i in candidates if stamps[i] != UNTIMED and int(stamps[i]) not in shown]
+    if shown_untimed == 0:
+        drop += untimed_candidates
+    keep = np.ones(len(stamps), bool)
+    keep[drop] = False
+    return stamps[keep]
