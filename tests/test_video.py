@@ -432,6 +432,22 @@ def test_a_file_without_presentation_times_always_opens_in_full(tmp_path, monkey
     assert cached_index(path).probed is None and quick == []
 
 
+@pytest.mark.parametrize("ext", [".ts", ".m2ts"])
+def test_transport_streams_are_read_by_seeking(tmp_path, seek_log, monkeypatch, ext) -> None:
+    """MPEG-TS (camcorder .mts/.m2ts, broadcast captures) has no seek index: FFmpeg seeks by decoding time
+    and lands just after the keyframe. The read seeks to the keyframe before and reads on, undecoded, to
+    the one it needs - planned, not decoded from the start, and exact, on every group of pictures."""
+    path = write_video(tmp_path / f"cam{ext}", numbered_frames(n=400), fps=25,
+                       options={"g": "50", "bf": "2", "x264-params": "scenecut=0"})
+    full = reference_decode(path)
+    for threads in ("1", "2"):
+        monkeypatch.setenv("HFNET_DECODE_THREADS", threads)
+        for idx in (sample_indices(400, 8, "eval"), np.array([0, 1, 50, 99, 100, 399])):
+            seek_log.clear()
+            assert np.array_equal(read_frames(path, idx, max_side=None), full[idx]), (threads, idx)
+            assert seek_log == ["seek"]
+
+
 def test_decoders_take_the_longest_job_left_each_job_once() -> None:
     """Free decoders pull work: longest first, and across threads every job is handed out exactly once."""
     from hfnet_core.data.video_decode import Job, _Jobs

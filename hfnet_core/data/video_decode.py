@@ -215,6 +215,7 @@ class Job:
     key: int
     wanted: tuple[int, ...]
     cost: int  # frames from the keyframe to the last wanted one (what the job decodes, at most)
+    earlier: int | None = None  # a timestamp before ``key`` (the keyframe before it) to seek to if need be
 
 
 def plan_jobs(index: PacketIndex, ordinals: np.ndarray) -> list[Job]:
@@ -227,12 +228,21 @@ def plan_jobs(index: PacketIndex, ordinals: np.ndarray) -> list[Job]:
         wanted = targets[keys == key]
         first = int(np.searchsorted(index.pts, key))
         last = int(np.searchsorted(index.pts, wanted[-1]))
-        jobs.append(Job(int(key), tuple(int(t) for t in wanted), last - first + 1))
+        before = int(np.searchsorted(index.key_pts, key)) - 1
+        # (Such demuxers seek by decoding time, which runs ahead of the presentation times indexed here:
+        # before the first keyframe, aim a whole clip's length before the start.)
+        start = min(int(index.pts[0]), int(key))
+        earlier = int(index.key_pts[before]) if before >= 0 else start - max(1, int(index.pts[-1]) - start)
+        jobs.append(Job(int(key), tuple(int(t) for t in wanted), last - first + 1, earlier))
     return jobs
 
 
 class _Misbehaves(Exception):
     """The file does not seek as its index says: decode from the start instead."""
+
+
+class _LandedOffKey(Exception):
+    """The seek's first packet is not a keyframe (tried once more from the keyframe before)."""
 
 
 class _Cancelled(Exception):
@@ -272,7 +282,18 @@ class _Worker:
         state["prev"] = frame
 
     def _run(self, job: Job) -> None:
-        self.container.seek(job.key, stream=self.stream, backward=True)
+        """Seek to the job's keyframe. Demuxers without a seek index (MPEG-TS: camcorder and broadcast
+        footage) land on a packet near the timestamp, often just after the keyframe: then seek to the
+        keyframe before and read (without decoding) up to this one."""
+        try:
+            self._run_from(job, job.key, find_key=False)
+        except _LandedOffKey:
+            if job.earlier is None:
+                raise _Misbehaves("the seek did not land on a keyframe") from None
+            self._run_from(job, job.earlier, find_key=True)
+
+    def _run_from(self, job: Job, target: int, find_key: bool) -> None:
+        self.container.seek(target, stream=self.stream, backward=True)
         ctx = self.stream.codec_context
         remaining = list(job.wanted)
         wanted = frozenset(job.wanted)
@@ -289,11 +310,17 @@ class _Worker:
                 if cancelled():
                     raise _Cancelled()
                 size, pts = packet.size, packet.pts
+                ts = pts if pts is not None else packet.dts
+                if find_key:  # not decoded until the job's keyframe
+                    if not size or not packet.is_keyframe or ts is None or ts < job.key:
+                        continue
+                    if ts > job.key:
+                        raise _Misbehaves("reading on from an earlier seek passed the keyframe")
+                    find_key = first_packet = False
                 if size:
                     if first_packet and not packet.is_keyframe:
-                        raise _Misbehaves("the seek did not land on a keyframe")
+                        raise _LandedOffKey()
                     first_packet = False
-                ts = pts if pts is not None else packet.dts
                 skip = skip_nonref and size > 0 and pts is not None and ts not in wanted
                 if skip != skipping:
                     ctx.skip_frame = "NONREF" if skip else "DEFAULT"
