@@ -228,11 +228,15 @@ def plan_jobs(index: PacketIndex, ordinals: np.ndarray) -> list[Job]:
         wanted = targets[keys == key]
         first = int(np.searchsorted(index.pts, key))
         last = int(np.searchsorted(index.pts, wanted[-1]))
+        # Where to seek if seeking to the key lands off it: the keyframe before, or - for the first group,
+        # since demuxers without a seek index seek by decoding time, which runs ahead of these presentation
+        # times - a whole clip's length before the start.
         before = int(np.searchsorted(index.key_pts, key)) - 1
-        # (Such demuxers seek by decoding time, which runs ahead of the presentation times indexed here:
-        # before the first keyframe, aim a whole clip's length before the start.)
-        start = min(int(index.pts[0]), int(key))
-        earlier = int(index.key_pts[before]) if before >= 0 else start - max(1, int(index.pts[-1]) - start)
+        if before >= 0:
+            earlier = int(index.key_pts[before])
+        else:
+            start = min(int(index.pts[0]), int(key))
+            earlier = start - max(1, int(index.pts[-1]) - start)
         jobs.append(Job(int(key), tuple(int(t) for t in wanted), last - first + 1, earlier))
     return jobs
 

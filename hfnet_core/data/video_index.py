@@ -249,7 +249,7 @@ def _without_dropped_leading_frames(path: Path, stream_index: int, stamps: np.nd
                                 | (~timed & (at > position) & (at < leading_end)))
     if not len(candidates) or candidates[-1] >= LEADING_CHECK_PACKETS:
         return stamps
-    shown: set[int] = set()
+    shown: set[int | None] = set()  # the timestamps of the frames the decoder output
     shown_untimed = 0
     try:
         with av.open(str(path), mode="r") as container:
