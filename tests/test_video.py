@@ -448,6 +448,39 @@ def test_transport_streams_are_read_by_seeking(tmp_path, seek_log, monkeypatch, 
             assert seek_log == ["seek"]
 
 
+@pytest.mark.parametrize("ext", [".ts", ".mpg"])
+def test_short_groups_of_pictures_without_a_seek_index_are_read_by_seeking(tmp_path, seek_log, ext) -> None:
+    """Where groups of pictures are as short as the reorder delay (MPEG-2 with a keyframe every 3 frames),
+    a seek by decoding time lands a whole group late, and so can a seek to the keyframe before: the read
+    seeks further back in turn (keyframes 1, 2 and 4 before, then the start) and stays planned."""
+    path = write_video(tmp_path / f"short_gop{ext}", _panning(90), fps=25, codec="mpeg2video",
+                       options={"g": "3", "bf": "2"})
+    full = reference_decode(path)
+    for idx in (sample_indices(90, 8, "eval"), np.array([0, 1, 2, 3, 44, 45, 88, 89])):
+        seek_log.clear()
+        assert np.array_equal(read_frames(path, idx, max_side=None), full[idx]), idx
+        assert seek_log == ["seek"]
+
+
+def test_plans_start_at_keyframes_and_fall_back_further_each_time() -> None:
+    """Every job seeks to a keyframe - frames shown before the first one (leading frames that decode) are
+    decoded from it - and lists where to seek next if the seek lands late: the keyframes 1, 2 and 4
+    before, then a clip's length before the start."""
+    from fractions import Fraction
+
+    from hfnet_core.data.video_decode import plan_jobs
+    from hfnet_core.data.video_index import PacketIndex
+
+    pts = np.arange(0, 60, dtype=np.int64) * 10  # frames 0-2 are shown before the first keyframe, 30
+    index = PacketIndex(pts, np.arange(30, 600, 60, dtype=np.int64), len(pts), Fraction(1, 100), None, None,
+                        None, True)
+    jobs = plan_jobs(index, np.array([0, 2, 3, 40, 59]))
+    assert [(j.key, j.wanted) for j in jobs] == [(30, (0, 20, 30)), (390, (400,)), (570, (590,))]
+    assert all(j.key in index.key_pts and j.cost >= 1 for j in jobs)
+    assert jobs[0].earlier == (-590,) and jobs[1].earlier == (330, 270, 150, -590)
+    assert jobs[2].earlier == (510, 450, 330, -590)
+
+
 def test_decoders_take_the_longest_job_left_each_job_once() -> None:
     """Free decoders pull work: longest first, and across threads every job is handed out exactly once."""
     from hfnet_core.data.video_decode import Job, _Jobs
@@ -492,6 +525,26 @@ def test_b_frames_stamped_in_decoding_order_are_read_from_the_start(tmp_path, se
             assert seek_log == (["seek"] if planned else []), path.name
     times = V.frame_times(avi)  # the sorted stamps are still the times frames are shown at
     assert np.allclose(np.diff(times), 1 / 25)
+
+
+def test_reordering_is_found_by_decoding_where_headers_leave_it_out(tmp_path, seek_log, monkeypatch) -> None:
+    """H.264 whose SPS leaves out the bitstream restriction (some cameras) announces no reorder depth:
+    whether an AVI's stamps are decoding order is then found by decoding its first packets."""
+    from hfnet_core.data import video_index as VI
+
+    real = VI.probed_stream
+    monkeypatch.setattr(VI, "probed_stream", lambda c, s: dataclasses.replace(real(c, s), reorder_depth=0))
+    frames = numbered_frames(n=90)
+    for bf, reorders in (("2", True), ("0", False)):
+        path = write_video(tmp_path / f"bf{bf}.avi", frames, fps=25,
+                           options={"g": "30", "bf": bf, "x264-params": "scenecut=0"})
+        full = reference_decode(path)
+        seek_log.clear()
+        idx = np.array([89, 40, 0, 31, 61])
+        assert np.array_equal(read_frames(path, idx, max_side=None), full[idx]), bf
+        index = VI.cached_index(path)
+        assert index.probed.reorder_depth == 0 and index.decode_order is reorders, bf
+        assert seek_log == ([] if reorders else ["seek"]), bf
 
 
 def test_decode_threads_policy(monkeypatch) -> None:
@@ -568,21 +621,108 @@ def test_cut_files_list_only_the_frames_a_decoder_shows(tmp_path, seek_log) -> N
         assert "seek" in seek_log, kind
 
 
-def test_a_demuxer_that_flags_every_packet_a_keyframe_is_not_seeked(tmp_path, seek_log) -> None:
-    """Raw H.263 marks every packet a keyframe: seeking to one would decode a P-frame without its
-    references (garbage, no error). Such flags are not trusted unless the codec is intra-only."""
+def _panning(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """A smooth texture panning one pixel a frame: encoders code it with P-frames (the numbered frames'
+    jumps in brightness make some encoders code every frame as intra)."""
+    y, x = np.mgrid[0:h, 0:w + n]
+    base = (128 + 60 * np.sin(x / 7.0) * np.cos(y / 5.0)).astype(np.uint8)
+    return np.stack([np.repeat(base[:, t:t + w, None], 3, axis=2) for t in range(n)])
+
+
+def _cut_files_read_from_the_start(tmp_path: Path) -> dict[str, Path]:
+    """Cut files whose timestamps cannot say which frames are leading ones: decoding times (AVI), or none
+    at all on the keyframe (raw streams, an MPEG-PS capture joined late)."""
+    frames = numbered_frames(n=150)
+    opened = {"x264-params": "bframes=3:b-adapt=0:b-pyramid=normal:open-gop=1:keyint=24:min-keyint=24:scenecut=0"}
+    closed = {"x264-params": "bframes=2:keyint=25:min-keyint=25:scenecut=0"}
+    avi = write_video(tmp_path / "open.avi", frames, fps=25, options=opened)
+    with av.open(str(avi)) as ic, av.open(str(tmp_path / "open_gop_cut.avi"), "w") as oc:
+        ist = ic.streams.video[0]
+        ost = oc.add_stream_from_template(ist)
+        seen, shift = 0, None
+        for packet in ic.demux(ist):  # a stream copy from the second keyframe on (``ffmpeg -ss -c copy``)
+            if not packet.size:
+                continue
+            seen += packet.is_keyframe
+            if seen <= 2:
+                continue
+            shift = packet.dts if shift is None else shift
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, ost
+            oc.mux(packet)
+    out = {"open GOP AVI": tmp_path / "open_gop_cut.avi"}
+    for name, ext in (("raw H.264 joined mid-GOP", ".h264"), ("MPEG-PS joined late", ".mpg")):
+        data = write_video(tmp_path / f"src{ext}", frames, fps=25, options=closed).read_bytes()
+        out[name] = tmp_path / f"late{ext}"
+        out[name].write_bytes(data[int(len(data) * 0.37):])
+    return out
+
+
+def test_cut_files_without_telling_timestamps_count_what_a_decoder_shows(tmp_path, seek_log) -> None:
+    """Frames dropped at the start of a cut file are found by decoding even where timestamps cannot single
+    them out (decoding-order stamps, an untimed keyframe): counts and reads agree with a plain decode."""
     from hfnet_core.data.video_index import cached_index
 
-    path = write_video(tmp_path / "raw.h263", numbered_frames(n=120, h=144, w=176), fps=25, codec="h263",
-                       options={"g": "25"})
+    for kind, path in _cut_files_read_from_the_start(tmp_path).items():
+        full = reference_decode(path)
+        assert num_frames_of(path) == len(full), kind
+        assert cached_index(path).dropped_leading > 0, kind
+        assert np.array_equal(read_frames(path, None, max_side=None), full), kind
+        idx = sample_indices(len(full), 8, "eval")
+        assert np.array_equal(read_clip(path, 8, "eval", max_side=None), full[idx]), kind
+        for k in (1, len(full) // 3, len(full) - 1):
+            assert np.array_equal(read_frames(path, [k], max_side=None)[0], full[k]), (kind, k)
+    assert seek_log == []
+
+
+def test_a_demuxer_that_flags_every_packet_a_keyframe_is_not_seeked(tmp_path, seek_log) -> None:
+    """Raw H.263 marks every packet a keyframe, P-frames too: seeking to one would decode a P-frame without
+    its references (garbage, no error). Such flags are trusted only where decoding flagged packets on their
+    own gives keyframes - an intra-only codec, or an all-intra encoding of an inter codec."""
+    from hfnet_core.data.video_index import _decode_alone_as_keyframes, cached_index
+
+    path = write_video(tmp_path / "raw.h263", _panning(120, 144, 176), fps=25, codec="h263", options={"g": "25"})
     full = reference_decode(path)
     idx = np.array([119, 60, 0, 30, 31, 60])
     assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
     index = cached_index(path)
     assert not index.keys_known and not index.seekable and seek_log == []
+    assert not _decode_alone_as_keyframes(path, 0, [1, 2, 64], V.Deadline(path, 10))
     intra = write_video(tmp_path / "intra.avi", numbered_frames(n=40), fps=25, codec="mjpeg")
     assert np.array_equal(read_frames(intra, [39, 5], max_side=None), reference_decode(intra)[[39, 5]])
     assert cached_index(intra).keys_known and seek_log == ["seek"]
+
+
+@pytest.mark.parametrize("codec,ext", [("libx264", ".mp4"), ("mpeg4", ".mp4"), ("mpeg2video", ".ts")])
+def test_all_intra_files_of_inter_codecs_are_read_by_seeking(tmp_path, seek_log, codec, ext) -> None:
+    """An all-intra encoding (H.264 with a keyframe every frame, I-only MPEG-2 or MPEG-4) flags every packet
+    a keyframe and is right to: its reads seek like any other file's instead of decoding from the start."""
+    from hfnet_core.data.video_index import cached_index
+
+    path = write_video(tmp_path / f"all_intra{ext}", _panning(90), fps=25, codec=codec, options={"g": "1"})
+    full = reference_decode(path)
+    idx = np.array([89, 45, 0, 31, 10, 88])
+    assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
+    index = cached_index(path)
+    assert index.keys_known and index.seekable and seek_log == ["seek"]
+    assert len(index.key_pts) == len(full)
+
+
+@pytest.mark.parametrize("codec,ext,opts", [("h263", ".h263", {"g": "25"}), ("mpeg2video", ".m2v", {"g": "6", "bf": "2"}),
+                                            ("mjpeg", ".mjpeg", None), ("libx264", ".h264", {"g": "12"})])
+def test_raw_streams_are_never_seeked(tmp_path, seek_log, codec, ext, opts) -> None:
+    """A raw elementary stream has no timestamps of its own: its parser counts them out, and after a seek it
+    counts otherwise (raw H.263 landed one frame late). Such files are decoded from the start."""
+    from hfnet_core.data.video_index import cached_index
+
+    h, w = (144, 176) if codec == "h263" else (48, 64)
+    path = write_video(tmp_path / f"raw{ext}", numbered_frames(n=90, h=h, w=w), fps=25, codec=codec, options=opts)
+    full = reference_decode(path)
+    for k in (1, 40, 89):
+        assert np.array_equal(read_frames(path, [k], max_side=None)[0], full[k]), k
+    idx = sample_indices(len(full), 8, "eval")
+    assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
+    index = cached_index(path)
+    assert index.made_up_times and not index.seekable and seek_log == []
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])

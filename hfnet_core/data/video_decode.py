@@ -215,29 +215,32 @@ class Job:
     key: int
     wanted: tuple[int, ...]
     cost: int  # frames from the keyframe to the last wanted one (what the job decodes, at most)
-    earlier: int | None = None  # a timestamp before ``key`` (the keyframe before it) to seek to if need be
+    # Timestamps before ``key`` to seek to, in turn, if seeking to it lands off it (keyframes before it,
+    # then a whole clip's length before the start)
+    earlier: tuple[int, ...] = ()
 
 
 def plan_jobs(index: PacketIndex, ordinals: np.ndarray) -> list[Job]:
     """One job per group of pictures holding a wanted frame (``ordinals``: sorted, unique), in file order."""
     targets = index.pts[ordinals]
     k = np.searchsorted(index.key_pts, targets, side="right") - 1
-    keys = np.where(k >= 0, index.key_pts[np.maximum(k, 0)] if len(index.key_pts) else index.pts[0], index.pts[0])
+    # Frames shown before the first keyframe (leading frames whose references are in the file) are
+    # decoded from it: a seek can only start at a keyframe.
+    keys = index.key_pts[np.maximum(k, 0)] if len(index.key_pts) else np.full(len(targets), index.pts[0])
     jobs: list[Job] = []
     for key in np.unique(keys):
         wanted = targets[keys == key]
         first = int(np.searchsorted(index.pts, key))
         last = int(np.searchsorted(index.pts, wanted[-1]))
-        # Where to seek if seeking to the key lands off it: the keyframe before, or - for the first group,
-        # since demuxers without a seek index seek by decoding time, which runs ahead of these presentation
-        # times - a whole clip's length before the start.
-        before = int(np.searchsorted(index.key_pts, key)) - 1
-        if before >= 0:
-            earlier = int(index.key_pts[before])
-        else:
-            start = min(int(index.pts[0]), int(key))
-            earlier = start - max(1, int(index.pts[-1]) - start)
-        jobs.append(Job(int(key), tuple(int(t) for t in wanted), last - first + 1, earlier))
+        # Where to seek if seeking to the key lands off it: demuxers without a seek index seek by decoding
+        # time, which runs ahead of these presentation times by the reorder delay - by a whole group of
+        # pictures where groups are short. So: the keyframes 1, 2 and 4 before, then a whole clip's length
+        # before the start (which reads, without decoding, from the start).
+        at = int(np.searchsorted(index.key_pts, key))
+        start = min(int(index.pts[0]), int(key))
+        earlier = tuple(int(index.key_pts[at - b]) for b in (1, 2, 4) if at - b >= 0)
+        earlier += (start - max(1, int(index.pts[-1]) - start),)
+        jobs.append(Job(int(key), tuple(int(t) for t in wanted), abs(last - first) + 1, earlier))
     return jobs
 
 
@@ -275,7 +278,7 @@ class _Worker:
         if state["first"]:
             state["first"] = False
             if frame.pts > remaining[0]:
-                raise _Misbehaves("the seek landed after the wanted frame")
+                raise _LandedOffKey()  # the seek landed after the wanted frame: seek further back
         if self.size is None:
             check_size(self.path, frame.width, frame.height)
             self.size = output_size(frame.width, frame.height, self.max_side)
@@ -290,11 +293,15 @@ class _Worker:
         footage) land on a packet near the timestamp, often just after the keyframe: then seek to the
         keyframe before and read (without decoding) up to this one."""
         try:
-            self._run_from(job, job.key, find_key=False)
+            return self._run_from(job, job.key, find_key=False)
         except _LandedOffKey:
-            if job.earlier is None:
-                raise _Misbehaves("the seek did not land on a keyframe") from None
-            self._run_from(job, job.earlier, find_key=True)
+            pass
+        for target in job.earlier:
+            try:
+                return self._run_from(job, target, find_key=True)
+            except _LandedOffKey:
+                continue
+        raise _Misbehaves("no seek landed before the keyframe")
 
     def _run_from(self, job: Job, target: int, find_key: bool) -> None:
         self.container.seek(target, stream=self.stream, backward=True)
@@ -318,8 +325,8 @@ class _Worker:
                 if find_key:  # not decoded until the job's keyframe
                     if not size or not packet.is_keyframe or ts is None or ts < job.key:
                         continue
-                    if ts > job.key:
-                        raise _Misbehaves("reading on from an earlier seek passed the keyframe")
+                    if ts > job.key:  # this seek too landed after the keyframe
+                        raise _LandedOffKey()
                     find_key = first_packet = False
                 if size:
                     if first_packet and not packet.is_keyframe:
@@ -347,6 +354,8 @@ class _Worker:
         finally:
             if skipping:
                 ctx.skip_frame = "DEFAULT"
+        if find_key:  # the file ended before the keyframe came: this seek too landed after it
+            raise _LandedOffKey()
         if state["prev"] is None:
             raise _Misbehaves("nothing decoded after the seek")
         for t in remaining:  # end of stream: the last frame stands in (e.g. an edit list dropped the tail)

@@ -34,6 +34,8 @@ __all__ = ["PacketIndex", "ProbedStream", "packet_index", "cached_index", "probe
 DECODE_TIME_FORMATS = frozenset({"avi"})
 #: More frames than this in one file are refused (10 hours at 30 fps): the index would not stay small.
 MAX_INDEXED_FRAMES = 1_080_000
+#: FFmpeg's flag for a demuxer with no timestamps of its own (``av.format.Flags.no_timestamps``).
+AVFMT_NOTIMESTAMPS = 0x80
 UNTIMED = np.iinfo(np.int64).min  # a packet with neither a presentation nor a decoding time
 
 
@@ -83,13 +85,16 @@ class PacketIndex:
     probed: ProbedStream | None = None
     decode_order: bool = False  # packets are stamped in decoding order while the decoder reorders: no seeking
     keys_known: bool = True  # the keyframe flags can be trusted (not every packet of an inter codec flagged)
+    # The demuxer has no timestamps of its own (raw elementary streams: .h264, .m2v, .h263, .mjpeg); the
+    # ones it gives are counted out by its parser and come out otherwise after a seek.
+    made_up_times: bool = False
     discarded: int = 0  # packets the container marks as decoded but never shown (edit lists)
     dropped_leading: int = 0  # frames at the start whose references are not in the file (the decoder drops them)
 
     @property
     def seekable(self) -> bool:
         """Whether a packet's timestamp says which frame it holds, so reads may be planned from the index."""
-        return self.complete and not self.decode_order and self.keys_known
+        return self.complete and not self.decode_order and self.keys_known and not self.made_up_times
 
     def seconds(self) -> np.ndarray:
         """Presentation time of each frame in seconds, from the first frame."""
@@ -147,7 +152,8 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
     keys = array.array("q")  # every keyframe, shown or not: reads seek to them
     flagged_key = array.array("b")  # per entry of ``stamps``
     packets = corrupt = discarded = 0
-    first_key = None  # (position among stamps, stamp) of the first keyframe in file order
+    first_key = None  # (position among stamps, stamp or UNTIMED) of the first keyframe in file order
+    samples: list[int] = []  # positions among stamps where keyframe flags may be checked by decoding
     with_pts = True  # every stamped packet carries a presentation time (not only a decoding time)
     try:
         for packet in container.demux(stream):
@@ -164,10 +170,13 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
             if ts is None:
                 ts = packet.dts
                 with_pts = False
-            if ts is not None and packet.is_keyframe:
-                keys.append(int(ts))
-                if first_key is None:
-                    first_key = (len(stamps), int(ts))
+            if packet.is_keyframe:
+                if ts is not None:
+                    keys.append(int(ts))
+                if first_key is None:  # untimed too (raw streams): frames before it are checked all the same
+                    first_key = (len(stamps), UNTIMED if ts is None else int(ts))
+            if packets in SAMPLE_POSITIONS:
+                samples.append(len(stamps))
             if packet.is_discard:  # decoded as a reference, never shown (an edit list cut it off)
                 discarded += 1
                 continue
@@ -186,28 +195,39 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
         truncation = cut.describe()
     elif cut is not None:
         note = cut.describe()
-    listed = np.frombuffer(stamps, np.int64) if stamps else np.zeros(0, np.int64)
-    listed = _without_dropped_leading_frames(path, stream.index, listed, first_key, deadline)
-    untimed = int(np.count_nonzero(listed == UNTIMED))
-    in_file_order = listed[listed != UNTIMED]
-    sorted_pts = np.sort(in_file_order)
-    distinct = len(sorted_pts) < 2 or bool(np.all(np.diff(sorted_pts) > 0))
     probed = probed_stream(container, stream)
+    decode_times = probed.format in DECODE_TIME_FORMATS or not with_pts
+    listed = np.frombuffer(stamps, np.int64) if stamps else np.zeros(0, np.int64)
+    timed = listed[listed != UNTIMED]
     # A container without presentation times (AVI; packets stamped only with a decoding time) holding a
     # stream the decoder reorders (H.264 with B-frames), stamped in an order that only grows: the stamps
     # are decoding order. Sorted, they are still the times frames are shown at, but a packet's own stamp
-    # does not say which frame it holds. (MP4, MKV, TS and FLV store presentation times: a stream that
-    # could reorder and does not is stamped in increasing order there too, and is fine.)
-    decode_order = (probed.reorder_depth > 0 and (probed.format in DECODE_TIME_FORMATS or not with_pts)
-                    and len(in_file_order) > 1 and bool(np.all(np.diff(in_file_order) > 0)))
+    # does not say which frame it holds - nor which frames after the first keyframe are shown before it.
+    # (MP4, MKV, TS and FLV store presentation times: a stream that could reorder and does not is stamped
+    # in increasing order there too, and is fine. FFmpeg restamps MPEG-4 Part 2 in AVI with them.)
+    # Whether the decoder reorders, its headers say (the reorder depth) - unless they leave it out (H.264
+    # without the SPS's bitstream restriction, as some cameras write it): then decoding the first packets
+    # says, by whether frames come out in another order than their packets went in.
+    increasing = decode_times and len(timed) > 1 and bool(np.all(np.diff(timed) > 0))
+    baseline = "baseline" in str(stream.codec_context.profile or "").lower()  # H.264 without B-frames
+    decode_order = increasing and (probed.reorder_depth > 0 or (
+        probed.codec in REORDERING_CODECS and not baseline and _decoder_reorders(path, stream.index, deadline)))
+    listed = _without_dropped_leading_frames(path, stream.index, listed, first_key, decode_order, deadline)
+    untimed = int(np.count_nonzero(listed == UNTIMED))
+    sorted_pts = np.sort(listed[listed != UNTIMED])
+    distinct = len(sorted_pts) < 2 or bool(np.all(np.diff(sorted_pts) > 0))
     # A demuxer that flags every packet of an inter-coded stream as a keyframe (raw H.261/H.263) knows
-    # nothing about keyframes: seeking to such a "keyframe" decodes a P-frame without its references.
+    # nothing about keyframes: seeking to such a "keyframe" decodes a P-frame without its references. An
+    # all-intra encoding of an inter codec (H.264 with a keyframe every frame, I-only MPEG-2) is flagged
+    # the same way and is right: which one a file is, decoding some flagged packets on their own says.
     every_key = len(flagged_key) > 1 and bool(np.frombuffer(flagged_key, np.int8).all())
-    keys_known = not every_key or _intra_only(stream.codec_context.name)
+    keys_known = (not every_key or _intra_only(stream.codec_context.name)
+                  or _decode_alone_as_keyframes(path, stream.index, samples, deadline))
     return PacketIndex(sorted_pts, np.unique(np.frombuffer(keys, np.int64)) if keys else np.zeros(0, np.int64),
                        len(sorted_pts) + untimed, Fraction(stream.time_base) if stream.time_base else Fraction(1, 1),
                        bounded_count(stream.frames), truncation, note, untimed == 0 and distinct,
-                       probed if with_pts else None, decode_order, keys_known, discarded,
+                       probed if with_pts else None, decode_order, keys_known,
+                       bool(container.format.flags & AVFMT_NOTIMESTAMPS), discarded,
                        len(stamps) - len(listed))
 
 
@@ -224,33 +244,125 @@ def _intra_only(codec: str) -> bool:
         return codec in INTRA_CODECS
 
 
+#: Packets (1-based, in file order) whose keyframe flag may be checked: the 2nd and 3rd, then the 5th,
+#: 9th, 17th and so on to the 1025th, so that a file that is all-intra only at its start is caught too.
+SAMPLE_POSITIONS = frozenset({2, 3} | {2 ** k + 1 for k in range(2, 11)})
+
+
+def _decode_alone_as_keyframes(path: Path, stream_index: int, positions: list[int], deadline: Deadline) -> bool:
+    """Whether each packet at ``positions`` (among the packets not marked discarded), decoded on its own,
+    gives a keyframe. A P-frame without its references gives no frame or a frame marked as not a key;
+    any doubt (an error, no frame) answers False, which costs speed (reads decode from the start), never
+    correctness."""
+    if not positions:
+        return False
+    wanted, last = set(positions), max(positions)
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = container.streams[stream_index]
+            stream.thread_type = "NONE"
+            ctx, seen = stream.codec_context, -1
+            for packet in container.demux(stream):
+                if not packet.size or packet.is_discard:
+                    continue
+                seen += 1
+                deadline.check()
+                if seen in wanted:
+                    frames = list(ctx.decode(packet)) + list(ctx.decode(None))
+                    ctx.flush_buffers()  # forget this frame: the next sample starts from nothing again
+                    if len(frames) != 1 or not frames[0].key_frame:
+                        return False
+                if seen >= last:
+                    return True
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        return False
+    return False
+
+
+#: Codecs with frames shown in another order than they are decoded (B-frames). Not MPEG-4 Part 2: FFmpeg
+#: stamps its B-frames in AVI with presentation times, so its stamps grow only when it has none.
+REORDERING_CODECS = frozenset({"h264", "hevc", "vvc", "mpeg1video", "mpeg2video", "vc1", "wmv3", "cavs", "avs2",
+                               "rv30", "rv40"})
+#: How many packets from the start are decoded to see whether a stream's frames come out reordered.
+REORDER_CHECK_PACKETS = 64
+
+
+def _decoder_reorders(path: Path, stream_index: int, deadline: Deadline) -> bool:
+    """Whether decoding the first packets outputs frames in another order than their packets' stamps.
+    Any doubt (an error, no timestamps) answers True: the file is then read from the start, exactly."""
+    out: list[int] = []
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = container.streams[stream_index]
+            stream.thread_type = "NONE"
+            decode, fed = stream.codec_context.decode, 0
+            for packet in container.demux(stream):
+                if packet.size:
+                    deadline.check()
+                    fed += 1
+                try:
+                    out += [f.pts for f in decode(packet)]
+                except av.error.FFmpegError:
+                    if not packet.size:
+                        break
+                if fed >= REORDER_CHECK_PACKETS or not packet.size:
+                    break
+            try:
+                out += [f.pts for f in decode(None)]
+            except av.error.EOFError:
+                pass  # already drained by the end-of-file packet
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        return True
+    if any(t is None for t in out):
+        return True
+    return len(out) > 1 and bool(np.any(np.diff(np.asarray(out, np.int64)) <= 0))
+
+
 #: Leading frames are checked by decoding only when they sit within this many packets of the start.
 LEADING_CHECK_PACKETS = 2048
+#: Leading frames follow their keyframe in decoding order, at most this many (H.264 allows 16 B-frames in
+#: a row): where timestamps cannot tell them from the frames after them, this many packets are checked.
+LEADING_WINDOW = 24
 
 
 def _without_dropped_leading_frames(path: Path, stream_index: int, stamps: np.ndarray,
-                                    first_key: tuple[int, int] | None, deadline: Deadline) -> np.ndarray:
+                                    first_key: tuple[int, int] | None, decode_order: bool,
+                                    deadline: Deadline) -> np.ndarray:
     """``stamps`` (file order) less the frames at the start that the decoder never shows.
 
     A file cut without re-encoding (a TS capture started mid-stream, a stream copy cut at an open-GOP
     keyframe or an HEVC CRA picture) begins with frames whose references are not in the file: packets
     before the first keyframe, and leading frames (shown before it, decoded after it). Decoders drop
     such frames, or show them when their references are in the file after all (RADL pictures) - so
-    which ones count is found by decoding up to the last of them, not guessed. Frames without a
-    timestamp among them are judged together: the decoder shows all of them or none."""
+    which ones count is found by decoding up to the last of them, not guessed. A timed frame is known by
+    its timestamp; frames without one are counted (the decoder's frames without a timestamp against the
+    packets without one), and those dropped are taken to be the first of them. ``decode_order``: the
+    stamps are decoding times of a stream that reorders, which say nothing of what is shown first."""
     if first_key is None or not len(stamps):
         return stamps
     position, key_ts = first_key
     at = np.arange(len(stamps))
     timed = stamps != UNTIMED
-    later = np.flatnonzero(timed & (at > position) & (stamps > key_ts))
-    leading_end = int(later[0]) if len(later) else len(stamps)  # leading frames come before trailing ones
-    candidates = np.flatnonzero((at < position) | (timed & (stamps < key_ts))
-                                | (~timed & (at > position) & (at < leading_end)))
+    if key_ts == UNTIMED or decode_order:  # timestamps cannot single out the leading frames
+        after = (at > position) & (at <= position + LEADING_WINDOW)
+    else:
+        later = np.flatnonzero(timed & (at > position) & (stamps > key_ts))
+        leading_end = int(later[0]) if len(later) else len(stamps)  # leading frames come before trailing ones
+        leading_end = min(leading_end, position + 1 + LEADING_WINDOW)
+        after = (at > position) & ((timed & (stamps < key_ts)) | (~timed & (at < leading_end)))
+    candidates = np.flatnonzero((at < position) | after)
     if not len(candidates) or candidates[-1] >= LEADING_CHECK_PACKETS:
         return stamps
+    last = int(candidates[-1])
     shown: set[int | None] = set()  # the timestamps of the frames the decoder output
     shown_untimed = 0
+
+    def take(frames) -> None:
+        nonlocal shown_untimed
+        for frame in frames:
+            shown_untimed += frame.pts is None
+            shown.add(frame.pts)
+
     try:
         with av.open(str(path), mode="r") as container:
             stream = container.streams[stream_index]
@@ -260,20 +372,23 @@ def _without_dropped_leading_frames(path: Path, stream_index: int, stamps: np.nd
                 if packet.size:
                     deadline.check()
                     seen += not packet.is_discard  # the position of this packet in ``stamps``
-                for frame in decode(packet):
-                    shown_untimed += frame.pts is None
-                    shown.add(frame.pts)
-                if seen >= candidates[-1] or packet.size == 0:
+                try:  # a packet cut from its references may fail on its own: it then shows nothing
+                    take(decode(packet))
+                except av.error.FFmpegError:
+                    if not packet.size:
+                        break
+                if seen >= last or packet.size == 0:
                     break
-            for frame in decode(None):
-                shown_untimed += frame.pts is None
-                shown.add(frame.pts)
+            try:
+                take(decode(None))
+            except av.error.FFmpegError:
+                pass
     except (av.error.FFmpegError, OSError, ValueError, IndexError):
         return stamps  # the check could not run: every frame stays listed (as before it existed)
-    untimed_candidates = [i for i in candidates if stamps[i] == UNTIMED]
-    drop = [i for i in candidates if stamps[i] != UNTIMED and int(stamps[i]) not in shown]
-    if shown_untimed == 0:
-        drop += untimed_candidates
+    drop = [int(i) for i in candidates if timed[i] and int(stamps[i]) not in shown]
+    fed_untimed = int(np.count_nonzero(~timed[:last + 1]))
+    untimed_candidates = [int(i) for i in candidates if not timed[i]]
+    drop += untimed_candidates[:max(0, min(len(untimed_candidates), fed_untimed - shown_untimed))]
     keep = np.ones(len(stamps), bool)
     keep[drop] = False
     return stamps[keep]
