@@ -527,24 +527,49 @@ def test_b_frames_stamped_in_decoding_order_are_read_from_the_start(tmp_path, se
     assert np.allclose(np.diff(times), 1 / 25)
 
 
-def test_reordering_is_found_by_decoding_where_headers_leave_it_out(tmp_path, seek_log, monkeypatch) -> None:
+def _encode_forcing(path: Path, frames: np.ndarray, codec: str, kind: str, until: int,
+                    options: dict[str, str]) -> Path:
+    """``frames`` encoded with the first ``until`` forced to picture type ``kind`` ("I" or "P")."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.options = options
+        for t, a in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(a, format="rgb24")
+            f.pict_type = getattr(av.video.frame.PictureType, kind if t < until else "NONE")
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_reordering_is_found_from_slice_headers_where_the_sps_leaves_it_out(tmp_path, seek_log,
+                                                                          monkeypatch) -> None:
     """H.264 whose SPS leaves out the bitstream restriction (some cameras) announces no reorder depth:
-    whether an AVI's stamps are decoding order is then found by decoding its first packets."""
+    whether an AVI's stamps are decoding order is then read from its slice headers (any B-slice)."""
     from hfnet_core.data import video_index as VI
 
     real = VI.probed_stream
     monkeypatch.setattr(VI, "probed_stream", lambda c, s: dataclasses.replace(real(c, s), reorder_depth=0))
-    frames = numbered_frames(n=90)
+    frames = numbered_frames(n=200)
     for bf, reorders in (("2", True), ("0", False)):
         path = write_video(tmp_path / f"bf{bf}.avi", frames, fps=25,
                            options={"g": "30", "bf": bf, "x264-params": "scenecut=0"})
         full = reference_decode(path)
         seek_log.clear()
-        idx = np.array([89, 40, 0, 31, 61])
+        idx = np.array([89, 40, 0, 31, 61, 199, 150])
         assert np.array_equal(read_frames(path, idx, max_side=None), full[idx]), bf
         index = VI.cached_index(path)
         assert index.probed.reorder_depth == 0 and index.decode_order is reorders, bf
         assert seek_log == ([] if reorders else ["seek"]), bf
+    # B-frames only after a long stretch of P-frames (a high-motion opening): still found.
+    late = _encode_forcing(tmp_path / "late_b.avi", frames, "libx264", "P", 120,
+                           {"x264-params": "bframes=2:b-adapt=0:keyint=40:min-keyint=40:scenecut=0"})
+    full = reference_decode(late)
+    idx = np.array([5, 130, 150, 177, 199])
+    assert np.array_equal(read_frames(late, idx, max_side=None), full[idx])
+    assert VI.cached_index(late).decode_order
 
 
 def test_decode_threads_policy(monkeypatch) -> None:
@@ -650,10 +675,25 @@ def _cut_files_read_from_the_start(tmp_path: Path) -> dict[str, Path]:
             packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, ost
             oc.mux(packet)
     out = {"open GOP AVI": tmp_path / "open_gop_cut.avi"}
-    for name, ext in (("raw H.264 joined mid-GOP", ".h264"), ("MPEG-PS joined late", ".mpg")):
-        data = write_video(tmp_path / f"src{ext}", frames, fps=25, options=closed).read_bytes()
+    # The same cut from an MP4 (length-prefixed NAL units made Annex B): this AVI flags no keyframe at all.
+    mp4 = write_video(tmp_path / "open.mp4", frames, fps=25, options=opened)
+    with av.open(str(mp4)) as ic, av.open(str(tmp_path / "unflagged_cut.avi"), "w") as oc:
+        ist = ic.streams.video[0]
+        ost = oc.add_stream_from_template(ist)
+        packets = [p for p in ic.demux(ist) if p.size]
+        packets = packets[[i for i, p in enumerate(packets) if p.is_keyframe][2]:]
+        shift = min(p.dts for p in packets)
+        annex_b = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", ist)
+        for packet in [q for p in packets for q in annex_b.filter(p)] + list(annex_b.filter(None)):
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, ost
+            oc.mux(packet)
+    out["open GOP AVI without keyframe flags"] = tmp_path / "unflagged_cut.avi"
+    for name, ext, codec, opts in (("raw H.264 joined mid-GOP", ".h264", "libx264", closed),
+                                   ("MPEG-PS joined late", ".mpg", "libx264", closed),
+                                   ("raw MPEG-2 joined mid-GOP", ".m2v", "mpeg2video", {"g": "12", "bf": "2"})):
+        data = write_video(tmp_path / f"src{ext}", frames, fps=25, codec=codec, options=opts).read_bytes()
         out[name] = tmp_path / f"late{ext}"
-        out[name].write_bytes(data[int(len(data) * 0.37):])
+        out[name].write_bytes(data[int(len(data) * 0.41):])
     return out
 
 
@@ -686,10 +726,34 @@ def test_a_demuxer_that_flags_every_packet_a_keyframe_is_not_seeked(tmp_path, se
     assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
     index = cached_index(path)
     assert not index.keys_known and not index.seekable and seek_log == []
-    assert not _decode_alone_as_keyframes(path, 0, [1, 2, 64], V.Deadline(path, 10))
+    assert not _decode_alone_as_keyframes(path, 0, [1, 2, 64], [], V.Deadline(path, 10))
     intra = write_video(tmp_path / "intra.avi", numbered_frames(n=40), fps=25, codec="mjpeg")
     assert np.array_equal(read_frames(intra, [39, 5], max_side=None), reference_decode(intra)[[39, 5]])
     assert cached_index(intra).keys_known and seek_log == ["seek"]
+
+
+def test_flags_are_checked_to_the_end_of_the_file(tmp_path, seek_log) -> None:
+    """A file whose every packet is flagged a keyframe but which is all-intra only for a while (then
+    P-frames) is caught by packets checked over the rest of the file, up to its last."""
+    from hfnet_core.data.video_index import cached_index
+
+    frames = _panning(120)
+    path = tmp_path / "all_flagged.mov"
+    # intra beyond the 65th packet, the last one checked from the start
+    src = _encode_forcing(tmp_path / "src.avi", frames, "mpeg4", "I", 80, {"g": "1000", "bf": "0"})
+    with av.open(str(src)) as ic, av.open(str(path), "w") as oc:  # a muxer that flags every packet
+        ist = ic.streams.video[0]
+        ost = oc.add_stream_from_template(ist)
+        for packet in ic.demux(ist):
+            if packet.size:
+                packet.is_keyframe, packet.stream = True, ost
+                oc.mux(packet)
+    with av.open(str(path)) as c:
+        assert all(p.is_keyframe for p in c.demux(c.streams.video[0]) if p.size)
+    full = reference_decode(path)
+    idx = np.array([10, 90, 100, 119])
+    assert np.array_equal(read_frames(path, idx, max_side=None), full[idx])
+    assert not cached_index(path).keys_known and seek_log == []
 
 
 @pytest.mark.parametrize("codec,ext", [("libx264", ".mp4"), ("mpeg4", ".mp4"), ("mpeg2video", ".ts")])

@@ -26,6 +26,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from hfnet_core.data.nal_units import (H264_B_SLICE, h264_slice_kinds, h264_starts_with_idr, hevc_starts_with_idr,
+                                       nal_length_size)
 from hfnet_core.data.video_checks import FETCH_HINT, Deadline, VideoDecodeError, bounded_count, structure_cut
 
 __all__ = ["PacketIndex", "ProbedStream", "packet_index", "cached_index", "probed_stream", "MAX_INDEXED_FRAMES"]
@@ -155,6 +157,16 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
     first_key = None  # (position among stamps, stamp or UNTIMED) of the first keyframe in file order
     samples: list[int] = []  # positions among stamps where keyframe flags may be checked by decoding
     with_pts = True  # every stamped packet carries a presentation time (not only a decoding time)
+    probed = probed_stream(container, stream)
+    codec = probed.codec
+    length_size = nal_length_size(bytes(stream.codec_context.extradata or b""), codec)
+    # H.264 in AVI whose SPS announces no reorder depth: whether it has B-slices is read from each packet
+    # until one is found (the decoder would learn it only by seeing frames come out of order).
+    scan_b = (probed.format in DECODE_TIME_FORMATS and codec == "h264" and probed.reorder_depth == 0
+              and "baseline" not in str(stream.codec_context.profile or "").lower())
+    slices_read = b_slices = False
+    first_key_idr = False  # the first keyframe is an IDR picture: no frame after it can be a dropped leading one
+    first_data = b""  # the first packet, where no packet is flagged a keyframe (H.264/HEVC only)
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
@@ -166,6 +178,8 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
             if packets % 256 == 0:
                 deadline.check()
             corrupt += packet.is_corrupt
+            if packets == 1 and codec in ("h264", "hevc"):
+                first_data = bytes(packet)
             ts = packet.pts
             if ts is None:
                 ts = packet.dts
@@ -175,6 +189,14 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
                     keys.append(int(ts))
                 if first_key is None:  # untimed too (raw streams): frames before it are checked all the same
                     first_key = (len(stamps), UNTIMED if ts is None else int(ts))
+                    if codec == "h264":
+                        first_key_idr = h264_starts_with_idr(bytes(packet), length_size)
+                    elif codec == "hevc":
+                        first_key_idr = hevc_starts_with_idr(bytes(packet), length_size)
+            if scan_b and not b_slices:
+                kinds = h264_slice_kinds(bytes(packet), length_size)
+                slices_read |= bool(kinds)
+                b_slices = H264_B_SLICE in kinds
             if packets in SAMPLE_POSITIONS:
                 samples.append(len(stamps))
             if packet.is_discard:  # decoded as a reference, never shown (an edit list cut it off)
@@ -195,9 +217,12 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
         truncation = cut.describe()
     elif cut is not None:
         note = cut.describe()
-    probed = probed_stream(container, stream)
     decode_times = probed.format in DECODE_TIME_FORMATS or not with_pts
     listed = np.frombuffer(stamps, np.int64) if stamps else np.zeros(0, np.int64)
+    if first_key is None and len(listed):  # no packet flagged (some AVI muxers): decoding starts at the first
+        first_key = (0, int(listed[0]))
+        first_key_idr = (h264_starts_with_idr if codec == "h264" else hevc_starts_with_idr)(
+            first_data, length_size) if first_data else False
     timed = listed[listed != UNTIMED]
     # A container without presentation times (AVI; packets stamped only with a decoding time) holding a
     # stream the decoder reorders (H.264 with B-frames), stamped in an order that only grows: the stamps
@@ -205,14 +230,14 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
     # does not say which frame it holds - nor which frames after the first keyframe are shown before it.
     # (MP4, MKV, TS and FLV store presentation times: a stream that could reorder and does not is stamped
     # in increasing order there too, and is fine. FFmpeg restamps MPEG-4 Part 2 in AVI with them.)
-    # Whether the decoder reorders, its headers say (the reorder depth) - unless they leave it out (H.264
-    # without the SPS's bitstream restriction, as some cameras write it): then decoding the first packets
-    # says, by whether frames come out in another order than their packets went in.
+    # Whether the decoder reorders, the headers say (the reorder depth; HEVC, MPEG-2 and VC-1 must state
+    # it). An H.264 SPS may leave it out, as some cameras write it: then the B-slices read while demuxing
+    # say (any B-slice counts, and so does finding no slice header: decoding from the start is exact).
     increasing = decode_times and len(timed) > 1 and bool(np.all(np.diff(timed) > 0))
-    baseline = "baseline" in str(stream.codec_context.profile or "").lower()  # H.264 without B-frames
-    decode_order = increasing and (probed.reorder_depth > 0 or (
-        probed.codec in REORDERING_CODECS and not baseline and _decoder_reorders(path, stream.index, deadline)))
-    listed = _without_dropped_leading_frames(path, stream.index, listed, first_key, decode_order, deadline)
+    decode_order = increasing and (probed.reorder_depth > 0 or (scan_b and (b_slices or not slices_read)))
+    made_up_times = bool(container.format.flags & AVFMT_NOTIMESTAMPS)
+    listed = _without_dropped_leading_frames(path, stream.index, listed, first_key,
+                                             not (decode_order or made_up_times), first_key_idr, deadline)
     untimed = int(np.count_nonzero(listed == UNTIMED))
     sorted_pts = np.sort(listed[listed != UNTIMED])
     distinct = len(sorted_pts) < 2 or bool(np.all(np.diff(sorted_pts) > 0))
@@ -221,13 +246,15 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
     # all-intra encoding of an inter codec (H.264 with a keyframe every frame, I-only MPEG-2) is flagged
     # the same way and is right: which one a file is, decoding some flagged packets on their own says.
     every_key = len(flagged_key) > 1 and bool(np.frombuffer(flagged_key, np.int8).all())
-    keys_known = (not every_key or _intra_only(stream.codec_context.name)
-                  or _decode_alone_as_keyframes(path, stream.index, samples, deadline))
+    keys_known = not every_key or _intra_only(codec)
+    if not keys_known:
+        far = [] if made_up_times else _spread(np.frombuffer(stamps, np.int64), max(samples, default=0),
+                                               SAMPLE_POSITIONS_BEYOND)
+        keys_known = _decode_alone_as_keyframes(path, stream.index, samples, far, deadline)
     return PacketIndex(sorted_pts, np.unique(np.frombuffer(keys, np.int64)) if keys else np.zeros(0, np.int64),
                        len(sorted_pts) + untimed, Fraction(stream.time_base) if stream.time_base else Fraction(1, 1),
                        bounded_count(stream.frames), truncation, note, untimed == 0 and distinct,
-                       probed if with_pts else None, decode_order, keys_known,
-                       bool(container.format.flags & AVFMT_NOTIMESTAMPS), discarded,
+                       probed if with_pts else None, decode_order, keys_known, made_up_times, discarded,
                        len(stamps) - len(listed))
 
 
@@ -244,18 +271,44 @@ def _intra_only(codec: str) -> bool:
         return codec in INTRA_CODECS
 
 
-#: Packets (1-based, in file order) whose keyframe flag may be checked: the 2nd and 3rd, then the 5th,
-#: 9th, 17th and so on to the 1025th, so that a file that is all-intra only at its start is caught too.
+#: Packets (1-based, in file order) whose keyframe flag is checked first: the 2nd and 3rd, then the 5th,
+#: 9th, 17th and so on to the 1025th (reached by reading on from the start).
 SAMPLE_POSITIONS = frozenset({2, 3} | {2 ** k + 1 for k in range(2, 11)})
+#: Further packets checked, spread evenly over the rest of the file up to its last packet (reached by
+#: seeking: each is flagged a keyframe), so that a file that is all-intra only for a while is caught too.
+SAMPLE_POSITIONS_BEYOND = 8
 
 
-def _decode_alone_as_keyframes(path: Path, stream_index: int, positions: list[int], deadline: Deadline) -> bool:
-    """Whether each packet at ``positions`` (among the packets not marked discarded), decoded on its own,
-    gives a keyframe. A P-frame without its references gives no frame or a frame marked as not a key;
-    any doubt (an error, no frame) answers False, which costs speed (reads decode from the start), never
-    correctness."""
+#: Seeks for those go this many packets before them: demuxers without a seek index land a little late.
+SAMPLE_SEEK_LEAD = 16
+
+
+def _spread(stamps: np.ndarray, after: int, count: int) -> list[tuple[int, int]]:
+    """(where to seek, timestamp) of ``count`` packets spread evenly over those after position ``after``,
+    the last one included (``stamps`` in file order; untimed packets cannot be sought and are passed over)."""
+    later = np.flatnonzero(stamps[after + 1:] != UNTIMED) + after + 1
+    if not len(later):
+        return []
+    picked = sorted({int(later[i]) for i in np.linspace(0, len(later) - 1, count).round().astype(int)})
+    timed = np.flatnonzero(stamps != UNTIMED)
+    lead = [int(timed[max(0, int(np.searchsorted(timed, at)) - SAMPLE_SEEK_LEAD)]) for at in picked]
+    return [(int(stamps[a]), int(stamps[at])) for a, at in zip(lead, picked)]
+
+
+def _decode_alone_as_keyframes(path: Path, stream_index: int, positions: list[int],
+                               sought: list[tuple[int, int]], deadline: Deadline) -> bool:
+    """Whether each packet at ``positions`` (among the packets not marked discarded), and each packet with
+    a timestamp of ``sought`` (found by seeking to the other), decoded on its own gives a keyframe. A P-frame without its
+    references gives no frame or a frame marked as not a key; any doubt (an error, no frame, a packet not
+    found) answers False, which costs speed (reads decode from the start), never correctness."""
     if not positions:
         return False
+
+    def alone(ctx, packet) -> bool:
+        frames = list(ctx.decode(packet)) + list(ctx.decode(None))
+        ctx.flush_buffers()  # forget this frame: the next one starts from nothing again
+        return len(frames) == 1 and bool(frames[0].key_frame)
+
     wanted, last = set(positions), max(positions)
     try:
         with av.open(str(path), mode="r") as container:
@@ -267,55 +320,26 @@ def _decode_alone_as_keyframes(path: Path, stream_index: int, positions: list[in
                     continue
                 seen += 1
                 deadline.check()
-                if seen in wanted:
-                    frames = list(ctx.decode(packet)) + list(ctx.decode(None))
-                    ctx.flush_buffers()  # forget this frame: the next sample starts from nothing again
-                    if len(frames) != 1 or not frames[0].key_frame:
-                        return False
+                if seen in wanted and not alone(ctx, packet):
+                    return False
                 if seen >= last:
-                    return True
+                    break
+            else:
+                return False
+            for target, ts in sought:
+                container.seek(target, stream=stream, backward=True)
+                for n, packet in enumerate(container.demux(stream)):
+                    deadline.check()
+                    at = packet.pts if packet.pts is not None else packet.dts
+                    if n >= 4 * SAMPLE_SEEK_LEAD or not packet.size:
+                        return False  # not found where the index says it is
+                    if at == ts:
+                        if not alone(ctx, packet):
+                            return False
+                        break
     except (av.error.FFmpegError, OSError, ValueError, IndexError):
         return False
-    return False
-
-
-#: Codecs with frames shown in another order than they are decoded (B-frames). Not MPEG-4 Part 2: FFmpeg
-#: stamps its B-frames in AVI with presentation times, so its stamps grow only when it has none.
-REORDERING_CODECS = frozenset({"h264", "hevc", "vvc", "mpeg1video", "mpeg2video", "vc1", "wmv3", "cavs", "avs2",
-                               "rv30", "rv40"})
-#: How many packets from the start are decoded to see whether a stream's frames come out reordered.
-REORDER_CHECK_PACKETS = 64
-
-
-def _decoder_reorders(path: Path, stream_index: int, deadline: Deadline) -> bool:
-    """Whether decoding the first packets outputs frames in another order than their packets' stamps.
-    Any doubt (an error, no timestamps) answers True: the file is then read from the start, exactly."""
-    out: list[int] = []
-    try:
-        with av.open(str(path), mode="r") as container:
-            stream = container.streams[stream_index]
-            stream.thread_type = "NONE"
-            decode, fed = stream.codec_context.decode, 0
-            for packet in container.demux(stream):
-                if packet.size:
-                    deadline.check()
-                    fed += 1
-                try:
-                    out += [f.pts for f in decode(packet)]
-                except av.error.FFmpegError:
-                    if not packet.size:
-                        break
-                if fed >= REORDER_CHECK_PACKETS or not packet.size:
-                    break
-            try:
-                out += [f.pts for f in decode(None)]
-            except av.error.EOFError:
-                pass  # already drained by the end-of-file packet
-    except (av.error.FFmpegError, OSError, ValueError, IndexError):
-        return True
-    if any(t is None for t in out):
-        return True
-    return len(out) > 1 and bool(np.any(np.diff(np.asarray(out, np.int64)) <= 0))
+    return True
 
 
 #: Leading frames are checked by decoding only when they sit within this many packets of the start.
@@ -326,7 +350,7 @@ LEADING_WINDOW = 24
 
 
 def _without_dropped_leading_frames(path: Path, stream_index: int, stamps: np.ndarray,
-                                    first_key: tuple[int, int] | None, decode_order: bool,
+                                    first_key: tuple[int, int] | None, stamps_tell: bool, key_is_idr: bool,
                                     deadline: Deadline) -> np.ndarray:
     """``stamps`` (file order) less the frames at the start that the decoder never shows.
 
@@ -336,20 +360,24 @@ def _without_dropped_leading_frames(path: Path, stream_index: int, stamps: np.nd
     such frames, or show them when their references are in the file after all (RADL pictures) - so
     which ones count is found by decoding up to the last of them, not guessed. A timed frame is known by
     its timestamp; frames without one are counted (the decoder's frames without a timestamp against the
-    packets without one), and those dropped are taken to be the first of them. ``decode_order``: the
-    stamps are decoding times of a stream that reorders, which say nothing of what is shown first."""
+    packets without one), and those dropped are taken to be the first of them. ``stamps_tell``: the
+    stamps are presentation times the file stores (not decoding times of a stream that reorders, nor
+    times a raw stream's parser counted out). ``key_is_idr``: no frame after the first keyframe can
+    miss its references, so only the packets before it are in question."""
     if first_key is None or not len(stamps):
         return stamps
     position, key_ts = first_key
     at = np.arange(len(stamps))
     timed = stamps != UNTIMED
-    if key_ts == UNTIMED or decode_order:  # timestamps cannot single out the leading frames
+    if key_is_idr:
+        after = np.zeros(len(stamps), bool)
+    elif key_ts == UNTIMED or not stamps_tell:  # timestamps cannot single out the leading frames
         after = (at > position) & (at <= position + LEADING_WINDOW)
     else:
         later = np.flatnonzero(timed & (at > position) & (stamps > key_ts))
         leading_end = int(later[0]) if len(later) else len(stamps)  # leading frames come before trailing ones
         leading_end = min(leading_end, position + 1 + LEADING_WINDOW)
-        after = (at > position) & ((timed & (stamps < key_ts)) | (~timed & (at < leading_end)))
+        after = (at > position) & (at < leading_end) & (~timed | (stamps < key_ts))
     candidates = np.flatnonzero((at < position) | after)
     if not len(candidates) or candidates[-1] >= LEADING_CHECK_PACKETS:
         return stamps
