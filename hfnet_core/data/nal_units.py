@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["nal_units", "nal_length_size", "h264_slice_kinds", "h264_starts_with_idr", "hevc_starts_with_idr"]
+__all__ = ["nal_units", "nal_length_size", "h264_slice_kinds", "h264_starts_with_idr", "hevc_starts_with_idr",
+           "starts_with_idr"]
 
 H264_SLICE, H264_IDR = 1, 5
 H264_B_SLICE = 1  # slice_type modulo 5: 0 P, 1 B, 2 I, 3 SP, 4 SI
@@ -97,4 +98,13 @@ def hevc_starts_with_idr(data: bytes, length_size: int | None) -> bool:
         kind = (nal[0] >> 1) & 0x3F if nal else 63
         if kind <= HEVC_VCL_MAX:
             return kind in HEVC_IDR_TYPES
+    return False
+
+
+def starts_with_idr(codec: str, data: bytes, length_size: int | None) -> bool:
+    """Whether a packet of ``codec`` is an IDR picture; False for codecs these NAL rules do not cover."""
+    if codec == "h264":
+        return h264_starts_with_idr(data, length_size)
+    if codec == "hevc":
+        return hevc_starts_with_idr(data, length_size)
     return False

@@ -290,8 +290,8 @@ class _Worker:
 
     def _run(self, job: Job) -> None:
         """Seek to the job's keyframe. Demuxers without a seek index (MPEG-TS: camcorder and broadcast
-        footage) land on a packet near the timestamp, often just after the keyframe: then seek to the
-        keyframe before and read (without decoding) up to this one."""
+        footage) land on a packet near the timestamp, often just after the keyframe: then seek to each of
+        ``job.earlier`` in turn and read (without decoding) up to this one."""
         try:
             return self._run_from(job, job.key, find_key=False)
         except _LandedOffKey:

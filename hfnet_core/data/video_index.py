@@ -26,8 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from hfnet_core.data.nal_units import (H264_B_SLICE, h264_slice_kinds, h264_starts_with_idr, hevc_starts_with_idr,
-                                       nal_length_size)
+from hfnet_core.data.nal_units import H264_B_SLICE, h264_slice_kinds, nal_length_size, starts_with_idr
 from hfnet_core.data.video_checks import FETCH_HINT, Deadline, VideoDecodeError, bounded_count, structure_cut
 
 __all__ = ["PacketIndex", "ProbedStream", "packet_index", "cached_index", "probed_stream", "MAX_INDEXED_FRAMES"]
@@ -165,8 +164,9 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
     scan_b = (probed.format in DECODE_TIME_FORMATS and codec == "h264" and probed.reorder_depth == 0
               and "baseline" not in str(stream.codec_context.profile or "").lower())
     slices_read = b_slices = False
-    first_key_idr = False  # the first keyframe is an IDR picture: no frame after it can be a dropped leading one
-    first_data = b""  # the first packet, where no packet is flagged a keyframe (H.264/HEVC only)
+    # The first keyframe's packet (H.264/HEVC only): the first packet until a flagged one comes, since a file
+    # that flags none (some AVI muxers) starts decoding at its first packet.
+    first_key_data = b""
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
@@ -178,8 +178,6 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
             if packets % 256 == 0:
                 deadline.check()
             corrupt += packet.is_corrupt
-            if packets == 1 and codec in ("h264", "hevc"):
-                first_data = bytes(packet)
             ts = packet.pts
             if ts is None:
                 ts = packet.dts
@@ -189,10 +187,9 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
                     keys.append(int(ts))
                 if first_key is None:  # untimed too (raw streams): frames before it are checked all the same
                     first_key = (len(stamps), UNTIMED if ts is None else int(ts))
-                    if codec == "h264":
-                        first_key_idr = h264_starts_with_idr(bytes(packet), length_size)
-                    elif codec == "hevc":
-                        first_key_idr = hevc_starts_with_idr(bytes(packet), length_size)
+                    first_key_data = bytes(packet) if codec in ("h264", "hevc") else b""
+            elif packets == 1 and codec in ("h264", "hevc"):
+                first_key_data = bytes(packet)
             if scan_b and not b_slices:
                 kinds = h264_slice_kinds(bytes(packet), length_size)
                 slices_read |= bool(kinds)
@@ -221,8 +218,8 @@ def _build(path: Path, size: int, container: av.container.InputContainer, stream
     listed = np.frombuffer(stamps, np.int64) if stamps else np.zeros(0, np.int64)
     if first_key is None and len(listed):  # no packet flagged (some AVI muxers): decoding starts at the first
         first_key = (0, int(listed[0]))
-        first_key_idr = (h264_starts_with_idr if codec == "h264" else hevc_starts_with_idr)(
-            first_data, length_size) if first_data else False
+    # After an IDR picture no frame can be a dropped leading one
+    first_key_idr = bool(first_key_data) and starts_with_idr(codec, first_key_data, length_size)
     timed = listed[listed != UNTIMED]
     # A container without presentation times (AVI; packets stamped only with a decoding time) holding a
     # stream the decoder reorders (H.264 with B-frames), stamped in an order that only grows: the stamps
@@ -277,8 +274,6 @@ SAMPLE_POSITIONS = frozenset({2, 3} | {2 ** k + 1 for k in range(2, 11)})
 #: Further packets checked, spread evenly over the rest of the file up to its last packet (reached by
 #: seeking: each is flagged a keyframe), so that a file that is all-intra only for a while is caught too.
 SAMPLE_POSITIONS_BEYOND = 8
-
-
 #: Seeks for those go this many packets before them: demuxers without a seek index land a little late.
 SAMPLE_SEEK_LEAD = 16
 
@@ -298,9 +293,10 @@ def _spread(stamps: np.ndarray, after: int, count: int) -> list[tuple[int, int]]
 def _decode_alone_as_keyframes(path: Path, stream_index: int, positions: list[int],
                                sought: list[tuple[int, int]], deadline: Deadline) -> bool:
     """Whether each packet at ``positions`` (among the packets not marked discarded), and each packet with
-    a timestamp of ``sought`` (found by seeking to the other), decoded on its own gives a keyframe. A P-frame without its
-    references gives no frame or a frame marked as not a key; any doubt (an error, no frame, a packet not
-    found) answers False, which costs speed (reads decode from the start), never correctness."""
+    a timestamp of ``sought`` (found by seeking to the other), decoded on its own gives a keyframe. A
+    P-frame without its references gives no frame or a frame marked as not a key; any doubt (an error, no
+    frame, a packet not found) answers False, which costs speed (reads decode from the start), never
+    correctness."""
     if not positions:
         return False
 
